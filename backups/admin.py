@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
+
+from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment
+from backups.services import (
+    BackupRefused,
+    BrokerUnavailable,
+    backup_artifact_request,
+    backup_artifact_verify_request,
+)
+
+
+@admin.register(Environment)
+class EnvironmentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["name", "protected", "required_approvals", "api_url"]
+    search_fields = ["name"]
+
+
+@admin.register(Datastore)
+class DatastoreAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    list_display = ["name", "environment", "kind", "url_env", "url_env_is_set", "compression_level"]
+    list_filter = ["environment", "kind"]
+    search_fields = ["name"]
+    actions = ["back_up_now"]
+
+    @admin.display(boolean=True, description="URL variable set in the web process")
+    def url_env_is_set(self, obj: Datastore) -> bool:
+        # Only whether it is set: the value is a secret and is never shown.
+        return bool(os.environ.get(obj.url_env))
+
+    @admin.action(description="Back up now", permissions=["change"])
+    def back_up_now(self, request: HttpRequest, queryset: QuerySet[Datastore]) -> None:
+        for datastore in queryset:
+            try:
+                artifact = backup_artifact_request(
+                    datastore=datastore, trigger=f"admin:{request.user.get_username()}",
+                    triggered_by=request.user,  # type: ignore[arg-type]
+                )
+            except (BackupRefused, BrokerUnavailable) as exc:
+                self.message_user(request, f"{datastore.name}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{datastore.name}: backup #{artifact.pk} queued", messages.SUCCESS)
+
+
+class BackupArtifactEventInline(admin.TabularInline):  # type: ignore[type-arg]
+    model = BackupArtifactEvent
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = ["created_at", "old_status", "new_status", "message"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(BackupArtifact)
+class BackupArtifactAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """History of backups: read-only. Backups are taken with "Back up now" or `manage.py backup`."""
+
+    list_display = ["id", "datastore", "status", "verification", "size", "created_at", "duration", "trigger"]
+    list_filter = ["status", "verification", "datastore__environment", "datastore"]
+    list_select_related = ["datastore"]
+    date_hierarchy = "created_at"
+    inlines = [BackupArtifactEventInline]
+    actions = ["verify"]
+
+    @admin.display(description="size", ordering="size_bytes")
+    def size(self, obj: BackupArtifact) -> str:
+        return filesizeformat(obj.size_bytes) if obj.size_bytes is not None else "-"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in BackupArtifact._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Verify selected backups", permissions=["view"])
+    def verify(self, request: HttpRequest, queryset: QuerySet[BackupArtifact]) -> None:
+        for artifact in queryset:
+            try:
+                backup_artifact_verify_request(artifact=artifact)
+            except (BackupRefused, BrokerUnavailable) as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"verification of backup #{artifact.pk} queued", messages.SUCCESS)

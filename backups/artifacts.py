@@ -1,0 +1,166 @@
+"""Where backup files live: any Django storage backend (STORAGES["artifacts"]), written atomically.
+
+A file is streamed to a temporary key and promoted to its final key only once the job has succeeded, so an
+interrupted or failed job never leaves something that looks like a backup. Checksums are computed on the fly:
+memory stays flat whatever the size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from django.core.files import File
+from django.core.files.storage import Storage, storages
+
+from backups.postgres import scratch_dir
+
+CHUNK_SIZE = 1024 * 1024
+TMP_PREFIX = "tmp/"
+
+
+def artifact_storage() -> Storage:
+    return storages["artifacts"]
+
+
+class HashingReader:
+    """File-like wrapper over a stream that computes sha256 and size as it is read, and calls `on_progress`
+    (at most every `progress_every` seconds) so the job can heartbeat and notice a cancel."""
+
+    def __init__(
+        self,
+        stream: IO[bytes],
+        on_progress: Callable[[int], None] | None = None,
+        progress_every: float = 5.0,
+    ) -> None:
+        self._stream = stream
+        self._on_progress = on_progress
+        self._progress_every = progress_every
+        self._last_progress = time.monotonic()
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size if size and size > 0 else CHUNK_SIZE)
+        if data:
+            self.sha256.update(data)
+            self.size += len(data)
+        if self._on_progress and time.monotonic() - self._last_progress >= self._progress_every:
+            self._last_progress = time.monotonic()
+            self._on_progress(self.size)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+
+class _StreamFile(File):  # type: ignore[type-arg]
+    """A Django File over a non-seekable stream, read in 1 MiB chunks."""
+
+    DEFAULT_CHUNK_SIZE = CHUNK_SIZE
+
+    def __init__(self, reader: HashingReader, name: str) -> None:
+        super().__init__(reader, name=name)
+
+    @property
+    def size(self) -> int:  # storages that ask for a size get "unknown"; S3 multipart handles streams
+        return 0
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        while data := self.file.read(chunk_size or self.DEFAULT_CHUNK_SIZE):
+            yield data
+
+
+def temporary_key(final_key: str, job_id: int) -> str:
+    """Where a job writes before promotion. Starts with the job id so the reaper can tell orphans apart."""
+    return f"{TMP_PREFIX}{job_id}-{uuid.uuid4().hex[:12]}-{Path(final_key).name}.partial"
+
+
+def write_stream(key: str, reader: HashingReader) -> str:
+    """Stream `reader` to `key` (a temporary key). Returns the name the storage actually used."""
+    return artifact_storage().save(key, _StreamFile(reader, key))
+
+
+def promote(tmp_key: str, final_key: str) -> str:
+    """Move a finished temporary file to its final key, atomically where the storage allows."""
+    storage = artifact_storage()
+    try:
+        tmp_path, final_path = storage.path(tmp_key), storage.path(final_key)
+    except NotImplementedError:
+        # Object stores publish an object only when its upload completes, so copy-then-delete is safe there.
+        with storage.open(tmp_key, "rb") as handle:
+            name = storage.save(final_key, handle)
+        storage.delete(tmp_key)
+        return name
+    os.makedirs(os.path.dirname(final_path), mode=0o700, exist_ok=True)
+    os.replace(tmp_path, final_path)  # atomic on one filesystem
+    return final_key
+
+
+def delete_quietly(key: str) -> None:
+    with contextlib.suppress(Exception):
+        if key:
+            artifact_storage().delete(key)
+
+
+def iter_chunks(key: str) -> Iterator[bytes]:
+    with artifact_storage().open(key, "rb") as handle:
+        while data := handle.read(CHUNK_SIZE):
+            yield data
+
+
+def sha256_of(key: str, on_progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    digest, size, last = hashlib.sha256(), 0, time.monotonic()
+    for chunk in iter_chunks(key):
+        digest.update(chunk)
+        size += len(chunk)
+        if on_progress and time.monotonic() - last >= 5:
+            last = time.monotonic()
+            on_progress(size)
+    return digest.hexdigest(), size
+
+
+def local_path(key: str) -> str | None:
+    try:
+        return artifact_storage().path(key)
+    except NotImplementedError:
+        return None
+
+
+@contextlib.contextmanager
+def local_copy(key: str, on_progress: Callable[[int], None] | None = None) -> Iterator[tuple[str, str]]:
+    """A seekable local file holding the artifact (pg_restore --jobs needs one), and its sha256 as read now.
+
+    Local storage: the file itself, hashed in place. Remote storage: streamed to a scratch file while hashing,
+    deleted afterwards.
+    """
+    path = local_path(key)
+    if path is not None:
+        digest, _size = sha256_of(key, on_progress)
+        yield path, digest
+        return
+    fd, scratch = tempfile.mkstemp(prefix="dr-restore-", suffix=".dump", dir=scratch_dir())
+    try:
+        digest_obj, size, last = hashlib.sha256(), 0, time.monotonic()
+        with os.fdopen(fd, "wb") as out:
+            for chunk in iter_chunks(key):
+                digest_obj.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+                if on_progress and time.monotonic() - last >= 5:
+                    last = time.monotonic()
+                    on_progress(size)
+        yield scratch, digest_obj.hexdigest()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(scratch)

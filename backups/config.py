@@ -1,0 +1,181 @@
+"""Declarative configuration: environments and datastores from a TOML file (`manage.py loadconfig`).
+
+All or nothing: every entry is checked first (unknown keys, bad values, references), and the file is applied in
+one transaction only when it has no error. Applying the same file twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from backups.models import Datastore, Environment
+
+ENVIRONMENT_KEYS = {"protected": bool, "required_approvals": int, "api_url": str, "description": str}
+DATASTORE_KEYS = {
+    "name": str,
+    "environment": str,
+    "kind": str,
+    "url_env": str,
+    "compression_level": int,
+    "description": str,
+}
+DATASTORE_REQUIRED = ("name", "environment", "kind", "url_env")
+TOP_LEVEL_KEYS = {"environments", "datastores"}
+
+
+class ConfigError(Exception):
+    """The file cannot be applied. `errors` lists every problem, each naming where it is."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass
+class ConfigReport:
+    changes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def config_load_file(path: str | Path) -> ConfigReport:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the file ({exc.strerror})"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return config_apply(data)
+
+
+def _check_types(where: str, entry: Any, schema: dict[str, type], errors: list[str]) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        errors.append(f"{where}: expected a table of keys, got {type(entry).__name__}")
+        return {}
+    for key in sorted(set(entry) - set(schema)):
+        errors.append(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(schema))})")
+    clean = {}
+    for key, expected in schema.items():
+        if key not in entry:
+            continue
+        value = entry[key]
+        # bool is a subclass of int in Python; `required_approvals = true` is still a mistake.
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            errors.append(f"{where}.{key}: expected {expected.__name__}, got {value!r}")
+            continue
+        clean[key] = value
+    return clean
+
+
+def _validate(where: str, obj: Environment | Datastore, errors: list[str], exclude: list[str]) -> None:
+    try:
+        obj.full_clean(exclude=exclude, validate_unique=False)
+    except ValidationError as exc:
+        for name, messages in exc.message_dict.items():
+            label = where if name == "__all__" else f"{where}.{name}"
+            errors.extend(f"{label}: {message}" for message in messages)
+
+
+def config_apply(data: dict[str, Any]) -> ConfigReport:
+    """Check everything, then create or update in one transaction. Raises ConfigError and applies nothing
+    if any entry is wrong."""
+    from backups.services import BackupRefused, datastore_check_not_broker
+
+    errors: list[str] = []
+    report = ConfigReport()
+    for key in sorted(set(data) - TOP_LEVEL_KEYS):
+        errors.append(f"unknown top-level key {key!r} (allowed: environments, datastores)")
+
+    environments_in = data.get("environments", {})
+    if not isinstance(environments_in, dict):
+        errors.append("environments: expected [environments.NAME] tables")
+        environments_in = {}
+    planned_envs: dict[str, Environment] = {}
+    for name, entry in environments_in.items():
+        where = f"environments.{name}"
+        values = _check_types(where, entry, ENVIRONMENT_KEYS, errors)
+        env = Environment.objects.filter(name=name).first() or Environment(name=name)
+        for key, value in values.items():
+            setattr(env, key, value)
+        _validate(where, env, errors, exclude=[])
+        planned_envs[name] = env
+
+    datastores_in = data.get("datastores", [])
+    if not isinstance(datastores_in, list):
+        errors.append("datastores: expected [[datastores]] entries")
+        datastores_in = []
+    planned_stores: list[tuple[Datastore, str]] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(datastores_in):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        where = f"datastores[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+        values = _check_types(where, entry, DATASTORE_KEYS, errors)
+        missing = [key for key in DATASTORE_REQUIRED if key not in values and isinstance(entry, dict)
+                   and key not in entry]
+        errors.extend(f"{where}: missing required key {key!r}" for key in missing)
+        if "name" not in values:
+            continue
+        if values["name"] in seen:
+            errors.append(f"{where}: datastore {values['name']!r} is listed twice")
+        seen.add(values["name"])
+        env_name = values.get("environment", "")
+        env = planned_envs.get(env_name) or Environment.objects.filter(name=env_name).first()
+        if env_name and env is None:
+            errors.append(f"{where}.environment: no environment {env_name!r} in this file or in the console")
+        store = Datastore.objects.filter(name=values["name"]).first() or Datastore(name=values["name"])
+        if store.pk and env is not None and store.environment_id and store.environment.name != env_name \
+                and store.artifacts.exists():
+            errors.append(f"{where}.environment: {store.name} has backups in {store.environment.name}; "
+                          "it cannot move to another environment")
+        for key, value in values.items():
+            if key != "environment":
+                setattr(store, key, value)
+        if "compression_level" not in values:
+            store.compression_level = None
+        _validate(where, store, errors, exclude=["environment"])
+        if store.kind == Datastore.Kind.REDIS and store.url_env:
+            try:
+                datastore_check_not_broker(store)
+            except BackupRefused as exc:
+                errors.append(f"{where}: {exc}")
+        planned_stores.append((store, env_name))
+        if values.get("url_env") and not os.environ.get(values["url_env"]):
+            report.warnings.append(
+                f"{where}: environment variable {values['url_env']} is not set in this process; "
+                "the workers that run its backups must have it"
+            )
+
+    if errors:
+        raise ConfigError(errors)
+
+    with transaction.atomic():
+        for name, env in planned_envs.items():
+            report.changes.append(_save(f"environment {name}", env))
+        for store, env_name in planned_stores:
+            env = planned_envs.get(env_name) or Environment.objects.get(name=env_name)
+            store.environment = env
+            report.changes.append(_save(f"datastore {store.name}", store))
+    return report
+
+
+def _save(label: str, obj: Environment | Datastore) -> str:
+    if obj.pk is None:
+        obj.save()
+        return f"{label}: created"
+    model = type(obj)
+    stored = model.objects.get(pk=obj.pk)
+    changed = [f.name for f in model._meta.concrete_fields
+               if not f.auto_created and f.name not in ("created_at", "updated_at")
+               and getattr(stored, f.attname) != getattr(obj, f.attname)]
+    if not changed:
+        return f"{label}: unchanged"
+    obj.save()
+    return f"{label}: updated ({', '.join(changed)})"

@@ -1,0 +1,75 @@
+"""manage.py backup DATASTORE [--wait] [--inline] [--json]"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+from django.template.defaultfilters import filesizeformat
+
+from backups.models import BackupArtifact, Datastore
+from backups.selectors import backup_artifact_summary
+from backups.services import (
+    BackupRefused,
+    BrokerUnavailable,
+    backup_artifact_execute,
+    backup_artifact_request,
+    backup_artifact_verify,
+)
+from dr_console.cli import JobCommand, one_line
+
+
+def datastore_by_name(name: str) -> Datastore:
+    try:
+        return Datastore.objects.select_related("environment").get(name=name)
+    except Datastore.DoesNotExist:
+        known = ", ".join(Datastore.objects.values_list("name", flat=True)) or "none yet (see `manage.py loadconfig`)"
+        raise CommandError(f"no datastore named {name!r}; known datastores: {known}") from None
+
+
+def describe_backup(artifact: BackupArtifact) -> str:
+    if artifact.status == BackupArtifact.Status.SUCCEEDED:
+        return (f"backup #{artifact.pk} of {artifact.datastore.name} succeeded: {filesizeformat(artifact.size_bytes)}, "
+                f"{len(artifact.row_counts)} tables, {artifact.duration.total_seconds():.1f} s, "
+                f"sha256 {artifact.sha256}, stored as {artifact.storage_key} (verification: {artifact.verification})")
+    if artifact.status == BackupArtifact.Status.FAILED:
+        return f"backup #{artifact.pk} of {artifact.datastore.name} failed: {artifact.error}"
+    done = f", {filesizeformat(artifact.bytes_done)} written" if artifact.bytes_done else ""
+    return f"backup #{artifact.pk} of {artifact.datastore.name} is {artifact.status}{done}"
+
+
+class Command(JobCommand):
+    help = "Back up a datastore (pg_dump, streamed and checksummed into the artifact storage)."
+    job_noun = "backup"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("datastore", help="Name of the datastore, e.g. prod-db.")
+        super().add_arguments(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        datastore = datastore_by_name(options["datastore"])
+        try:
+            artifact = backup_artifact_request(
+                datastore=datastore, trigger=self.trigger_label(), enqueue=not options["inline"]
+            )
+        except (BackupRefused, BrokerUnavailable) as exc:
+            raise CommandError(one_line(exc)) from None
+        if options["inline"]:
+            backup_artifact_execute(artifact_id=artifact.pk, verify_after=False)
+            artifact.refresh_from_db()
+            if artifact.status == BackupArtifact.Status.SUCCEEDED:
+                backup_artifact_verify(artifact_id=artifact.pk)
+        elif options["wait"]:
+            self.warn_if_no_worker(options)
+            self.wait_for(
+                options,
+                load=lambda: BackupArtifact.objects.select_related("datastore").get(pk=artifact.pk),
+                done=lambda row: row.is_finished,
+                describe=describe_backup,
+            )
+        artifact = BackupArtifact.objects.select_related("datastore__environment").get(pk=artifact.pk)
+        waited = options["wait"] or options["inline"]
+        failed = artifact.status == BackupArtifact.Status.FAILED
+        self.finish(options, backup_artifact_summary(artifact),
+                    describe_backup(artifact) if waited else f"backup #{artifact.pk} of {datastore.name} queued",
+                    failure=describe_backup(artifact) if failed else "")

@@ -1,0 +1,69 @@
+"""manage.py verify ARTIFACT_ID [--wait] [--inline] [--json]"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+
+from backups.models import BackupArtifact
+from backups.selectors import backup_artifact_summary
+from backups.services import BackupRefused, BrokerUnavailable, backup_artifact_verify, backup_artifact_verify_request
+from dr_console.cli import JobCommand, one_line
+
+Verification = BackupArtifact.Verification
+
+
+def artifact_by_id(artifact_id: int) -> BackupArtifact:
+    try:
+        return BackupArtifact.objects.select_related("datastore__environment").get(pk=artifact_id)
+    except BackupArtifact.DoesNotExist:
+        raise CommandError(f"no backup with id {artifact_id}") from None
+
+
+def describe_verification(artifact: BackupArtifact) -> str:
+    if artifact.verification == Verification.VERIFIED:
+        return f"backup #{artifact.pk} verified: sha256 matches and pg_restore reads every entry"
+    if artifact.verification == Verification.CORRUPT:
+        return f"backup #{artifact.pk} is CORRUPT: {artifact.verification_error}"
+    if artifact.verification == Verification.VERIFYING:
+        return f"backup #{artifact.pk} is being verified"
+    reason = f": {artifact.verification_error}" if artifact.verification_error else ""
+    return f"backup #{artifact.pk} is not verified{reason}"
+
+
+class Command(JobCommand):
+    help = "Verify a backup: re-read the stored file, compare its sha256, check pg_restore can read it."
+    job_noun = "verification"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("artifact_id", type=int, help="Id of the backup.")
+        super().add_arguments(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        artifact = artifact_by_id(options["artifact_id"])
+        before = artifact.verified_at
+        try:
+            if options["inline"]:
+                if artifact.status != BackupArtifact.Status.SUCCEEDED:
+                    raise BackupRefused(f"backup #{artifact.pk} is {artifact.status}; only a succeeded backup "
+                                        "can be verified")
+                backup_artifact_verify(artifact_id=artifact.pk)
+            else:
+                backup_artifact_verify_request(artifact=artifact)
+        except (BackupRefused, BrokerUnavailable) as exc:
+            raise CommandError(one_line(exc)) from None
+        if options["wait"] and not options["inline"]:
+            self.warn_if_no_worker(options)
+            self.wait_for(
+                options,
+                load=lambda: BackupArtifact.objects.get(pk=artifact.pk),
+                done=lambda row: row.verified_at != before and row.verification != Verification.VERIFYING,
+                describe=describe_verification,
+            )
+        artifact = artifact_by_id(artifact.pk)
+        waited = options["wait"] or options["inline"]
+        failed = waited and artifact.verification != Verification.VERIFIED
+        self.finish(options, backup_artifact_summary(artifact),
+                    describe_verification(artifact) if waited else f"verification of backup #{artifact.pk} queued",
+                    failure=describe_verification(artifact) if failed else "")

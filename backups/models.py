@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from dr_console.jobs import JobEvent, JobModel
+
+env_var_name_validator = RegexValidator(
+    r"^[A-Z_][A-Z0-9_]*$", _("Use the name of an environment variable (A-Z, 0-9, _), not a URL.")
+)
+slug_name_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9_.-]*$", _("Use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit.")
+)
+
+
+class Environment(models.Model):
+    """A deployment of the protected product (e.g. staging, prod)."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[slug_name_validator])
+    description = models.TextField(blank=True)
+    protected = models.BooleanField(
+        default=False, help_text=_("Restores into a protected environment need approval by someone else.")
+    )
+    required_approvals = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
+    )
+    api_url = models.URLField(
+        blank=True, help_text=_("Base URL of the protected application, for /healthz and /readyz checks.")
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Datastore(models.Model):
+    """A PostgreSQL database or a Redis that the console backs up. Its URL lives in an environment variable."""
+
+    class Kind(models.TextChoices):
+        POSTGRES = "postgres", "PostgreSQL"
+        REDIS = "redis", "Redis"
+
+    environment = models.ForeignKey(Environment, models.PROTECT, related_name="datastores")
+    name = models.CharField(max_length=64, unique=True, validators=[slug_name_validator])
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    url_env = models.CharField(
+        "URL environment variable",
+        max_length=128,
+        validators=[env_var_name_validator],
+        help_text=_(
+            "Name of the environment variable holding the connection URL, e.g. PROD_DATABASE_URL. "
+            "The URL itself is never stored, shown or logged by the console."
+        ),
+    )
+    compression_level = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(9)],
+        help_text=_("pg_dump compression level 0-9; empty uses the console default (BACKUP_DEFAULT_COMPRESSION)."),
+    )
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["environment__name", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BackupArtifact(JobModel):
+    """One backup of a datastore: the job that takes it and, once it succeeded, the stored file."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+
+    class Verification(models.TextChoices):
+        UNVERIFIED = "unverified", _("Not verified")
+        VERIFYING = "verifying", _("Verifying")
+        VERIFIED = "verified", _("Verified")
+        CORRUPT = "corrupt", _("Corrupt")
+
+    class Format(models.TextChoices):
+        PG_CUSTOM = "pg_custom", _("pg_dump custom format")
+        REDIS_SNAPSHOT = "redis_snapshot", _("Redis logical snapshot")
+
+    ACTIVE = frozenset({Status.PENDING, Status.RUNNING})
+    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED})
+    TRANSITIONS = {
+        Status.PENDING: frozenset({Status.RUNNING, Status.FAILED}),
+        Status.RUNNING: frozenset({Status.SUCCEEDED, Status.FAILED}),
+    }
+
+    datastore = models.ForeignKey(Datastore, models.PROTECT, related_name="artifacts")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    verification = models.CharField(
+        max_length=16, choices=Verification.choices, default=Verification.UNVERIFIED, db_index=True
+    )
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verification_error = models.TextField(blank=True)
+    verification_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    format = models.CharField(max_length=32, choices=Format.choices, default=Format.PG_CUSTOM)
+    compression_level = models.PositiveSmallIntegerField(null=True, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    bytes_done = models.BigIntegerField(default=0, help_text=_("Bytes written so far, while running."))
+    sha256 = models.CharField(max_length=64, blank=True)
+    storage_key = models.CharField(max_length=512, blank=True)
+    tool_version = models.CharField(max_length=120, blank=True, help_text=_("e.g. pg_dump (PostgreSQL) 15.20"))
+    server_version = models.CharField(max_length=120, blank=True)
+    archive_entries = models.PositiveIntegerField(null=True, blank=True)
+    row_counts = models.JSONField(
+        default=dict, blank=True, help_text=_("Exact rows per table, counted in the dump's own snapshot.")
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            # The database, not a check in Python, guarantees one running backup per datastore.
+            models.UniqueConstraint(
+                fields=["datastore"],
+                condition=models.Q(status__in=["pending", "running"]),
+                name="backupartifact_one_active_per_datastore",
+            ),
+        ]
+        indexes = [models.Index(fields=["datastore", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"backup #{self.pk} of {self.datastore_id and self.datastore.name}"
+
+
+class BackupArtifactEvent(JobEvent):
+    """A status change of a backup artifact."""
+
+    job = models.ForeignKey(BackupArtifact, models.CASCADE, related_name="events")

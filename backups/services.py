@@ -1,0 +1,464 @@
+"""Backups: request one, take it (pg_dump streamed into storage), verify it, reap jobs whose worker died.
+
+The BackupArtifact row is the source of truth. A task only works on an artifact it has claimed with a
+compare-and-set transition, so a redelivered broker message never starts a second pg_dump and a finished
+backup is never redone.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from backups import artifacts
+from backups.models import BackupArtifact, Datastore
+from backups.postgres import (
+    PostgresError,
+    archive_read_through,
+    archive_toc,
+    count_rows,
+    describe_exit,
+    first_line,
+    list_dumped_tables,
+    pg_connection_from_env,
+    pg_tool,
+    read_tail,
+    server_version,
+    start_process,
+    stop_process,
+    tool_version,
+)
+from dr_console.jobs import IllegalTransition, job_heartbeat, job_transition, stale_cutoff
+
+logger = logging.getLogger(__name__)
+Status = BackupArtifact.Status
+Verification = BackupArtifact.Verification
+
+
+class BackupRefused(Exception):
+    """A backup request that cannot be accepted; nothing was created."""
+
+
+class BrokerUnavailable(Exception):
+    """The job row exists but could not be handed to a worker; it has been marked failed."""
+
+
+class JobFailed(Exception):
+    """An expected failure of a job: recorded on the row as its error, with the tool's stderr tail."""
+
+    def __init__(self, message: str, stderr_tail: str = "") -> None:
+        super().__init__(message)
+        self.stderr_tail = stderr_tail
+
+
+class JobStopped(Exception):
+    """The row left its running state under us (cancelled or reaped): stop working, record nothing more."""
+
+
+# --- requesting --------------------------------------------------------------------------------------------------
+
+
+def backup_artifact_request(
+    *, datastore: Datastore, trigger: str, triggered_by: User | None = None, enqueue: bool = True
+) -> BackupArtifact:
+    """Create a pending backup of `datastore` and hand it to a worker once the row is committed
+    (`enqueue=False`: the caller runs it itself, e.g. `manage.py backup --inline`)."""
+    if datastore.kind != Datastore.Kind.POSTGRES:
+        raise BackupRefused(f"{datastore.name} is a {datastore.get_kind_display()} datastore; "
+                            "only PostgreSQL backups are available in this version")
+    datastore_check_not_broker(datastore)
+    level = datastore.compression_level
+    try:
+        with transaction.atomic():
+            running = datastore.artifacts.filter(status__in=BackupArtifact.ACTIVE).first()
+            if running:
+                raise BackupRefused(f"a backup of {datastore.name} is already {running.status} (#{running.pk})")
+            artifact = BackupArtifact.objects.create(
+                datastore=datastore,
+                format=BackupArtifact.Format.PG_CUSTOM,
+                compression_level=settings.BACKUP_DEFAULT_COMPRESSION if level is None else level,
+                trigger=trigger[:120],
+                triggered_by=triggered_by,
+            )
+            if enqueue:
+                transaction.on_commit(lambda: _enqueue_backup(artifact.pk))
+    except IntegrityError:  # another request won the race the check above could not see
+        raise BackupRefused(f"a backup of {datastore.name} is already running") from None
+    return artifact
+
+
+def _enqueue_backup(artifact_id: int) -> None:
+    from backups.tasks import backup_artifact_execute_task
+
+    try:
+        backup_artifact_execute_task.apply_async(kwargs={"artifact_id": artifact_id}, retry=True)
+    except KombuOperationalError as exc:
+        message = f"could not reach the task broker at {broker_label()}: {exc}"
+        job_transition(BackupArtifact, pk=artifact_id, to=Status.FAILED, error=message)
+        raise BrokerUnavailable(message) from None
+
+
+def broker_label() -> str:
+    """The broker URL without credentials, safe to show."""
+    parts = urlsplit(settings.CELERY_BROKER_URL)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+
+
+def datastore_check_not_broker(datastore: Datastore) -> None:
+    """The console's broker must never be the Redis it protects: losing that Redis would lose the very jobs
+    that recover it. Compares host, port and database number (one Redis server may serve both, on
+    different database numbers)."""
+    if datastore.kind != Datastore.Kind.REDIS:
+        return
+    import os
+
+    url = os.environ.get(datastore.url_env, "")
+    if url and redis_identity(url) == redis_identity(settings.CELERY_BROKER_URL):
+        raise BackupRefused(
+            f"{datastore.name} ({datastore.url_env}) is the console's own task broker; "
+            "point CELERY_BROKER_URL at another Redis or database number"
+        )
+
+
+def redis_identity(url: str) -> tuple[str, int, int] | None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return None
+    host = parts.hostname or "localhost"
+    host = "127.0.0.1" if host in ("localhost", "::1") else host
+    try:
+        db = int((parts.path or "/0").strip("/") or 0)
+    except ValueError:
+        db = 0
+    return host, parts.port or 6379, db
+
+
+# --- taking the backup ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DumpOutcome:
+    storage_key: str
+    size_bytes: int
+    sha256: str
+    tool_version: str
+    server_version: str
+    archive_entries: int
+    row_counts: dict[str, int]
+    stderr_tail: str
+
+
+def backup_artifact_execute(*, artifact_id: int, verify_after: bool | None = None) -> None:
+    """Take the backup. Safe to call twice: only the caller that wins PENDING -> RUNNING does any work."""
+    try:
+        claimed = job_transition(BackupArtifact, pk=artifact_id, to=Status.RUNNING,
+                                 fields={"started_at": timezone.now()})
+    except IllegalTransition as exc:
+        logger.info("backup #%s not started: it is already %s", artifact_id, exc.old)
+        return
+    except BackupArtifact.DoesNotExist:
+        logger.warning("backup #%s does not exist; nothing to do", artifact_id)
+        return
+    if not claimed:
+        logger.info("backup #%s was claimed by another worker", artifact_id)
+        return
+
+    artifact = BackupArtifact.objects.select_related("datastore__environment").get(pk=artifact_id)
+    try:
+        outcome = _dump_postgres(artifact)
+    except JobStopped:
+        logger.info("backup #%s stopped: its row left the running state", artifact_id)
+        return
+    except (JobFailed, PostgresError) as exc:
+        _fail(artifact_id, str(exc), getattr(exc, "stderr_tail", ""))
+        return
+    except SoftTimeLimitExceeded:
+        _fail(artifact_id, f"time limit of {settings.BACKUP_TIME_LIMIT} s reached; pg_dump was stopped")
+        return
+    except OSError as exc:
+        _fail(artifact_id, f"cannot write the artifact to storage: {exc}")
+        return
+    except Exception as exc:
+        logger.exception("backup #%s failed unexpectedly", artifact_id)
+        _fail(artifact_id, f"internal error: {type(exc).__name__}: {exc}")
+        return
+
+    finished = job_transition(
+        BackupArtifact,
+        pk=artifact_id,
+        to=Status.SUCCEEDED,
+        fields={
+            "storage_key": outcome.storage_key,
+            "size_bytes": outcome.size_bytes,
+            "bytes_done": outcome.size_bytes,
+            "sha256": outcome.sha256,
+            "tool_version": outcome.tool_version,
+            "server_version": outcome.server_version,
+            "archive_entries": outcome.archive_entries,
+            "row_counts": outcome.row_counts,
+            "stderr_tail": outcome.stderr_tail,
+        },
+    )
+    if not finished:  # reaped while we were finishing: the row says failed, so the file must not stay
+        artifacts.delete_quietly(outcome.storage_key)
+        return
+    if settings.BACKUP_VERIFY_AFTER_DUMP if verify_after is None else verify_after:
+        transaction.on_commit(lambda: _enqueue_verify(artifact_id, quiet=True))
+
+
+def _fail(artifact_id: int, message: str, stderr_tail: str = "") -> None:
+    try:
+        job_transition(BackupArtifact, pk=artifact_id, to=Status.FAILED, error=message,
+                       fields={"stderr_tail": stderr_tail})
+    except IllegalTransition:
+        logger.info("backup #%s already ended; not recording: %s", artifact_id, message)
+
+
+def artifact_storage_key(artifact: BackupArtifact) -> str:
+    ds = artifact.datastore
+    stamp = artifact.created_at
+    return (f"{ds.environment.name}/{ds.name}/{stamp:%Y/%m}/"
+            f"{ds.name}-{stamp:%Y%m%dT%H%M%SZ}-{artifact.pk}.dump")
+
+
+def _dump_postgres(artifact: BackupArtifact) -> DumpOutcome:
+    """Stream pg_dump's custom-format output into storage, counting every table's rows in the same snapshot.
+
+    1. Open a REPEATABLE READ transaction on the source and export its snapshot.
+    2. Start pg_dump --snapshot=<it> in its own process group; stream its stdout to a temporary key while
+       hashing, and meanwhile count rows in the exported snapshot on our connection (a second thread).
+    3. On success check the archive's table of contents and promote the file to its final key. On any failure
+       stop pg_dump and delete the temporary file: a failed job leaves no artifact behind.
+    """
+    target = pg_connection_from_env(artifact.datastore.url_env)
+    pg_dump, pg_restore = pg_tool("pg_dump"), pg_tool("pg_restore")
+    dump_version, dump_major = tool_version(pg_dump)
+    final_key = artifact_storage_key(artifact)
+    tmp_key = artifacts.temporary_key(final_key, artifact.pk)
+
+    def progress(size: int) -> None:
+        if not job_heartbeat(BackupArtifact, pk=artifact.pk, running_states=frozenset({Status.RUNNING}),
+                             bytes_done=size):
+            raise JobStopped
+
+    with target.connect() as snapshot_conn:
+        server_text, server_major = server_version(snapshot_conn)
+        if dump_major < server_major:
+            raise JobFailed(f"{dump_version} cannot dump a PostgreSQL {server_major} server; install the "
+                            f"PostgreSQL {server_major} client on the worker or set PG_BIN_DIR")
+        snapshot_conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        snapshot_conn.read_only = True
+        snapshot_row = snapshot_conn.execute("SELECT pg_export_snapshot()").fetchone()
+        assert snapshot_row is not None
+        tables = list_dumped_tables(snapshot_conn)
+        counter = _RowCounter(snapshot_conn, tables)
+        args = [pg_dump, "--format=custom", f"--compress={artifact.compression_level}",
+                f"--snapshot={snapshot_row[0]}", "--no-password"]
+        with target.subprocess_env() as env, tempfile.TemporaryFile() as stderr_file:
+            proc = start_process(args, env=env, stdout=subprocess.PIPE, stderr=stderr_file)
+            assert proc.stdout is not None
+            counter.start()
+            reader = artifacts.HashingReader(proc.stdout, on_progress=progress,
+                                             progress_every=settings.JOB_HEARTBEAT_SECONDS)
+            written_key = ""
+            try:
+                written_key = artifacts.write_stream(tmp_key, reader)
+                returncode = proc.wait()
+                counter.join()
+            except BaseException:
+                stop_process(proc)
+                counter.stop()
+                artifacts.delete_quietly(written_key or tmp_key)
+                raise
+            finally:
+                proc.stdout.close()
+            stderr_tail = target.scrub(read_tail(stderr_file))
+        if returncode != 0:
+            artifacts.delete_quietly(written_key)
+            detail = first_line(_last_error_line(stderr_tail)) if stderr_tail else ""
+            raise JobFailed(f"{describe_exit('pg_dump', returncode)}{': ' + detail if detail else ''}", stderr_tail)
+        if counter.error:
+            artifacts.delete_quietly(written_key)
+            raise JobFailed(f"counting rows in the dump's snapshot failed: {target.scrub(counter.error)}",
+                            stderr_tail)
+    try:
+        local = artifacts.local_path(written_key)
+        toc = (archive_toc(pg_restore, path=local) if local
+               else archive_toc(pg_restore, chunks=artifacts.iter_chunks(written_key)))
+        storage_key = artifacts.promote(written_key, final_key)
+    except BaseException:
+        artifacts.delete_quietly(written_key)
+        raise
+    return DumpOutcome(
+        storage_key=storage_key,
+        size_bytes=reader.size,
+        sha256=reader.sha256.hexdigest(),
+        tool_version=dump_version,
+        server_version=server_text,
+        archive_entries=len(toc),
+        row_counts=counter.counts,
+        stderr_tail=stderr_tail,
+    )
+
+
+def _last_error_line(stderr_tail: str) -> str:
+    """pg_dump's most telling line: the last one that says error, else the last one."""
+    lines = [line for line in stderr_tail.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() or "fatal" in line.lower()]
+    return (errors or lines or [""])[-1].removeprefix("pg_dump: ").removeprefix("error: ")
+
+
+class _RowCounter(threading.Thread):
+    """Counts rows on the snapshot connection while pg_dump streams (so both see exactly the same data)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> None:
+        super().__init__(name="row-counter", daemon=True)
+        self.conn = conn
+        self.tables = tables
+        self.counts: dict[str, int] = {}
+        self.error = ""
+
+    def run(self) -> None:
+        try:
+            self.counts = count_rows(self.conn, self.tables)
+        except psycopg.Error as exc:
+            self.error = first_line(str(exc))
+
+    def stop(self) -> None:
+        if self.is_alive():
+            self.conn.cancel_safe()
+            self.join(timeout=30)
+
+
+# --- verifying ------------------------------------------------------------------------------------------------------
+
+
+def backup_artifact_verify_request(*, artifact: BackupArtifact) -> None:
+    if artifact.status != Status.SUCCEEDED:
+        raise BackupRefused(f"backup #{artifact.pk} is {artifact.status}; only a succeeded backup can be verified")
+    if artifact.verification == Verification.VERIFYING:
+        raise BackupRefused(f"backup #{artifact.pk} is already being verified")
+    transaction.on_commit(lambda: _enqueue_verify(artifact.pk))
+
+
+def _enqueue_verify(artifact_id: int, quiet: bool = False) -> None:
+    from backups.tasks import backup_artifact_verify_task
+
+    try:
+        backup_artifact_verify_task.apply_async(kwargs={"artifact_id": artifact_id}, retry=True)
+    except KombuOperationalError as exc:
+        if quiet:  # the backup itself succeeded; the verification can be asked for again
+            logger.warning("could not queue verification of backup #%s: %s", artifact_id, exc)
+            return
+        raise BrokerUnavailable(f"could not reach the task broker at {broker_label()}: {exc}") from None
+
+
+def backup_artifact_verify(*, artifact_id: int) -> str:
+    """Re-read the stored file: its sha256 and size must match the record and pg_restore must read every block.
+
+    Returns the verification state it recorded. A mismatch or an unreadable archive marks the artifact corrupt;
+    a storage that cannot be read right now leaves it unverified with the reason.
+    """
+    claimed = BackupArtifact.objects.filter(pk=artifact_id, status=Status.SUCCEEDED).exclude(
+        verification=Verification.VERIFYING
+    ).update(verification=Verification.VERIFYING, verification_heartbeat_at=timezone.now())
+    if not claimed:
+        logger.info("backup #%s: not verifiable now (missing, not succeeded, or being verified)", artifact_id)
+        return ""
+    artifact = BackupArtifact.objects.get(pk=artifact_id)
+    result, error = Verification.VERIFIED, ""
+    try:
+        result, error = _verify_pg_archive(artifact)
+    except SoftTimeLimitExceeded:
+        result, error = Verification.UNVERIFIED, "verification stopped: time limit reached"
+    except Exception as exc:
+        logger.exception("verification of backup #%s failed unexpectedly", artifact_id)
+        result, error = Verification.UNVERIFIED, f"internal error: {type(exc).__name__}: {exc}"
+    BackupArtifact.objects.filter(pk=artifact_id, verification=Verification.VERIFYING).update(
+        verification=result, verification_error=error, verified_at=timezone.now(), verification_heartbeat_at=None
+    )
+    logger.info("backup #%s verification: %s %s", artifact_id, result, error)
+    return str(result)
+
+
+def _verify_pg_archive(artifact: BackupArtifact) -> tuple[str, str]:
+    import hashlib
+
+    storage = artifacts.artifact_storage()
+    try:
+        exists = storage.exists(artifact.storage_key)
+    except OSError as exc:
+        return Verification.UNVERIFIED, f"cannot reach the artifact storage: {exc}"
+    if not exists:
+        return Verification.CORRUPT, f"the stored file {artifact.storage_key} is missing"
+    pg_restore = pg_tool("pg_restore")
+    digest, size = hashlib.sha256(), 0
+    unreadable = ""
+    try:
+        for chunk in archive_read_through(pg_restore, artifacts.iter_chunks(artifact.storage_key)):
+            digest.update(chunk)
+            size += len(chunk)
+    except PostgresError as exc:
+        unreadable = str(exc)
+    except OSError as exc:
+        return Verification.UNVERIFIED, f"cannot read the stored file: {exc}"
+    if digest.hexdigest() != artifact.sha256:
+        return Verification.CORRUPT, (f"sha256 mismatch: the stored file hashes to {digest.hexdigest()}, "
+                                      f"the backup recorded {artifact.sha256}")
+    if size != artifact.size_bytes:
+        return Verification.CORRUPT, f"size mismatch: {size} bytes stored, {artifact.size_bytes} recorded"
+    if unreadable:
+        return Verification.CORRUPT, unreadable
+    return Verification.VERIFIED, ""
+
+
+# --- reaping jobs whose worker died ---------------------------------------------------------------------------------
+
+
+def backup_artifacts_reap_stale() -> int:
+    """Fail backups whose worker stopped heartbeating, give back stuck verifications, delete orphan
+    temporary files. Returns how many backups it failed."""
+    cutoff = stale_cutoff(settings.JOB_STALE_AFTER_SECONDS)
+    reaped = 0
+    for artifact_id in BackupArtifact.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff).values_list(
+        "pk", flat=True
+    ):
+        try:
+            if job_transition(BackupArtifact, pk=artifact_id, to=Status.FAILED,
+                              error="worker lost: no heartbeat; the backup did not finish"):
+                reaped += 1
+        except IllegalTransition:
+            pass
+    BackupArtifact.objects.filter(
+        verification=Verification.VERIFYING, verification_heartbeat_at__lt=cutoff
+    ).update(verification=Verification.UNVERIFIED, verification_error="verification interrupted: worker lost",
+             verification_heartbeat_at=None)
+    _delete_orphan_temporary_files()
+    return reaped
+
+
+def _delete_orphan_temporary_files() -> None:
+    storage = artifacts.artifact_storage()
+    try:
+        _dirs, names = storage.listdir(artifacts.TMP_PREFIX.rstrip("/"))
+    except (OSError, NotImplementedError):
+        return
+    active = {str(pk) for pk in BackupArtifact.objects.filter(status__in=BackupArtifact.ACTIVE)
+              .values_list("pk", flat=True)}
+    for name in names:
+        if name.split("-", 1)[0] not in active:
+            artifacts.delete_quietly(f"{artifacts.TMP_PREFIX}{name}")

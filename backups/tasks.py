@@ -1,0 +1,39 @@
+"""Thin Celery tasks: load by id, call a service. The job row is the truth, so a redelivered message is a
+no-op (the service claims the row first) and nothing here retries a backup behind the operator's back."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+
+@shared_task(
+    acks_late=True,  # safe because backup_artifact_execute claims the row before doing anything
+    soft_time_limit=settings.BACKUP_TIME_LIMIT,
+    time_limit=settings.BACKUP_TIME_LIMIT + 120,
+)
+def backup_artifact_execute_task(*, artifact_id: int) -> None:
+    from backups.services import backup_artifact_execute
+
+    backup_artifact_execute(artifact_id=artifact_id)
+
+
+@shared_task(
+    acks_late=True,
+    soft_time_limit=settings.BACKUP_TIME_LIMIT,
+    time_limit=settings.BACKUP_TIME_LIMIT + 120,
+)
+def backup_artifact_verify_task(*, artifact_id: int) -> None:
+    from backups.services import backup_artifact_verify
+
+    backup_artifact_verify(artifact_id=artifact_id)
+
+
+@shared_task(ignore_result=True, soft_time_limit=300, time_limit=360)
+def jobs_reap_stale_task() -> None:
+    """Periodic (beat): fail jobs whose worker died, so nothing stays `running` forever."""
+    from backups.services import backup_artifacts_reap_stale
+    from restores.services import restore_runs_reap_stale
+
+    backup_artifacts_reap_stale()
+    restore_runs_reap_stale()

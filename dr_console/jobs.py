@@ -1,0 +1,128 @@
+"""What every job row (backup artifact, restore run) shares: a status with explicit allowed transitions,
+one compare-and-set function that moves it, an append-only event history and a heartbeat.
+
+Each job model declares its own `Status`, `ACTIVE` and `TRANSITIONS`; this module only enforces them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import models, transaction
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+
+class IllegalTransition(Exception):
+    """A status change that the model's TRANSITIONS table does not allow. Nothing was changed."""
+
+    def __init__(self, obj_label: str, old: str, new: str) -> None:
+        super().__init__(f"{obj_label} cannot go from {old} to {new}")
+        self.old = old
+        self.new = new
+
+
+class JobModel(models.Model):
+    """Fields every job row has. Subclasses define Status (TextChoices), ACTIVE and TRANSITIONS."""
+
+    ACTIVE: frozenset[str] = frozenset()
+    TERMINAL: frozenset[str] = frozenset()
+    TRANSITIONS: Mapping[str, frozenset[str]] = {}
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration = models.DurationField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    stderr_tail = models.TextField(blank=True)
+    triggered_by = models.ForeignKey(
+        "auth.User", models.SET_NULL, null=True, blank=True, related_name="+", help_text="The user, if a person."
+    )
+    trigger = models.CharField(
+        max_length=120, blank=True, help_text='Who or what started it, e.g. "cli:alice", "admin:bob", "schedule".'
+    )
+
+    class Meta:
+        abstract = True
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE  # type: ignore[attr-defined]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.TERMINAL  # type: ignore[attr-defined]
+
+
+class JobEvent(models.Model):
+    """One status change of a job. Append-only: the history an operator reads after an incident.
+    Concrete subclasses add `job = ForeignKey(<job model>, related_name="events")`."""
+
+    created_at = models.DateTimeField(default=timezone.now)
+    old_status = models.CharField(max_length=24)
+    new_status = models.CharField(max_length=24)
+    message = models.TextField(blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"{self.old_status} -> {self.new_status}"
+
+
+def job_transition(
+    model: type[JobModel],
+    *,
+    pk: int,
+    to: str,
+    error: str = "",
+    event_message: str = "",
+    fields: Mapping[str, Any] | None = None,
+) -> bool:
+    """Move job `pk` to status `to`, with `fields` saved in the same UPDATE.
+
+    1. Raises IllegalTransition (and changes nothing) when `to` is not allowed from the current status.
+    2. Returns False when another process changed the status between our read and our write: the caller lost
+       the race (e.g. a redelivered task meeting a job another worker already claimed).
+    3. Otherwise records the change as an event row and returns True.
+    """
+    current = model.objects.filter(pk=pk).values_list("status", "started_at").first()
+    if current is None:
+        raise model.DoesNotExist(f"{model.__name__} {pk} does not exist")
+    old, started_at = current
+    if to not in model.TRANSITIONS.get(old, frozenset()):
+        raise IllegalTransition(f"{model._meta.verbose_name} #{pk}", old, to)
+    now = timezone.now()
+    changes: dict[str, Any] = {"status": to, **(fields or {})}
+    if to in model.TERMINAL:
+        changes["finished_at"] = now
+        changes["heartbeat_at"] = None
+        if started_at is not None:
+            changes["duration"] = now - started_at
+        if error:
+            changes["error"] = error
+    else:
+        changes.setdefault("heartbeat_at", now)  # a fresh state gets a fresh lease against the reaper
+    with transaction.atomic():
+        # Conditional UPDATE: of two processes racing for the same change, exactly one wins.
+        if model.objects.filter(pk=pk, status=old).update(**changes) != 1:
+            return False
+        event_model = model._meta.get_field("events").related_model
+        event_model.objects.create(job_id=pk, old_status=old, new_status=to, message=(error or event_message)[:2000])
+    logger.info("%s #%s: %s -> %s%s", model._meta.verbose_name, pk, old, to, f" ({error})" if error else "")
+    return True
+
+
+def job_heartbeat(model: type[JobModel], *, pk: int, running_states: frozenset[str], **progress: Any) -> bool:
+    """Record that the job is alive. False means the job is no longer running (cancelled or reaped): stop."""
+    return model.objects.filter(pk=pk, status__in=running_states).update(heartbeat_at=timezone.now(), **progress) == 1
+
+
+def stale_cutoff(seconds: int) -> datetime:
+    return timezone.now() - timedelta(seconds=seconds)
