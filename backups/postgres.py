@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
 from django.conf import settings
@@ -144,6 +145,12 @@ def pg_connection_from_env(url_env: str) -> PgConnection:
     if not re.match(r"^postgres(ql)?://", value):
         raise DatastoreConfigError(
             f"environment variable {url_env} does not hold a PostgreSQL URL (expected postgresql://...)"
+        )
+    query_keys = {key for key, _ in parse_qsl(urlsplit(value).query, keep_blank_values=True)}
+    unknown = sorted(query_keys - set(LIBPQ_ENV) - {"password", "passfile"})
+    if unknown:
+        raise DatastoreConfigError(
+            f"environment variable {url_env}: unsupported connection parameter(s) {', '.join(unknown)}"
         )
     try:
         params = conninfo_to_dict(value)

@@ -278,7 +278,10 @@ def _dump_postgres(artifact: BackupArtifact) -> DumpOutcome:
             try:
                 written_key = artifacts.write_stream(tmp_key, reader)
                 returncode = proc.wait()
-                counter.join()
+                if returncode == 0:
+                    counter.join()
+                else:
+                    counter.stop()  # its counts are useless now, and it may be waiting on the same lock
             except BaseException:
                 stop_process(proc)
                 counter.stop()

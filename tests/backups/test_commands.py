@@ -1,0 +1,145 @@
+"""The command line as scripts and cron use it: exit status, one-line errors, --json."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from backups.models import BackupArtifact, Datastore, Environment
+from tests.conftest import SourceDb, database_url, table_fingerprints
+from tests.factories import DatastoreFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_json(*args: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    call_command(*args, "--json")
+    return json.loads(capsys.readouterr().out)
+
+
+def test_backup_then_restore_inline_gives_an_identical_database(
+    source_db: SourceDb, new_database_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    DatastoreFactory(name="prod-db", url_env=source_db.url_env)
+    backup = run_json("backup", "prod-db", "--inline", capsys=capsys)
+    assert backup["status"] == "succeeded" and backup["verification"] == "verified"
+    assert len(backup["sha256"]) == 64 and backup["size_bytes"] > 0 and backup["storage_key"]
+
+    restore = run_json("restore", str(backup["id"]), "--new-database", new_database_name, "--inline", capsys=capsys)
+
+    assert restore["status"] == "succeeded", restore["error"]
+    assert table_fingerprints(database_url(new_database_name)) == table_fingerprints(source_db.url)
+
+
+def test_unknown_datastore_is_one_clear_error() -> None:
+    DatastoreFactory(name="prod-db")
+    with pytest.raises(CommandError, match="no datastore named 'nope'; known datastores: prod-db"):
+        call_command("backup", "nope")
+
+
+def test_failed_backup_exits_non_zero_with_one_line_and_no_traceback(tmp_path: Path) -> None:
+    """Run the real manage.py in a subprocess, as cron would."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "NOT_THERE_URL": ""}
+    from django.conf import settings
+
+    env["DATABASE_URL"] = database_url(settings.DATABASES["default"]["NAME"], os.environ["DATABASE_URL"])
+    DatastoreFactory(name="broken-db", url_env="NOT_THERE_URL")
+    result = subprocess.run([sys.executable, "manage.py", "backup", "broken-db", "--inline"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"CommandError: backup #{BackupArtifact.objects.get().pk} of broken-db failed: environment variable "
+        "NOT_THERE_URL is not set in this process; set it to the database URL "
+        "(postgresql://user:password@host:5432/dbname) where the worker runs"]
+
+
+def test_verify_exits_non_zero_for_a_corrupt_backup(source_db: SourceDb, artifact_dir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    DatastoreFactory(name="prod-db", url_env=source_db.url_env)
+    backup = run_json("backup", "prod-db", "--inline", capsys=capsys)
+    (artifact_dir / backup["storage_key"]).write_bytes(b"not a dump")
+    with pytest.raises(CommandError, match=f"backup #{backup['id']} is CORRUPT: sha256 mismatch"):
+        call_command("verify", str(backup["id"]), "--inline")
+
+
+def test_restore_of_an_unknown_backup_is_refused() -> None:
+    with pytest.raises(CommandError, match="no backup with id 999"):
+        call_command("restore", "999", "--new-database", "x")
+
+
+def test_loadconfig_is_idempotent_and_warns_about_unset_variables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROD_DATABASE_URL", raising=False)
+    config = tmp_path / "dr.toml"
+    config.write_text(
+        '[environments.prod]\nprotected = true\nrequired_approvals = 2\napi_url = "http://127.0.0.1:8001"\n\n'
+        '[environments.staging]\n\n'
+        '[[datastores]]\nname = "prod-db"\nenvironment = "prod"\nkind = "postgres"\nurl_env = "PROD_DATABASE_URL"\n'
+        'compression_level = 3\n'
+    )
+    call_command("loadconfig", str(config))
+    first = capsys.readouterr()
+    assert first.out.splitlines() == ["environment prod: created", "environment staging: created",
+                                      "datastore prod-db: created"]
+    assert "PROD_DATABASE_URL is not set in this process" in first.err
+    prod = Environment.objects.get(name="prod")
+    assert (prod.protected, prod.required_approvals, prod.api_url) == (True, 2, "http://127.0.0.1:8001")
+    assert Datastore.objects.get(name="prod-db").compression_level == 3
+
+    call_command("loadconfig", str(config))
+    assert capsys.readouterr().out.splitlines() == ["environment prod: unchanged", "environment staging: unchanged",
+                                                    "datastore prod-db: unchanged"]
+
+    config.write_text(config.read_text().replace("required_approvals = 2", "required_approvals = 1"))
+    call_command("loadconfig", str(config))
+    assert "environment prod: updated (required_approvals)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("toml", "error"),
+    [
+        ('[environments.prod]\nprotectd = true\n', "environments.prod: unknown key 'protectd'"),
+        ('[environments.prod]\nrequired_approvals = "two"\n',
+         "environments.prod.required_approvals: expected int, got 'two'"),
+        ('[environments.prod]\nrequired_approvals = 0\n',
+         "environments.prod.required_approvals: Ensure this value is greater than or equal to 1."),
+        ('[environments.prod]\napi_url = "not a url"\n', "environments.prod.api_url: Enter a valid URL."),
+        ('[[datastores]]\nname = "x"\nenvironment = "nowhere"\nkind = "postgres"\nurl_env = "X_URL"\n',
+         "datastores[0] (x).environment: no environment 'nowhere' in this file or in the console"),
+        ('[environments.prod]\n[[datastores]]\nname = "x"\nenvironment = "prod"\nkind = "mysql"\nurl_env = "X"\n',
+         "datastores[0] (x).kind: Value 'mysql' is not a valid choice."),
+        ('[environments.prod]\n[[datastores]]\nname = "x"\nenvironment = "prod"\nkind = "postgres"\n'
+         'url_env = "postgres://u:p@h/db"\n', "datastores[0] (x).url_env: Use the name of an environment variable"),
+        ('[environments.prod]\n[[datastores]]\nname = "x"\nenvironment = "prod"\nkind = "postgres"\n',
+         "datastores[0] (x): missing required key 'url_env'"),
+        ('[environment.prod]\n', "unknown top-level key 'environment'"),
+        ('[environments.prod\n', "not valid TOML"),
+    ],
+)
+def test_loadconfig_errors_name_the_problem_and_apply_nothing(
+    toml: str, error: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.toml"
+    # A valid environment before the bad entry proves nothing is half-applied.
+    config.write_text('[environments.first]\nprotected = false\n' + toml if toml.startswith("[[") else toml)
+    with pytest.raises(CommandError, match="nothing was applied"):
+        call_command("loadconfig", str(config))
+    assert error in capsys.readouterr().err
+    assert not Environment.objects.exists() and not Datastore.objects.exists()
+
+
+def test_loadconfig_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(CommandError):
+        call_command("loadconfig", str(tmp_path / "absent.toml"))
+    assert "cannot read the file (No such file or directory)" in capsys.readouterr().err

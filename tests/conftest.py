@@ -1,0 +1,262 @@
+"""Test set-up: real PostgreSQL (the console's test database and the databases being backed up), real Redis as the
+broker (its own database number), real pg_dump/pg_restore. Nothing here mocks them.
+Environment defaults for the suite are in tests/settings.py."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+import redis
+from psycopg import sql
+
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fail at once, in one line, when a service the suite needs is not there."""
+    problems = []
+    try:
+        psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        problems.append(
+            f"PostgreSQL is not reachable at {urlsplit(PG_ADMIN_URL).netloc} ({str(exc).strip().splitlines()[0]}); "
+            "start it with: pg_ctlcluster --skip-systemctl-redirect 15 main start"
+        )
+    broker = os.environ["CELERY_BROKER_URL"]
+    try:
+        redis.Redis.from_url(broker, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        problems.append(
+            f"Redis is not reachable at {urlsplit(broker).netloc} ({exc}); start it with: "
+            "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no"
+        )
+    for tool in ("pg_dump", "pg_restore"):
+        if not shutil.which(tool):
+            problems.append(f"{tool} is not installed: apt-get install -y postgresql-client")
+    if problems:
+        pytest.exit("; ".join(problems), returncode=2)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def artifact_dir(settings: Any, tmp_path: Path) -> Path:
+    """Each test gets its own artifact storage folder (a fresh local storage backend)."""
+    location = tmp_path / "artifacts"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "artifacts": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(location), "file_permissions_mode": 0o600,
+                        "directory_permissions_mode": 0o700},
+        },
+    }
+    settings.DR_SCRATCH_DIR = str(tmp_path / "scratch")
+    return location
+
+
+def stored_files(location: Path) -> list[str]:
+    """Every file under the artifact storage, temporary ones included."""
+    if not location.exists():
+        return []
+    return sorted(str(p.relative_to(location)) for p in location.rglob("*") if p.is_file())
+
+
+@contextlib.contextmanager
+def admin_connection(url: str = PG_ADMIN_URL) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield conn
+
+
+def drop_database(name: str, url: str = PG_ADMIN_URL) -> None:
+    with admin_connection(url) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# A database with the kinds of data a document-processing product holds, to prove a round trip is exact.
+SOURCE_SCHEMA = """
+CREATE TYPE doc_status AS ENUM ('PENDING', 'PROCESSING', 'READY', 'FAILED');
+CREATE TABLE workspaces (id uuid PRIMARY KEY, name text NOT NULL, settings jsonb, created_at timestamptz NOT NULL);
+CREATE TABLE documents (
+    id bigserial PRIMARY KEY,
+    workspace_id uuid NOT NULL REFERENCES workspaces(id),
+    title text, status doc_status NOT NULL, size_bytes bigint, score numeric(12, 4),
+    is_public boolean, raw bytea, tags text[], updated_at timestamptz DEFAULT now()
+);
+CREATE TABLE chunks (
+    id bigserial PRIMARY KEY, document_id bigint NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    ordinal int NOT NULL, body text NOT NULL, embedding float8[] NOT NULL
+);
+CREATE INDEX chunks_document_idx ON chunks (document_id, ordinal);
+CREATE SCHEMA audit;
+CREATE TABLE audit.events (id serial PRIMARY KEY, at date, payload json, note varchar(40));
+CREATE TABLE empty_table (id int);
+CREATE VIEW ready_documents AS SELECT id, title FROM documents WHERE status = 'READY';
+INSERT INTO workspaces
+    SELECT md5('ws' || i)::uuid, 'Workspace ' || i || ' — ñandú ✓', jsonb_build_object('n', i, 'tags', ARRAY['a', 'b']),
+           '2024-01-01'::timestamptz + i * interval '1 day'
+    FROM generate_series(1, 5) i;
+INSERT INTO documents (workspace_id, title, status, size_bytes, score, is_public, raw, tags, updated_at)
+    SELECT md5('ws' || (1 + i % 5))::uuid,
+           CASE WHEN i % 7 = 0 THEN NULL ELSE 'Doc ' || i || E' with \\t tab and ''quote''' END,
+           (ARRAY['PENDING', 'PROCESSING', 'READY', 'FAILED'])[1 + i % 4]::doc_status,
+           i * 1024::bigint, (i / 7.0)::numeric(12, 4), i % 2 = 0, decode(md5(i::text), 'hex'),
+           ARRAY['t' || i % 3, 'x'], '2025-06-01'::timestamptz + i * interval '1 minute'
+    FROM generate_series(1, 300) i;
+INSERT INTO chunks (document_id, ordinal, body, embedding)
+    SELECT 1 + i % 300, i, repeat(md5(i::text), 4), ARRAY[random(), random(), random(), -1.5e-10, 'NaN'::float8]
+    FROM generate_series(1, 2000) i;
+INSERT INTO audit.events (at, payload, note) SELECT '2025-01-01'::date + i, json_build_object('i', i), NULL
+    FROM generate_series(1, 50) i;
+"""
+
+
+@dataclass
+class SourceDb:
+    name: str
+    url_env: str
+    url: str
+
+    def connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.url, autocommit=True)
+
+
+def database_url(name: str, base: str = PG_ADMIN_URL) -> str:
+    parts = urlsplit(base)
+    return parts._replace(path=f"/{name}").geturl()
+
+
+def table_fingerprints(url: str) -> dict[str, tuple[int, str]]:
+    """Row count and an md5 of every row's text form, per table: equal fingerprints mean equal content."""
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "SELECT schemaname, tablename FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+        ).fetchall()
+        result = {}
+        for schema, table in tables:
+            ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            row = conn.execute(
+                sql.SQL("SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {} t")
+                .format(ident)
+            ).fetchone()
+            assert row is not None
+            result[f"{schema}.{table}"] = (row[0], row[1])
+    return result
+
+
+@pytest.fixture
+def source_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[SourceDb]:
+    """A real PostgreSQL database full of varied data, its URL in an environment variable (as in production)."""
+    name = f"drt_src_{uuid.uuid4().hex[:10]}"
+    with admin_connection() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = database_url(name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SOURCE_SCHEMA)
+    url_env = f"TEST_{name.upper()}_URL"
+    monkeypatch.setenv(url_env, url)
+    yield SourceDb(name=name, url_env=url_env, url=url)
+    drop_database(name)
+
+
+@pytest.fixture
+def new_database_name() -> Iterator[str]:
+    """A database name nobody uses yet; dropped after the test whatever happened."""
+    name = f"drt_new_{uuid.uuid4().hex[:10]}"
+    yield name
+    drop_database(name)
+
+
+# --- a PostgreSQL that checks passwords (the shared one trusts everyone) -----------------------------------------
+
+
+@dataclass
+class PasswordServer:
+    port: int
+    password: str
+
+    def url(self, password: str | None = None, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres:{password or self.password}@127.0.0.1:{self.port}/{dbname}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def password_server() -> Iterator[PasswordServer]:
+    """A private PostgreSQL cluster with scram-sha-256 authentication, started for the session."""
+    bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+    base = Path(tempfile.mkdtemp(prefix="drt-pwpg-"))
+    base.chmod(0o755)
+    password = "s3cret:Pa\\ss-" + uuid.uuid4().hex[:8]  # a ':' and a '\' prove the passfile escaping
+    (base / "pw").write_text(password + "\n")
+    port = _free_port()
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_postgres:
+        shutil.chown(base, "postgres")
+        shutil.chown(base / "pw", "postgres")
+    data = base / "data"
+    subprocess.run(as_postgres + [f"{bindir}/initdb", "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
+                                  f"--pwfile={base / 'pw'}", "--no-sync"], check=True, capture_output=True)
+    subprocess.run(as_postgres + [f"{bindir}/pg_ctl", "-D", str(data), "-w", "-l", str(base / "log"), "-o",
+                                  f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield PasswordServer(port=port, password=password)
+    finally:
+        subprocess.run(as_postgres + [f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --- a real Celery worker --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def celery_worker_thread(settings: Any) -> Iterator[None]:
+    """A real Celery worker consuming from the real Redis broker (its own database number), in a thread of
+    this process so it sees the test's settings and storage."""
+    from celery.contrib.testing.worker import start_worker
+
+    from dr_console.celery import app
+
+    redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()  # only the tests' own broker database
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING"):
+        yield
+
+
+def start_thread(target: Any, **kwargs: Any) -> Any:
+    """Run `target(**kwargs)` in a thread, as a second worker would, closing its own database connections after."""
+    import threading
+
+    from django.db import connections
+
+    def run() -> None:
+        try:
+            target(**kwargs)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import factory
+from django.contrib.auth.models import User
+from factory.django import DjangoModelFactory
+
+from backups.models import BackupArtifact, Datastore, Environment
+
+
+class UserFactory(DjangoModelFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ["username"]
+
+    username = factory.Sequence(lambda n: f"user{n}")
+
+
+class EnvironmentFactory(DjangoModelFactory):
+    class Meta:
+        model = Environment
+        django_get_or_create = ["name"]
+
+    name = factory.Sequence(lambda n: f"env{n}")
+    protected = False
+
+
+class DatastoreFactory(DjangoModelFactory):
+    class Meta:
+        model = Datastore
+
+    environment = factory.SubFactory(EnvironmentFactory)
+    name = factory.Sequence(lambda n: f"db{n}")
+    kind = Datastore.Kind.POSTGRES
+    url_env = factory.Sequence(lambda n: f"TEST_DB{n}_URL")
+
+
+class BackupArtifactFactory(DjangoModelFactory):
+    class Meta:
+        model = BackupArtifact
+
+    datastore = factory.SubFactory(DatastoreFactory)
+    trigger = "test"

@@ -1,0 +1,194 @@
+"""The restore primitive against a real PostgreSQL with the real pg_restore."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import pytest
+
+from backups.models import BackupArtifact
+from backups.services import backup_artifact_execute, backup_artifact_request
+from restores.models import RestoreRun
+from restores.services import (
+    RestoreRefused,
+    restore_run_cancel,
+    restore_run_execute,
+    restore_run_request,
+    restore_runs_reap_stale,
+)
+from tests.conftest import SourceDb, admin_connection, database_url, start_thread, table_fingerprints
+from tests.factories import DatastoreFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Status = RestoreRun.Status
+Kind = RestoreRun.TargetKind
+
+
+@pytest.fixture
+def backup(source_db: SourceDb) -> BackupArtifact:
+    datastore = DatastoreFactory(url_env=source_db.url_env)
+    artifact = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
+    backup_artifact_execute(artifact_id=artifact.pk, verify_after=False)
+    artifact.refresh_from_db()
+    assert artifact.status == BackupArtifact.Status.SUCCEEDED, artifact.error
+    return artifact
+
+
+def restore(artifact: BackupArtifact, **kwargs: Any) -> RestoreRun:
+    run = restore_run_request(artifact=artifact, trigger="test", enqueue=False, **kwargs)
+    restore_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def database_exists(name: str) -> bool:
+    with admin_connection() as conn:
+        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def test_round_trip_into_a_new_database_is_identical(backup: BackupArtifact, source_db: SourceDb,
+                                                      new_database_name: str) -> None:
+    run = restore(backup, target_kind=Kind.NEW_DATABASE, new_database_name=new_database_name)
+
+    assert run.status == Status.SUCCEEDED, run.error
+    assert table_fingerprints(database_url(new_database_name)) == table_fingerprints(source_db.url)
+    assert [c["name"] for c in run.checks] == ["SELECT 1", "SELECT now()", "row counts"]
+    assert all(c["ok"] for c in run.checks)
+    assert run.exit_code == 0
+    assert [(e.old_status, e.new_status) for e in run.events.all()] == [
+        ("queued", "running"), ("running", "verifying"), ("verifying", "succeeded")]
+
+
+def test_in_place_restore_brings_back_the_dumped_state(backup: BackupArtifact, source_db: SourceDb) -> None:
+    before = table_fingerprints(source_db.url)
+    with source_db.connect() as conn:
+        conn.execute("DELETE FROM chunks WHERE id % 2 = 0")
+        conn.execute("UPDATE workspaces SET name = 'oops'")
+    assert table_fingerprints(source_db.url) != before
+
+    run = restore(backup, target_kind=Kind.DATASTORE, target_datastore=backup.datastore)
+
+    assert run.target_kind == Kind.IN_PLACE
+    assert run.status == Status.SUCCEEDED, run.error
+    assert table_fingerprints(source_db.url) == before
+
+
+def test_existing_database_name_is_refused_and_left_alone(backup: BackupArtifact, source_db: SourceDb) -> None:
+    before = table_fingerprints(source_db.url)
+    run = restore(backup, target_kind=Kind.NEW_DATABASE, new_database_name=source_db.name)
+    assert run.status == Status.FAILED
+    assert f"database {source_db.name} already exists" in run.error
+    assert table_fingerprints(source_db.url) == before
+
+
+def test_tampered_artifact_restores_nothing(backup: BackupArtifact, artifact_dir: Path,
+                                            new_database_name: str) -> None:
+    stored = artifact_dir / backup.storage_key
+    data = bytearray(stored.read_bytes())
+    data[-100] ^= 0x01
+    stored.write_bytes(bytes(data))
+
+    run = restore(backup, target_kind=Kind.NEW_DATABASE, new_database_name=new_database_name)
+
+    assert run.status == Status.FAILED
+    assert "checksum mismatch" in run.error and "nothing was restored" in run.error
+    assert not database_exists(new_database_name)  # the database it created for the run is gone again
+
+
+def test_pg_restore_errors_fail_the_run(backup: BackupArtifact, source_db: SourceDb, new_database_name: str) -> None:
+    """pg_restore's "errors ignored on restore" is a failure, not a success."""
+    with admin_connection() as conn:
+        conn.execute(f'CREATE DATABASE "{new_database_name}"')
+    with psycopg.connect(database_url(new_database_name), autocommit=True) as conn:
+        # A table the restore cannot drop (a view outside the dump depends on it) makes pg_restore report errors.
+        conn.execute("CREATE TABLE workspaces (id uuid PRIMARY KEY, name text)")
+        conn.execute("CREATE VIEW keeps_workspaces AS SELECT * FROM workspaces")
+    target = DatastoreFactory(url_env="RESTORE_TARGET_URL")
+    import os
+
+    os.environ["RESTORE_TARGET_URL"] = database_url(new_database_name)
+    try:
+        run = restore(backup, target_kind=Kind.DATASTORE, target_datastore=target)
+    finally:
+        del os.environ["RESTORE_TARGET_URL"]
+    assert run.status == Status.FAILED
+    assert "pg_restore exited with status 1" in run.error
+    assert "errors ignored on restore" in run.error
+    assert run.stderr_tail
+
+
+def test_row_count_check_fails_the_run_when_counts_differ(backup: BackupArtifact, new_database_name: str) -> None:
+    BackupArtifact.objects.filter(pk=backup.pk).update(row_counts={**backup.row_counts, "public.chunks": 1999})
+    backup.refresh_from_db()
+    run = restore(backup, target_kind=Kind.NEW_DATABASE, new_database_name=new_database_name)
+    assert run.status == Status.FAILED
+    assert "row counts: public.chunks: expected 1999, found 2000" in run.error
+    assert next(c for c in run.checks if c["name"] == "row counts")["ok"] is False
+
+
+def test_second_restore_into_the_same_target_is_refused(backup: BackupArtifact) -> None:
+    first = restore_run_request(artifact=backup, target_kind=Kind.IN_PLACE, trigger="test", enqueue=False)
+    with pytest.raises(RestoreRefused, match=f"restore #{first.pk} into the same target is already queued"):
+        restore_run_request(artifact=backup, target_kind=Kind.IN_PLACE, trigger="test", enqueue=False)
+
+
+def test_corrupt_or_failed_backups_cannot_be_restored(backup: BackupArtifact) -> None:
+    BackupArtifact.objects.filter(pk=backup.pk).update(verification="corrupt", verification_error="sha256 mismatch")
+    backup.refresh_from_db()
+    with pytest.raises(RestoreRefused, match="marked corrupt"):
+        restore_run_request(artifact=backup, target_kind=Kind.IN_PLACE, trigger="test", enqueue=False)
+    assert RestoreRun.objects.count() == 0
+
+
+def test_running_the_restore_twice_runs_it_once(backup: BackupArtifact, new_database_name: str) -> None:
+    run = restore(backup, target_kind=Kind.NEW_DATABASE, new_database_name=new_database_name)
+    restore_run_execute(run_id=run.pk)  # a redelivered message
+    run.refresh_from_db()
+    assert run.status == Status.SUCCEEDED
+    assert run.events.count() == 3
+
+
+def test_cancel_stops_a_running_pg_restore(backup: BackupArtifact, source_db: SourceDb,
+                                           new_database_name: str) -> None:
+    """pg_restore blocks on a lock we hold; cancelling the run stops the process group."""
+    run = restore_run_request(artifact=backup, target_kind=Kind.IN_PLACE, trigger="test", enqueue=False)
+    locker = psycopg.connect(source_db.url)
+    locker.execute("LOCK TABLE public.chunks IN ACCESS EXCLUSIVE MODE")
+    worker = start_thread(restore_run_execute, run_id=run.pk)
+    try:
+        for _ in range(100):
+            if any(p.info["name"] == "pg_restore" for p in psutil.process_iter(["name"])):
+                break
+            time.sleep(0.1)
+        assert restore_run_cancel(run_id=run.pk)
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+    finally:
+        locker.close()
+    run.refresh_from_db()
+    assert run.status == Status.CANCELLED
+    assert not any(p.info["name"] == "pg_restore" for p in psutil.process_iter(["name"]))
+    assert not restore_run_cancel(run_id=run.pk)  # already finished
+
+
+def test_reaper_fails_a_restore_whose_worker_died_and_never_reruns_it(backup: BackupArtifact) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from dr_console.jobs import job_transition
+
+    run = restore_run_request(artifact=backup, target_kind=Kind.IN_PLACE, trigger="test", enqueue=False)
+    job_transition(RestoreRun, pk=run.pk, to=Status.RUNNING)
+    RestoreRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    assert restore_runs_reap_stale() == 1
+    restore_run_execute(run_id=run.pk)  # a late redelivery does not resurrect it
+
+    run.refresh_from_db()
+    assert run.status == Status.FAILED
+    assert run.error == "worker lost: the target may be partly restored"
