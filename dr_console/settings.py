@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "dr_console",  # project-wide commands (runconsole)
     "backups",
     "restores",
 ]

@@ -205,7 +205,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def password_server() -> Iterator[PasswordServer]:
     """A private PostgreSQL cluster with scram-sha-256 authentication, started for the session."""
-    bindir = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    if not candidates:
+        pytest.fail("initdb not found under /usr/lib/postgresql: apt-get install -y postgresql")
+    bindir = str(candidates[-1].parent)
     base = Path(tempfile.mkdtemp(prefix="drt-pwpg-"))
     base.chmod(0o755)
     password = "s3cret:Pa\\ss-" + uuid.uuid4().hex[:8]  # a ':' and a '\' prove the passfile escaping

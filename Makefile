@@ -1,0 +1,40 @@
+# DR Console. `make run` starts the console and a worker; `make test` runs the whole suite.
+# Both install what is missing first (the virtualenv, pip packages, the PostgreSQL client tools).
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test install system-deps check bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+# pg_dump/pg_restore (and initdb for the tests' password-checking server) come from Debian's packages.
+system-deps:
+	@if ! command -v pg_dump >/dev/null || ! command -v pg_restore >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "installing the PostgreSQL client tools (apt-get install postgresql-client postgresql)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-client postgresql >/dev/null; \
+	fi
+
+install: $(STAMP) system-deps
+
+run: install
+	DJANGO_DEBUG=True $(BIN)/python manage.py runconsole
+
+test: install
+	$(BIN)/python -m pytest
+
+check: install
+	DJANGO_DEBUG=False DJANGO_SECRET_KEY=$$(head -c 48 /dev/urandom | base64) $(BIN)/python manage.py check --deploy --fail-level WARNING
+
+bench: install
+	$(BIN)/python bench/backup_overhead.py
+
+clean:
+	rm -rf $(VENV) staticfiles

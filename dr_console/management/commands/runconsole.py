@@ -1,0 +1,102 @@
+"""manage.py runconsole: what `make run` starts on a laptop or a fresh machine.
+
+Migrates, makes sure someone can log in, picks a broker (Redis if one answers, else the embedded filesystem
+broker under var/), then runs the web console and a Celery worker (with beat, for the job reaper) until Ctrl-C.
+Production runs gunicorn, `celery worker` and `celery beat` separately (see docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+from backups.services import broker_label
+
+
+class Command(BaseCommand):
+    help = "Run the web console and a Celery worker for local use (what `make run` does)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--addr", default="127.0.0.1:8000", help="Address for the web console.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        var = Path(settings.VAR_DIR)
+        var.mkdir(parents=True, exist_ok=True)
+        call_command("migrate", verbosity=0)
+        child_env = dict(os.environ)
+        child_env["DJANGO_DEBUG"] = "True" if settings.DEBUG else "False"
+        child_env["CELERY_BROKER_URL"] = self._choose_broker()
+        self._announce_login(options["addr"], var)
+
+        python = sys.executable
+        manage = str(Path(settings.BASE_DIR) / "manage.py")
+        celery = str(Path(python).with_name("celery"))
+        processes = [
+            subprocess.Popen([python, manage, "runserver", options["addr"], "--noreload"], env=child_env),
+            subprocess.Popen(
+                [celery, "-A", "dr_console", "worker", "--beat", "--loglevel=INFO", "--concurrency=2",
+                 f"--schedule={var / 'celerybeat-schedule'}"],
+                env=child_env,
+            ),
+        ]
+        try:
+            while all(p.poll() is None for p in processes):
+                time.sleep(0.5)
+            failed = next(p for p in processes if p.poll() is not None)
+            self.stderr.write(f"{Path(str(failed.args[0])).name} stopped (exit status {failed.returncode}); "
+                              "stopping the rest")
+        except KeyboardInterrupt:
+            self.stdout.write("\nstopping the console and the worker...")
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+    def _choose_broker(self) -> str:
+        url = os.environ.get("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)
+        if not url.startswith(("redis://", "rediss://")):
+            return url
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
+        except redis.RedisError:
+            self.stdout.write(
+                f"No Redis answers at {broker_label()}: using the embedded broker under var/broker instead "
+                "(fine on one machine; set CELERY_BROKER_URL to a Redis for anything else).\n"
+                "Commands in another shell must use it too: export CELERY_BROKER_URL=embedded"
+            )
+            return "embedded"
+        self.stdout.write(f"Task broker: {broker_label()}")
+        return url
+
+    def _announce_login(self, addr: str, var: Path) -> None:
+        user_model = get_user_model()
+        password_file = var / "admin-password.txt"
+        if not user_model.objects.filter(is_superuser=True).exists():
+            password = secrets.token_urlsafe(12)
+            user_model.objects.create_superuser("admin", "", password)
+            password_file.write_text(password + "\n")
+            password_file.chmod(0o600)
+        url = f"http://{addr}/admin/"
+        if password_file.exists() and user_model.objects.filter(username="admin").exists():
+            self.stdout.write(f"Open {url} and log in as admin with the password in {password_file}: "
+                              f"{password_file.read_text().strip()}")
+        else:
+            self.stdout.write(f"Open {url} and log in with your superuser "
+                              "(create one with `manage.py createsuperuser`).")
