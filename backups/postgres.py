@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -139,8 +140,9 @@ def pg_connection_from_env(url_env: str) -> PgConnection:
     value = os.environ.get(url_env, "")
     if not value:
         raise DatastoreConfigError(
-            f"environment variable {url_env} is not set in this process; set it to the database URL "
-            f"(postgresql://user:password@host:5432/dbname) where the worker runs"
+            f"environment variable {url_env} is not set in the process that ran the job "
+            f"(host {socket.gethostname()}); set it to the database URL "
+            f"(postgresql://user:password@host:5432/dbname) in the worker's environment or .env, then restart it"
         )
     if not re.match(r"^postgres(ql)?://", value):
         raise DatastoreConfigError(

@@ -15,6 +15,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
+# A local .env file (never committed; `make run` writes one on first start) fills in what the process
+# environment does not set, so `manage.py` in any shell sees the same configuration as the running console.
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
 def env_secret(name: str, default: str = "") -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,8 +60,9 @@ def test_failed_backup_exits_non_zero_with_one_line_and_no_traceback(tmp_path: P
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f"CommandError: backup #{BackupArtifact.objects.get().pk} of broken-db failed: environment variable "
-        "NOT_THERE_URL is not set in this process; set it to the database URL "
-        "(postgresql://user:password@host:5432/dbname) where the worker runs"]
+        "NOT_THERE_URL is not set in the process that ran the job "
+        f"(host {socket.gethostname()}); set it to the database URL "
+        "(postgresql://user:password@host:5432/dbname) in the worker's environment or .env, then restart it"]
 
 
 def test_verify_exits_non_zero_for_a_corrupt_backup(source_db: SourceDb, artifact_dir: Path,

@@ -227,7 +227,7 @@ def test_passfile_is_private_and_deleted_after_the_run(monkeypatch: pytest.Monke
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (None, "environment variable MISSING_URL is not set"),
+        (None, "environment variable MISSING_URL is not set in the process that ran the job"),
         ("redis://127.0.0.1:6379/3", "does not hold a PostgreSQL URL"),
         ("postgresql://u:hunter2@h/db?bogus_option=1", "unsupported connection parameter(s) bogus_option"),
     ],

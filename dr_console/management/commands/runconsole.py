@@ -34,6 +34,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         var = Path(settings.VAR_DIR)
         var.mkdir(parents=True, exist_ok=True)
+        self._ensure_dotenv()
         call_command("migrate", verbosity=0)
         child_env = dict(os.environ)
         child_env["DJANGO_DEBUG"] = "True" if settings.DEBUG else "False"
@@ -69,6 +70,21 @@ class Command(BaseCommand):
                 except subprocess.TimeoutExpired:
                     process.kill()
 
+    def _ensure_dotenv(self) -> None:
+        """First start: write .env so `manage.py` in another shell runs with the same local settings."""
+        dotenv = Path(settings.BASE_DIR) / ".env"
+        if dotenv.exists():
+            return
+        dotenv.write_text(
+            "# Local settings for `make run` and manage.py (never commit this file). See .env.example for all.\n"
+            "DJANGO_DEBUG=True\n"
+            f"DJANGO_SECRET_KEY={secrets.token_urlsafe(48)}\n"
+            "# The URLs of the datastores you register, by the variable names of their url_env, e.g.:\n"
+            "# PROD_DATABASE_URL=postgresql://user:password@host:5432/dbname\n"
+        )
+        dotenv.chmod(0o600)
+        self.stdout.write(f"Wrote {dotenv} (local settings; put your datastores' URLs there).")
+
     def _choose_broker(self) -> str:
         url = os.environ.get("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)
         if not url.startswith(("redis://", "rediss://")):
@@ -78,9 +94,11 @@ class Command(BaseCommand):
         except redis.RedisError:
             self.stdout.write(
                 f"No Redis answers at {broker_label()}: using the embedded broker under var/broker instead "
-                "(fine on one machine; set CELERY_BROKER_URL to a Redis for anything else).\n"
-                "Commands in another shell must use it too: export CELERY_BROKER_URL=embedded"
+                "(fine on one machine; set CELERY_BROKER_URL to a Redis for anything else)."
             )
+            with open(Path(settings.BASE_DIR) / ".env", "a") as dotenv:
+                dotenv.write(f"# Written by `make run`: no Redis answered at {broker_label()}. "
+                             "Delete this line to use Redis.\nCELERY_BROKER_URL=embedded\n")
             return "embedded"
         self.stdout.write(f"Task broker: {broker_label()}")
         return url
