@@ -25,12 +25,14 @@ This is a script, not a test: it asserts nothing about wall-clock time and pytes
 from __future__ import annotations
 
 import argparse
+import hashlib
 import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -257,22 +259,21 @@ def generate_source_db(pg: Pg, db: str, target: int, dims: int) -> dict[str, Any
                      "('dims', %s), ('complete', '0')", [GENERATOR_VERSION, str(target), str(dims)])
         words = vocabulary()
         conn.execute(SENTENCES_SQL, {"words": words, "n": len(words), "count": SENTENCES})
-        next_chunk, batch = 1, 10_000
-        while True:
-            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
-            if size >= target:
-                break
+        start_size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
+        size, next_chunk, batch = start_size, 1, 10_000
+        while size < target:
             lo, hi = next_chunk, next_chunk + batch - 1
             params = {"lo": lo, "hi": hi, "dims": dims, "per_doc": CHUNKS_PER_DOCUMENT, "sentences": SENTENCES}
             doc_lo, doc_hi = (lo - 1) // CHUNKS_PER_DOCUMENT + 1, (hi - 1) // CHUNKS_PER_DOCUMENT + 1
             conn.execute(DOCUMENTS_SQL, {**params, "lo": doc_lo, "hi": doc_hi})
             conn.execute(CHUNKS_SQL, params)
             next_chunk = hi + 1
-            if batch == 10_000 and lo == 1:  # size the following batches from the first one (~100 MB each)
-                grown = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] - size  # type: ignore[index]
-                batch = max(CHUNKS_PER_DOCUMENT, int(batch * 100 * MIB / max(grown, 1)) // CHUNKS_PER_DOCUMENT
-                            * CHUNKS_PER_DOCUMENT)
+            size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]  # type: ignore[index]
             say(f"    {hi:>10,} chunks, {gb(size)} so far, {time.perf_counter() - started:5.0f} s")
+            # Next batch: ~100 MB, or just what is missing (plus 2 %), so the size lands close to the target.
+            per_chunk = max(1.0, (size - start_size) / hi)
+            wanted = min(100 * MIB, (target - size) * 1.02) / per_chunk
+            batch = max(1, int(wanted) // CHUNKS_PER_DOCUMENT + 1) * CHUNKS_PER_DOCUMENT
         say("    VACUUM (FREEZE, ANALYZE): sets hint bits so the timed dumps do not pay for the first read...")
         conn.execute("VACUUM (FREEZE, ANALYZE)")
         conn.execute("UPDATE bench_meta SET value = '1' WHERE key = 'complete'")
@@ -467,6 +468,7 @@ class TreeSampler(threading.Thread):
         self.samples = 0
         self.peak_rss = 0
         self.peak_pss = 0
+        self.peak_uss = 0
         self.peak_by_role: dict[str, int] = {}
         self.peak_tool_rss = 0
         self.count_seen: list[float] = []  # times (s after start) at which a count(*) was active
@@ -489,7 +491,7 @@ class TreeSampler(threading.Thread):
 
     def sample(self, conn: psycopg.Connection[Any] | None) -> None:
         now = time.perf_counter() - self.t0
-        rss = pss = tool = 0
+        rss = pss = uss = tool = 0
         procs = self.worker.tree()
         for index, proc in enumerate(procs):
             try:
@@ -502,11 +504,13 @@ class TreeSampler(threading.Thread):
                 continue
             rss += full.rss
             pss += full.pss
+            uss += full.uss
             role = "main" if index == 0 else "pool child"
             self.peak_by_role[role] = max(self.peak_by_role.get(role, 0), full.rss)
         self.samples += 1
         self.peak_rss = max(self.peak_rss, rss)
         self.peak_pss = max(self.peak_pss, pss)
+        self.peak_uss = max(self.peak_uss, uss)
         self.peak_tool_rss = max(self.peak_tool_rss, tool)
         if conn is None:
             return
@@ -546,24 +550,31 @@ def vm_hwm(pid: int) -> int | None:
 # --- 3. the timed runs ----------------------------------------------------------------------------------------------
 
 
+def busy_cpu() -> float:
+    """System-wide busy CPU seconds so far (all cores; idle and iowait excluded)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
 def raw_dump(pg: Pg, db: str, level: int, path: Path) -> dict[str, Any]:
     """`pg_dump -Fc -Z<level> -f FILE`, timed; returns seconds, archive size, pg_dump CPU and peak RSS."""
     args = [pg_tool("pg_dump"), "--format=custom", f"--compress={level}", f"--file={path}", "--no-password"]
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, env=pg.tool_env(db), stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.returncode != 0:
-        sys.exit(f"pg_dump failed ({proc.returncode}): {stderr}")
-    size = path.stat().st_size if path.exists() and path.is_file() else 0
+    with tempfile.TemporaryFile() as stderr:
+        busy0, start = busy_cpu(), time.perf_counter()
+        proc = subprocess.Popen(args, env=pg.tool_env(db), stderr=stderr)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        seconds, busy = time.perf_counter() - start, busy_cpu() - busy0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            stderr.seek(0)
+            sys.exit(f"pg_dump failed ({proc.returncode}): {stderr.read().decode(errors='replace')[-2000:]}")
+    size = path.stat().st_size if path.is_file() else 0
     with contextlib.suppress(FileNotFoundError):
         if path.is_file():
             path.unlink()
     os.sync()
     return {"seconds": seconds, "size_bytes": size, "cpu_seconds": usage.ru_utime + usage.ru_stime,
-            "maxrss_bytes": usage.ru_maxrss * 1024, "level": level}
+            "maxrss_bytes": usage.ru_maxrss * 1024, "level": level, "busy_cpu_seconds": busy}
 
 
 def console_backup(console: Console, worker: Worker, datastore: str, src_db: str, interval: float) -> dict[str, Any]:
@@ -571,14 +582,16 @@ def console_backup(console: Console, worker: Worker, datastore: str, src_db: str
     pool = worker.pool_processes()
     worker_pids = [worker.pid, *(p.pid for p in pool)]
     reset_peak_rss(worker_pids)
-    cpu_before = {p.pid: sum(p.cpu_times()[:2]) for p in pool}
+    cpu_before = {p.pid: p.cpu_times() for p in pool}
+    ctx_before = {p.pid: p.num_ctx_switches().voluntary for p in pool}
+    busy0 = busy_cpu()
     sampler = TreeSampler(worker, interval, console.pg, src_db)
     start = time.perf_counter()
     sampler.t0 = start
     sampler.start()
     proc = subprocess.run([PYTHON, MANAGE, "backup", datastore, "--wait", "--json"], cwd=APP_DIR,
                           env=console.env(src_db), capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - start
+    seconds, busy = time.perf_counter() - start, busy_cpu() - busy0
     sampler.stop()
     if proc.returncode != 0:
         sys.exit(f"manage.py backup failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n"
@@ -586,10 +599,14 @@ def console_backup(console: Console, worker: Worker, datastore: str, src_db: str
     summary = json.loads(proc.stdout)
     if summary["status"] != "succeeded":
         sys.exit(f"backup did not succeed: {summary}")
-    cpu_after = 0.0
+    pool_user = pool_sys = 0.0
+    ctx = 0
     for p in pool:
         with contextlib.suppress(psutil.NoSuchProcess):
-            cpu_after += sum(p.cpu_times()[:2]) - cpu_before.get(p.pid, 0.0)
+            now, before = p.cpu_times(), cpu_before[p.pid]
+            pool_user += now.user - before.user
+            pool_sys += now.system - before.system
+            ctx += p.num_ctx_switches().voluntary - ctx_before[p.pid]
     hwm = [vm_hwm(pid) for pid in worker_pids]
     artifact = console.artifact_dir / summary["storage_key"]
     with contextlib.suppress(FileNotFoundError):
@@ -609,10 +626,15 @@ def console_backup(console: Console, worker: Worker, datastore: str, src_db: str
         "tables_counted": len(summary["row_counts"]),
         "peak_worker_rss": sampler.peak_rss,
         "peak_worker_pss": sampler.peak_pss,
+        "peak_worker_uss": sampler.peak_uss,
         "peak_rss_by_role": sampler.peak_by_role,
         "peak_worker_vmhwm_sum": sum(h for h in hwm if h) if all(hwm) else None,
         "peak_tool_rss": sampler.peak_tool_rss,
-        "pool_cpu_seconds": cpu_after,
+        "pool_cpu_seconds": pool_user + pool_sys,
+        "pool_user_seconds": pool_user,
+        "pool_sys_seconds": pool_sys,
+        "pool_voluntary_ctx_switches": ctx,
+        "busy_cpu_seconds": busy,
         "samples": sampler.samples,
         "count_active_seconds": count_span,
         "copy_active_seconds": copy_span,
@@ -622,7 +644,7 @@ def console_backup(console: Console, worker: Worker, datastore: str, src_db: str
 
 
 def idle_worker_memory(worker: Worker) -> dict[str, int]:
-    rss = pss = 0
+    rss = pss = uss = 0
     for proc in worker.tree():
         if safe_name(proc) in TOOL_NAMES:
             continue
@@ -630,19 +652,21 @@ def idle_worker_memory(worker: Worker) -> dict[str, int]:
             full = proc.memory_full_info()
             rss += full.rss
             pss += full.pss
-    return {"rss": rss, "pss": pss}
+            uss += full.uss
+    return {"rss": rss, "pss": pss, "uss": uss}
 
 
 def describe_raw(run: dict[str, Any]) -> str:
     return (f"raw pg_dump      {run['seconds']:7.2f} s  {mb(run['size_bytes']):>12}  "
-            f"pg_dump CPU {run['cpu_seconds']:6.1f} s, RSS {mb(run['maxrss_bytes'])}")
+            f"pg_dump CPU {run['cpu_seconds']:6.1f} s, RSS {mb(run['maxrss_bytes'])}; "
+            f"all cores busy {run['busy_cpu_seconds']:.0f} s")
 
 
 def describe_console(run: dict[str, Any]) -> str:
     return (f"console backup   {run['seconds']:7.2f} s  {mb(run['size_bytes']):>12}  "
             f"job {run['job_seconds']:.2f} s (queued {run['queue_seconds']:.2f} s); worker RSS peak "
-            f"{mb(run['peak_worker_rss'])} (PSS {mb(run['peak_worker_pss'])}), pg_dump RSS {mb(run['peak_tool_rss'])}; "
-            f"pool CPU {run['pool_cpu_seconds']:.1f} s; count(*) active ~{run['count_active_seconds']:.1f} s "
+            f"{mb(run['peak_worker_rss'])} (PSS {mb(run['peak_worker_pss'])}, USS {mb(run['peak_worker_uss'])}), pg_dump RSS {mb(run['peak_tool_rss'])}; "
+            f"pool CPU {run['pool_cpu_seconds']:.1f} s ({run['pool_voluntary_ctx_switches']:,} wake-ups); all cores busy {run['busy_cpu_seconds']:.0f} s; count(*) active ~{run['count_active_seconds']:.1f} s "
             f"(parallel workers seen: {run['max_parallel_workers']})")
 
 
@@ -667,7 +691,7 @@ def bench_size(args: argparse.Namespace, pg: Pg, console: Console, workdir: Path
         idle = idle_worker_memory(worker)
         result["idle_worker"] = idle
         say(f"  worker pid {worker.pid}, pool {[p.pid for p in worker.pool_processes()]}, idle RSS {mb(idle['rss'])}"
-            f" (PSS {mb(idle['pss'])})")
+            f" (PSS {mb(idle['pss'])}, USS {mb(idle['uss'])})")
         raw_path = workdir / "raw.dump"
         for i in range(args.warmup):
             say(f"  warm-up {i + 1}/{args.warmup} (not counted):")
@@ -703,6 +727,7 @@ def bench_size(args: argparse.Namespace, pg: Pg, console: Console, workdir: Path
             "job_ratio": job_med / raw_med,
             "peak_worker_rss": max(r["peak_worker_rss"] for r in consoles),
             "peak_worker_pss": max(r["peak_worker_pss"] for r in consoles),
+            "peak_worker_uss": max(r["peak_worker_uss"] for r in consoles),
             "peak_worker_vmhwm_sum": max((r["peak_worker_vmhwm_sum"] or 0) for r in consoles) or None,
             "peak_pool_child_rss": max(r["peak_rss_by_role"].get("pool child", 0) for r in consoles),
             "peak_main_rss": max(r["peak_rss_by_role"].get("main", 0) for r in consoles),
@@ -719,6 +744,8 @@ def bench_size(args: argparse.Namespace, pg: Pg, console: Console, workdir: Path
         worker.stop()
         if args.console_levels:  # put the datastore back on the default level
             console.load_datastore(datastore, src_db, workdir, args.datastore_compression)
+    if with_levels and args.attribute_repeat:
+        result["attribution"] = attribution(args, pg, src_db, effective, workdir)
     return result
 
 
@@ -748,6 +775,97 @@ def compression_table(args: argparse.Namespace, pg: Pg, console: Console, worker
     return rows
 
 
+# --- attribution: where the console's in-job overhead goes (no Django, no Celery) ------------------------------------
+
+ATTRIBUTION_VARIANTS: list[tuple[str, str, dict[str, bool]]] = [
+    ("A", "pg_dump -f FILE (the raw baseline)", {}),
+    ("B", "A + row counting in an exported snapshot, as _RowCounter", {"count": True}),
+    ("C", "pg_dump | read 1 MiB | write FILE (no hash)", {"pipe": True}),
+    ("D", "pg_dump | HashingReader (1 MiB, sha256) | write FILE: the app's streaming", {"pipe": True, "hash": True}),
+    ("E", "D + row counting: the app's job minus Django/Celery", {"pipe": True, "hash": True, "count": True}),
+    ("F", "pg_dump -f FILE, then sha256 of the file (local storage alternative)", {"hash_after": True}),
+]
+
+
+def attributed_dump(pg: Pg, db: str, level: int, path: Path, pipe: bool = False, hash: bool = False,
+                    count: bool = False, hash_after: bool = False) -> dict[str, Any]:
+    """One pg_dump shaped like part of the console's job, run from this process with the app's own helpers
+    (backups.artifacts.HashingReader, backups.postgres.count_rows): what each part costs on this machine."""
+    if str(APP_DIR) not in sys.path:
+        sys.path.insert(0, str(APP_DIR))
+    from backups.artifacts import CHUNK_SIZE, HashingReader
+    from backups.postgres import DUMPED_TABLES_SQL, count_rows
+
+    args = [pg_tool("pg_dump"), "--format=custom", f"--compress={level}", "--no-password"]
+    ru0, busy0, start = resource.getrusage(resource.RUSAGE_SELF), busy_cpu(), time.perf_counter()
+    conn, counter, counts = None, None, {}
+    if count:
+        conn = pg.connect(db, autocommit=False)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+        tables = [(a, b) for a, b in conn.execute(DUMPED_TABLES_SQL).fetchall()]
+        args.append(f"--snapshot={snapshot}")
+        counter = threading.Thread(target=lambda: counts.update(count_rows(conn, tables)), daemon=True)
+    with tempfile.TemporaryFile() as stderr:
+        if pipe:
+            proc = subprocess.Popen(args, env=pg.tool_env(db), stdout=subprocess.PIPE, stderr=stderr)
+            assert proc.stdout is not None
+            if counter:
+                counter.start()
+            reader: Any = HashingReader(proc.stdout) if hash else proc.stdout
+            with open(path, "wb") as out:
+                while data := reader.read(CHUNK_SIZE):
+                    out.write(data)
+            proc.stdout.close()
+        else:
+            proc = subprocess.Popen([*args, f"--file={path}"], env=pg.tool_env(db), stderr=stderr)
+            if counter:
+                counter.start()
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            stderr.seek(0)
+            sys.exit(f"pg_dump failed: {stderr.read().decode(errors='replace')[-2000:]}")
+    if counter:
+        counter.join()
+    if conn is not None:
+        conn.close()
+    if hash_after:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while data := handle.read(CHUNK_SIZE):
+                digest.update(data)
+    seconds, busy = time.perf_counter() - start, busy_cpu() - busy0
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    size = path.stat().st_size
+    path.unlink()
+    os.sync()
+    return {"seconds": seconds, "size_bytes": size, "pg_dump_cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "consumer_user_seconds": ru1.ru_utime - ru0.ru_utime, "consumer_sys_seconds": ru1.ru_stime - ru0.ru_stime,
+            "consumer_wakeups": ru1.ru_nvcsw - ru0.ru_nvcsw, "busy_cpu_seconds": busy, "tables_counted": len(counts)}
+
+
+def attribution(args: argparse.Namespace, pg: Pg, src_db: str, level: int, workdir: Path) -> list[dict[str, Any]]:
+    say(f"  attribution at -Z{level}, {args.attribute_repeat} run(s) of each variant, round-robin:")
+    runs: dict[str, list[dict[str, Any]]] = {key: [] for key, _, _ in ATTRIBUTION_VARIANTS}
+    for i in range(args.attribute_repeat):
+        order = ATTRIBUTION_VARIANTS if i % 2 == 0 else list(reversed(ATTRIBUTION_VARIANTS))
+        for key, label, options in order:
+            run = attributed_dump(pg, src_db, level, workdir / "attr.dump", **options)
+            runs[key].append(run)
+            say(f"    {key} {run['seconds']:7.2f} s  consumer CPU {run['consumer_user_seconds']:.1f} s user + "
+                f"{run['consumer_sys_seconds']:.1f} s sys, {run['consumer_wakeups']:,} wake-ups; pg_dump CPU "
+                f"{run['pg_dump_cpu_seconds']:.1f} s; all cores busy {run['busy_cpu_seconds']:.0f} s  ({label})")
+    rows = []
+    for key, label, _ in ATTRIBUTION_VARIANTS:
+        med = lambda field: median([r[field] for r in runs[key]])  # noqa: E731
+        rows.append({"variant": key, "label": label, "seconds": med("seconds"),
+                     "consumer_cpu_seconds": med("consumer_user_seconds") + med("consumer_sys_seconds"),
+                     "consumer_wakeups": med("consumer_wakeups"), "pg_dump_cpu_seconds": med("pg_dump_cpu_seconds"),
+                     "busy_cpu_seconds": med("busy_cpu_seconds"), "runs": runs[key]})
+    return rows
+
+
 # --- 5. report ------------------------------------------------------------------------------------------------------
 
 
@@ -770,11 +888,12 @@ def print_summary(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     for r in results:
         s = r["summary"]
         rows.append([
-            f"{r['size_gb']:g} GiB", mb(r["idle_worker"]["rss"]), mb(s["peak_worker_rss"]), mb(s["peak_worker_pss"]),
-            mb(s["peak_main_rss"]), mb(s["peak_pool_child_rss"]), mb(s["peak_worker_vmhwm_sum"]),
+            f"{r['size_gb']:g} GiB", mb(r["idle_worker"]["rss"]), mb(s["peak_worker_rss"]),
+            mb(s["peak_worker_rss"] - r["idle_worker"]["rss"]), mb(s["peak_worker_pss"]),
+            mb(s["peak_worker_uss"]), mb(s["peak_main_rss"]), mb(s["peak_pool_child_rss"]), mb(s["peak_worker_vmhwm_sum"]),
             mb(s["peak_pg_dump_rss"]),
         ])
-    say(table(rows, ["size", "idle RSS", "peak RSS (sum)", "peak PSS (sum)", "main", "pool child",
+    say(table(rows, ["size", "idle RSS", "peak RSS (sum)", "peak - idle", "peak PSS (sum)", "peak USS (sum)", "main", "pool child",
                      "VmHWM sum", "pg_dump"]))
     for r in results:
         if "levels" in r:
@@ -792,6 +911,16 @@ def print_summary(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
             if any("console" in row for row in r["levels"]):
                 header.append("console")
             say(table(rows, header))
+    for r in results:
+        if "attribution" in r:
+            say(f"\nWhere the in-job overhead goes, at {r['size_gb']:g} GiB, -Z{r['level']} (medians; consumer = the "
+                "process reading pg_dump's output):")
+            base = r["attribution"][0]["seconds"]
+            say(table([[a["variant"], f"{a['seconds']:.2f} s", f"{a['seconds'] / base:.3f}",
+                        f"{a['consumer_cpu_seconds']:.1f} s", f"{a['consumer_wakeups']:,.0f}",
+                        f"{a['pg_dump_cpu_seconds']:.1f} s", f"{a['busy_cpu_seconds']:.0f} s", a["label"]]
+                       for a in r["attribution"]],
+                      ["", "time", "vs A", "consumer CPU", "wake-ups", "pg_dump CPU", "busy CPU", "what"]))
     say("")
     for r in results:
         s = r["summary"]
@@ -818,6 +947,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--level-repeat", type=int, default=1, help="Raw runs per compression level (default 1).")
     parser.add_argument("--console-levels", action="store_true",
                         help="Also time one console backup per compression level (datastore compression_level).")
+    parser.add_argument("--attribute-repeat", type=int, default=0,
+                        help="At the first size, time the parts of the console's job apart (pipe, sha256, row "
+                             "counting) this many times each (default 0: skip).")
     parser.add_argument("--datastore-compression", type=int, default=None,
                         help="Set the datastore's compression_level (default: none, the console default applies).")
     parser.add_argument("--regenerate", action="store_true", help="Rebuild the source database(s).")

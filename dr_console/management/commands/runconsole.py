@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backups.services import broker_label
 
@@ -32,6 +33,11 @@ class Command(BaseCommand):
         parser.add_argument("--addr", default="127.0.0.1:8000", help="Address for the web console.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        host, _, port = options["addr"].rpartition(":")
+        with socket.socket() as probe:
+            if probe.connect_ex((host or "127.0.0.1", int(port))) == 0:
+                raise CommandError(f"port {port} on {host} is already in use (another `make run`?); stop it first, "
+                                   "or run `manage.py runconsole --addr 127.0.0.1:8080`")
         var = Path(settings.VAR_DIR)
         var.mkdir(parents=True, exist_ok=True)
         self._ensure_dotenv()
@@ -44,20 +50,21 @@ class Command(BaseCommand):
         python = sys.executable
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         celery = str(Path(python).with_name("celery"))
-        processes = [
-            subprocess.Popen([python, manage, "runserver", options["addr"], "--noreload"], env=child_env),
-            subprocess.Popen(
+        named = {
+            "the web console": subprocess.Popen([python, manage, "runserver", options["addr"], "--noreload"],
+                                                env=child_env),
+            "the Celery worker": subprocess.Popen(
                 [celery, "-A", "dr_console", "worker", "--beat", "--loglevel=INFO", "--concurrency=2",
                  f"--schedule={var / 'celerybeat-schedule'}"],
                 env=child_env,
             ),
-        ]
+        }
+        processes = list(named.values())
         try:
             while all(p.poll() is None for p in processes):
                 time.sleep(0.5)
-            failed = next(p for p in processes if p.poll() is not None)
-            self.stderr.write(f"{Path(str(failed.args[0])).name} stopped (exit status {failed.returncode}); "
-                              "stopping the rest")
+            name, failed = next((n, p) for n, p in named.items() if p.poll() is not None)
+            self.stderr.write(f"{name} stopped (exit status {failed.returncode}); stopping the rest")
         except KeyboardInterrupt:
             self.stdout.write("\nstopping the console and the worker...")
         finally:
