@@ -60,6 +60,12 @@ class Command(BaseCommand):
             ),
         }
         processes = list(named.values())
+
+        def stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)  # also when started in the background, where SIGINT is ignored
         try:
             while all(p.poll() is None for p in processes):
                 time.sleep(0.5)
