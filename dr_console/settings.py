@@ -6,6 +6,7 @@ Every variable is listed in .env.example.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
@@ -167,6 +168,8 @@ if CELERY_BROKER_URL == "embedded":
     for _sub in ("out", "processed"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
+    # Celery reads the CELERY_BROKER_URL environment variable before Django's settings: keep them in step.
+    os.environ["CELERY_BROKER_URL"] = CELERY_BROKER_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "out"),
         "data_folder_out": str(_broker_dir / "out"),
