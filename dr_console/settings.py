@@ -163,7 +163,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     # redelivered while it runs (and the job claim makes a redelivery a no-op anyway).
     "visibility_timeout": _longest_job + 3600,
 }
-if CELERY_BROKER_URL == "embedded":
+if CELERY_BROKER_URL in ("embedded", "filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("out", "processed"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
