@@ -163,11 +163,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     # redelivered while it runs (and the job claim makes a redelivery a no-op anyway).
     "visibility_timeout": _longest_job + 3600,
 }
-if CELERY_BROKER_URL in ("embedded", "filesystem://"):
+if CELERY_BROKER_URL == "embedded" or CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("out", "processed"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_URL = "filesystem://localhost/"  # the host is ignored; naming one silences kombu's warning
     # Celery reads the CELERY_BROKER_URL environment variable before Django's settings: keep them in step.
     os.environ["CELERY_BROKER_URL"] = CELERY_BROKER_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {
