@@ -28,6 +28,8 @@ run: install
 	DJANGO_DEBUG=True $(BIN)/python manage.py runconsole
 
 test: install
+	$(BIN)/ruff check .
+	DJANGO_DEBUG=True $(BIN)/python manage.py makemigrations --check --dry-run >/dev/null || { echo "models changed without a migration: run manage.py makemigrations"; exit 1; }
 	$(BIN)/python -m pytest
 
 check: install

@@ -40,7 +40,8 @@ class DatastoreAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         for datastore in queryset:
             try:
                 artifact = backup_artifact_request(
-                    datastore=datastore, trigger=f"admin:{request.user.get_username()}",
+                    datastore=datastore,
+                    trigger=f"admin:{request.user.get_username()}",
                     triggered_by=request.user,  # type: ignore[arg-type]
                 )
             except (BackupRefused, BrokerUnavailable) as exc:

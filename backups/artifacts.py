@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from django.core.files import File
-from django.core.files.storage import Storage, storages
+from django.core.files.storage import FileSystemStorage, Storage, storages
 
 from backups.postgres import scratch_dir
 
@@ -94,14 +94,13 @@ def write_stream(key: str, reader: HashingReader) -> str:
 def promote(tmp_key: str, final_key: str) -> str:
     """Move a finished temporary file to its final key, atomically where the storage allows."""
     storage = artifact_storage()
-    try:
-        tmp_path, final_path = storage.path(tmp_key), storage.path(final_key)
-    except NotImplementedError:
+    if not isinstance(storage, FileSystemStorage):
         # Object stores publish an object only when its upload completes, so copy-then-delete is safe there.
         with storage.open(tmp_key, "rb") as handle:
             name = storage.save(final_key, handle)
         storage.delete(tmp_key)
         return name
+    tmp_path, final_path = storage.path(tmp_key), storage.path(final_key)
     os.makedirs(os.path.dirname(final_path), mode=0o700, exist_ok=True)
     os.replace(tmp_path, final_path)  # atomic on one filesystem
     return final_key
@@ -131,10 +130,9 @@ def sha256_of(key: str, on_progress: Callable[[int], None] | None = None) -> tup
 
 
 def local_path(key: str) -> str | None:
-    try:
-        return artifact_storage().path(key)
-    except NotImplementedError:
-        return None
+    """The file's path when the storage is a local folder; None for remote storages."""
+    storage = artifact_storage()
+    return storage.path(key) if isinstance(storage, FileSystemStorage) else None
 
 
 @contextlib.contextmanager

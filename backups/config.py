@@ -118,8 +118,9 @@ def config_apply(data: dict[str, Any]) -> ConfigReport:
         name = entry.get("name") if isinstance(entry, dict) else None
         where = f"datastores[{index}]" + (f" ({name})" if isinstance(name, str) else "")
         values = _check_types(where, entry, DATASTORE_KEYS, errors)
-        missing = [key for key in DATASTORE_REQUIRED if key not in values and isinstance(entry, dict)
-                   and key not in entry]
+        missing = [
+            key for key in DATASTORE_REQUIRED if key not in values and isinstance(entry, dict) and key not in entry
+        ]
         errors.extend(f"{where}: missing required key {key!r}" for key in missing)
         if "name" not in values:
             continue
@@ -131,10 +132,17 @@ def config_apply(data: dict[str, Any]) -> ConfigReport:
         if env_name and env is None:
             errors.append(f"{where}.environment: no environment {env_name!r} in this file or in the console")
         store = Datastore.objects.filter(name=values["name"]).first() or Datastore(name=values["name"])
-        if store.pk and env is not None and store.environment_id and store.environment.name != env_name \
-                and store.artifacts.exists():
-            errors.append(f"{where}.environment: {store.name} has backups in {store.environment.name}; "
-                          "it cannot move to another environment")
+        if (
+            store.pk
+            and env is not None
+            and store.environment_id
+            and store.environment.name != env_name
+            and store.artifacts.exists()
+        ):
+            errors.append(
+                f"{where}.environment: {store.name} has backups in {store.environment.name}; "
+                "it cannot move to another environment"
+            )
         for key, value in values.items():
             if key != "environment":
                 setattr(store, key, value)
@@ -172,9 +180,13 @@ def _save(label: str, obj: Environment | Datastore) -> str:
         return f"{label}: created"
     model = type(obj)
     stored = model.objects.get(pk=obj.pk)
-    changed = [f.name for f in model._meta.concrete_fields
-               if not f.auto_created and f.name not in ("created_at", "updated_at")
-               and getattr(stored, f.attname) != getattr(obj, f.attname)]
+    changed = [
+        f.name
+        for f in model._meta.concrete_fields
+        if not f.auto_created
+        and f.name not in ("created_at", "updated_at")
+        and getattr(stored, f.attname) != getattr(obj, f.attname)
+    ]
     if not changed:
         return f"{label}: unchanged"
     obj.save()

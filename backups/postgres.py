@@ -215,8 +215,9 @@ def scratch_dir() -> str:
     return str(path)
 
 
-def start_process(args: list[str], *, env: dict[str, str], stdin: Any = None, stdout: Any = None,
-                  stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+def start_process(
+    args: list[str], *, env: dict[str, str], stdin: Any = None, stdout: Any = None, stderr: IO[bytes]
+) -> subprocess.Popen[bytes]:
     """Start a client tool in its own process group, so stop_process can stop it with everything it started
     (pg_restore --jobs forks workers)."""
     try:
@@ -301,13 +302,19 @@ def archive_toc(pg_restore: str, *, path: str | None = None, chunks: Iterator[by
     """
     with tempfile.TemporaryFile() as stderr_file, tempfile.TemporaryFile() as stdout_file:
         args = [pg_restore, "--list"] + ([path] if path else [])
-        proc = start_process(args, env=_tool_env(), stdin=subprocess.PIPE if path is None else subprocess.DEVNULL,
-                             stdout=stdout_file, stderr=stderr_file)
+        proc = start_process(
+            args,
+            env=_tool_env(),
+            stdin=subprocess.PIPE if path is None else subprocess.DEVNULL,
+            stdout=stdout_file,
+            stderr=stderr_file,
+        )
         if path is None:
             _feed(proc, chunks or iter(()))
         returncode = proc.wait()
         if returncode != 0:
-            raise PostgresError(f"the archive is unreadable: {first_line(read_tail(stderr_file)) or describe_exit('pg_restore', returncode)}")
+            detail = first_line(read_tail(stderr_file)) or describe_exit("pg_restore", returncode)
+            raise PostgresError(f"the archive is unreadable: {detail}")
         stdout_file.seek(0)
         lines = stdout_file.read().decode("utf-8", "replace").splitlines()
     return [line for line in lines if line.strip() and not line.startswith(";")]
@@ -317,8 +324,13 @@ def archive_read_through(pg_restore: str, chunks: Iterator[bytes]) -> Iterator[b
     """Pass `chunks` through while pg_restore reads the whole archive (every data block decompressed, output
     discarded). Raises PostgresError at the end if pg_restore could not read it."""
     with tempfile.TemporaryFile() as stderr_file:
-        proc = start_process([pg_restore, "--file=/dev/null"], env=_tool_env(), stdin=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, stderr=stderr_file)
+        proc = start_process(
+            [pg_restore, "--file=/dev/null"],
+            env=_tool_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+        )
         assert proc.stdin is not None
         broken = False
         try:

@@ -77,8 +77,10 @@ def backup_artifact_request(
     """Create a pending backup of `datastore` and hand it to a worker once the row is committed
     (`enqueue=False`: the caller runs it itself, e.g. `manage.py backup --inline`)."""
     if datastore.kind != Datastore.Kind.POSTGRES:
-        raise BackupRefused(f"{datastore.name} is a {datastore.get_kind_display()} datastore; "
-                            "only PostgreSQL backups are available in this version")
+        raise BackupRefused(
+            f"{datastore.name} is a {datastore.get_kind_display()} datastore; "
+            "only PostgreSQL backups are available in this version"
+        )
     datastore_check_not_broker(datastore)
     level = datastore.compression_level
     try:
@@ -165,8 +167,9 @@ class DumpOutcome:
 def backup_artifact_execute(*, artifact_id: int, verify_after: bool | None = None) -> None:
     """Take the backup. Safe to call twice: only the caller that wins PENDING -> RUNNING does any work."""
     try:
-        claimed = job_transition(BackupArtifact, pk=artifact_id, to=Status.RUNNING,
-                                 fields={"started_at": timezone.now()})
+        claimed = job_transition(
+            BackupArtifact, pk=artifact_id, to=Status.RUNNING, fields={"started_at": timezone.now()}
+        )
     except IllegalTransition as exc:
         logger.info("backup #%s not started: it is already %s", artifact_id, exc.old)
         return
@@ -222,8 +225,9 @@ def backup_artifact_execute(*, artifact_id: int, verify_after: bool | None = Non
 
 def _fail(artifact_id: int, message: str, stderr_tail: str = "") -> None:
     try:
-        job_transition(BackupArtifact, pk=artifact_id, to=Status.FAILED, error=message,
-                       fields={"stderr_tail": stderr_tail})
+        job_transition(
+            BackupArtifact, pk=artifact_id, to=Status.FAILED, error=message, fields={"stderr_tail": stderr_tail}
+        )
     except IllegalTransition:
         logger.info("backup #%s already ended; not recording: %s", artifact_id, message)
 
@@ -231,8 +235,7 @@ def _fail(artifact_id: int, message: str, stderr_tail: str = "") -> None:
 def artifact_storage_key(artifact: BackupArtifact) -> str:
     ds = artifact.datastore
     stamp = artifact.created_at
-    return (f"{ds.environment.name}/{ds.name}/{stamp:%Y/%m}/"
-            f"{ds.name}-{stamp:%Y%m%dT%H%M%SZ}-{artifact.pk}.dump")
+    return f"{ds.environment.name}/{ds.name}/{stamp:%Y/%m}/{ds.name}-{stamp:%Y%m%dT%H%M%SZ}-{artifact.pk}.dump"
 
 
 def _dump_postgres(artifact: BackupArtifact) -> DumpOutcome:
@@ -251,29 +254,38 @@ def _dump_postgres(artifact: BackupArtifact) -> DumpOutcome:
     tmp_key = artifacts.temporary_key(final_key, artifact.pk)
 
     def progress(size: int) -> None:
-        if not job_heartbeat(BackupArtifact, pk=artifact.pk, running_states=frozenset({Status.RUNNING}),
-                             bytes_done=size):
+        if not job_heartbeat(
+            BackupArtifact, pk=artifact.pk, running_states=frozenset({Status.RUNNING}), bytes_done=size
+        ):
             raise JobStopped
 
     with target.connect() as snapshot_conn:
         server_text, server_major = server_version(snapshot_conn)
         if dump_major < server_major:
-            raise JobFailed(f"{dump_version} cannot dump a PostgreSQL {server_major} server; install the "
-                            f"PostgreSQL {server_major} client on the worker or set PG_BIN_DIR")
+            raise JobFailed(
+                f"{dump_version} cannot dump a PostgreSQL {server_major} server; install the "
+                f"PostgreSQL {server_major} client on the worker or set PG_BIN_DIR"
+            )
         snapshot_conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         snapshot_conn.read_only = True
         snapshot_row = snapshot_conn.execute("SELECT pg_export_snapshot()").fetchone()
         assert snapshot_row is not None
         tables = list_dumped_tables(snapshot_conn)
         counter = _RowCounter(snapshot_conn, tables)
-        args = [pg_dump, "--format=custom", f"--compress={artifact.compression_level}",
-                f"--snapshot={snapshot_row[0]}", "--no-password"]
+        args = [
+            pg_dump,
+            "--format=custom",
+            f"--compress={artifact.compression_level}",
+            f"--snapshot={snapshot_row[0]}",
+            "--no-password",
+        ]
         with target.subprocess_env() as env, tempfile.TemporaryFile() as stderr_file:
             proc = start_process(args, env=env, stdout=subprocess.PIPE, stderr=stderr_file)
             assert proc.stdout is not None
             counter.start()
-            reader = artifacts.HashingReader(proc.stdout, on_progress=progress,
-                                             progress_every=settings.JOB_HEARTBEAT_SECONDS)
+            reader = artifacts.HashingReader(
+                proc.stdout, on_progress=progress, progress_every=settings.JOB_HEARTBEAT_SECONDS
+            )
             written_key = ""
             try:
                 written_key = artifacts.write_stream(tmp_key, reader)
@@ -296,12 +308,14 @@ def _dump_postgres(artifact: BackupArtifact) -> DumpOutcome:
             raise JobFailed(f"{describe_exit('pg_dump', returncode)}{': ' + detail if detail else ''}", stderr_tail)
         if counter.error:
             artifacts.delete_quietly(written_key)
-            raise JobFailed(f"counting rows in the dump's snapshot failed: {target.scrub(counter.error)}",
-                            stderr_tail)
+            raise JobFailed(f"counting rows in the dump's snapshot failed: {target.scrub(counter.error)}", stderr_tail)
     try:
         local = artifacts.local_path(written_key)
-        toc = (archive_toc(pg_restore, path=local) if local
-               else archive_toc(pg_restore, chunks=artifacts.iter_chunks(written_key)))
+        toc = (
+            archive_toc(pg_restore, path=local)
+            if local
+            else archive_toc(pg_restore, chunks=artifacts.iter_chunks(written_key))
+        )
         storage_key = artifacts.promote(written_key, final_key)
     except BaseException:
         artifacts.delete_quietly(written_key)
@@ -376,9 +390,11 @@ def backup_artifact_verify(*, artifact_id: int) -> str:
     Returns the verification state it recorded. A mismatch or an unreadable archive marks the artifact corrupt;
     a storage that cannot be read right now leaves it unverified with the reason.
     """
-    claimed = BackupArtifact.objects.filter(pk=artifact_id, status=Status.SUCCEEDED).exclude(
-        verification=Verification.VERIFYING
-    ).update(verification=Verification.VERIFYING, verification_heartbeat_at=timezone.now())
+    claimed = (
+        BackupArtifact.objects.filter(pk=artifact_id, status=Status.SUCCEEDED)
+        .exclude(verification=Verification.VERIFYING)
+        .update(verification=Verification.VERIFYING, verification_heartbeat_at=timezone.now())
+    )
     if not claimed:
         logger.info("backup #%s: not verifiable now (missing, not succeeded, or being verified)", artifact_id)
         return ""
@@ -420,8 +436,9 @@ def _verify_pg_archive(artifact: BackupArtifact) -> tuple[str, str]:
     except OSError as exc:
         return Verification.UNVERIFIED, f"cannot read the stored file: {exc}"
     if digest.hexdigest() != artifact.sha256:
-        return Verification.CORRUPT, (f"sha256 mismatch: the stored file hashes to {digest.hexdigest()}, "
-                                      f"the backup recorded {artifact.sha256}")
+        return Verification.CORRUPT, (
+            f"sha256 mismatch: the stored file hashes to {digest.hexdigest()}, the backup recorded {artifact.sha256}"
+        )
     if size != artifact.size_bytes:
         return Verification.CORRUPT, f"size mismatch: {size} bytes stored, {artifact.size_bytes} recorded"
     if unreadable:
@@ -441,15 +458,20 @@ def backup_artifacts_reap_stale() -> int:
         "pk", flat=True
     ):
         try:
-            if job_transition(BackupArtifact, pk=artifact_id, to=Status.FAILED,
-                              error="worker lost: no heartbeat; the backup did not finish"):
+            if job_transition(
+                BackupArtifact,
+                pk=artifact_id,
+                to=Status.FAILED,
+                error="worker lost: no heartbeat; the backup did not finish",
+            ):
                 reaped += 1
         except IllegalTransition:
             pass
-    BackupArtifact.objects.filter(
-        verification=Verification.VERIFYING, verification_heartbeat_at__lt=cutoff
-    ).update(verification=Verification.UNVERIFIED, verification_error="verification interrupted: worker lost",
-             verification_heartbeat_at=None)
+    BackupArtifact.objects.filter(verification=Verification.VERIFYING, verification_heartbeat_at__lt=cutoff).update(
+        verification=Verification.UNVERIFIED,
+        verification_error="verification interrupted: worker lost",
+        verification_heartbeat_at=None,
+    )
     _delete_orphan_temporary_files()
     return reaped
 
@@ -460,8 +482,9 @@ def _delete_orphan_temporary_files() -> None:
         _dirs, names = storage.listdir(artifacts.TMP_PREFIX.rstrip("/"))
     except (OSError, NotImplementedError):
         return
-    active = {str(pk) for pk in BackupArtifact.objects.filter(status__in=BackupArtifact.ACTIVE)
-              .values_list("pk", flat=True)}
+    active = {
+        str(pk) for pk in BackupArtifact.objects.filter(status__in=BackupArtifact.ACTIVE).values_list("pk", flat=True)
+    }
     for name in names:
         if name.split("-", 1)[0] not in active:
             artifacts.delete_quietly(f"{artifacts.TMP_PREFIX}{name}")

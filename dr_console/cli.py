@@ -23,12 +23,16 @@ class JobCommand(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--wait", action="store_true", help="Wait until the worker has finished the job.")
         parser.add_argument(
-            "--inline", action="store_true",
+            "--inline",
+            action="store_true",
             help="Run the job in this process instead of on a worker (no broker needed).",
         )
         parser.add_argument("--json", action="store_true", help="Print one JSON object describing the result.")
         parser.add_argument(
-            "--timeout", type=float, default=None, metavar="SECONDS",
+            "--timeout",
+            type=float,
+            default=None,
+            metavar="SECONDS",
             help="With --wait: give up waiting after this long (the job goes on).",
         )
 
@@ -91,8 +95,10 @@ class JobCommand(BaseCommand):
                     self.stderr.write(state)
                     last = state
                 if deadline is not None and time.monotonic() > deadline:
-                    raise CommandError(f"{state}: still not finished after {options['timeout']:g} s; "
-                                       f"the {self.job_noun} goes on", returncode=3)
+                    raise CommandError(
+                        f"{state}: still not finished after {options['timeout']:g} s; the {self.job_noun} goes on",
+                        returncode=3,
+                    )
                 time.sleep(0.5)
         except KeyboardInterrupt:
             self.stderr.write(f"\nstopped waiting; the {self.job_noun} goes on on the worker")

@@ -22,8 +22,17 @@ class RestoreRunEventInline(admin.TabularInline):  # type: ignore[type-arg]
 class RestoreRunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """History of restores: read-only. Restores are requested with `manage.py restore`."""
 
-    list_display = ["id", "artifact", "target_kind", "target_datastore", "new_database_name", "status",
-                    "created_at", "duration", "trigger"]
+    list_display = [
+        "id",
+        "artifact",
+        "target_kind",
+        "target_datastore",
+        "new_database_name",
+        "status",
+        "created_at",
+        "duration",
+        "trigger",
+    ]
     list_filter = ["status", "target_kind", "target_datastore"]
     list_select_related = ["artifact__datastore", "target_datastore"]
     inlines = [RestoreRunEventInline]

@@ -43,7 +43,7 @@ class RestoreRun(JobModel):
     )
     new_database_name = models.CharField(max_length=63, blank=True)
     target_key = models.CharField(
-        max_length=200, editable=False, help_text=_("Identifies the target database, for the one-restore-at-a-time lock.")
+        max_length=200, editable=False, help_text=_("Identifies the target database (one active restore per target).")
     )
     options = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)

@@ -71,15 +71,18 @@ def restore_run_request(
     if artifact.status != BackupArtifact.Status.SUCCEEDED or not artifact.storage_key:
         raise RestoreRefused(f"backup #{artifact.pk} is {artifact.status}; only a succeeded backup can be restored")
     if artifact.verification == BackupArtifact.Verification.CORRUPT:
-        raise RestoreRefused(f"backup #{artifact.pk} is marked corrupt ({artifact.verification_error}); "
-                             "it cannot be restored")
+        raise RestoreRefused(
+            f"backup #{artifact.pk} is marked corrupt ({artifact.verification_error}); it cannot be restored"
+        )
     if target_kind == TargetKind.IN_PLACE:
         target_datastore = artifact.datastore
     elif target_kind == TargetKind.NEW_DATABASE:
         target_datastore = target_datastore or artifact.datastore
         if not DATABASE_NAME_RE.match(new_database_name):
-            raise RestoreRefused(f"{new_database_name!r} is not a valid database name "
-                                 "(letters, digits, _ $ -, at most 63 characters, not starting with a digit)")
+            raise RestoreRefused(
+                f"{new_database_name!r} is not a valid database name "
+                "(letters, digits, _ $ -, at most 63 characters, not starting with a digit)"
+            )
     elif target_kind == TargetKind.DATASTORE:
         if target_datastore is None:
             raise RestoreRefused("choose the datastore to restore into")
@@ -89,8 +92,9 @@ def restore_run_request(
         raise RestoreRefused(f"unknown restore target kind {target_kind!r}")
     assert target_datastore is not None
     if target_datastore.kind != Datastore.Kind.POSTGRES:
-        raise RestoreRefused(f"{target_datastore.name} is not a PostgreSQL datastore; "
-                             f"backup #{artifact.pk} is a PostgreSQL archive")
+        raise RestoreRefused(
+            f"{target_datastore.name} is not a PostgreSQL datastore; backup #{artifact.pk} is a PostgreSQL archive"
+        )
     jobs = settings.RESTORE_JOBS if jobs is None else jobs
     if not 1 <= jobs <= 64:
         raise RestoreRefused("--jobs must be between 1 and 64")
@@ -165,8 +169,11 @@ def restore_run_execute(*, run_id: int) -> None:
     except (JobFailed, PostgresError) as exc:
         _fail(run_id, str(exc), getattr(exc, "stderr_tail", ""))
     except SoftTimeLimitExceeded:
-        _fail(run_id, f"time limit of {settings.RESTORE_TIME_LIMIT} s reached; pg_restore was stopped "
-                      "and the target may be partly restored")
+        _fail(
+            run_id,
+            f"time limit of {settings.RESTORE_TIME_LIMIT} s reached; pg_restore was stopped "
+            "and the target may be partly restored",
+        )
     except Exception as exc:
         logger.exception("restore #%s failed unexpectedly", run_id)
         _fail(run_id, f"internal error: {type(exc).__name__}: {exc}")
@@ -192,8 +199,10 @@ def _restore_postgres(run: RestoreRun) -> None:
     _restore_version, restore_major = tool_version(pg_restore)
     archive_major = _major(artifact.server_version)
     if archive_major and restore_major < archive_major:
-        raise JobFailed(f"pg_restore {restore_major} on this worker cannot read an archive made by "
-                        f"PostgreSQL {archive_major}; install a newer client or set PG_BIN_DIR")
+        raise JobFailed(
+            f"pg_restore {restore_major} on this worker cannot read an archive made by "
+            f"PostgreSQL {archive_major}; install a newer client or set PG_BIN_DIR"
+        )
     database = target
     created = False
     if run.target_kind == TargetKind.NEW_DATABASE:
@@ -211,14 +220,17 @@ def _restore_postgres(run: RestoreRun) -> None:
     try:
         with artifacts.local_copy(artifact.storage_key, on_progress=heartbeat) as (path, digest):
             if digest != run.artifact_sha256:
-                raise JobFailed(f"checksum mismatch: the stored file hashes to {digest}, the run was approved for "
-                                f"{run.artifact_sha256}; nothing was restored")
+                raise JobFailed(
+                    f"checksum mismatch: the stored file hashes to {digest}, the run was approved for "
+                    f"{run.artifact_sha256}; nothing was restored"
+                )
             heartbeat()
             exit_code, stderr_tail = _pg_restore(run, pg_restore, database, path, heartbeat)
         RestoreRun.objects.filter(pk=run.pk).update(exit_code=exit_code, stderr_tail=stderr_tail)
         if exit_code != 0:
-            raise JobFailed(f"{describe_exit('pg_restore', exit_code)}: {_restore_error_summary(stderr_tail)}",
-                            stderr_tail)
+            raise JobFailed(
+                f"{describe_exit('pg_restore', exit_code)}: {_restore_error_summary(stderr_tail)}", stderr_tail
+            )
         if not job_transition(RestoreRun, pk=run.pk, to=Status.VERIFYING):
             raise JobStopped
         checks = run_checks(database, artifact.row_counts)
@@ -232,8 +244,9 @@ def _restore_postgres(run: RestoreRun) -> None:
         if created:
             dropped = _drop_database_quietly(target, run.new_database_name)
             if dropped and isinstance(exc, JobFailed):
-                raise JobFailed(f"{exc} (the new database {run.new_database_name} was dropped)",
-                                exc.stderr_tail) from None
+                raise JobFailed(
+                    f"{exc} (the new database {run.new_database_name} was dropped)", exc.stderr_tail
+                ) from None
         raise
 
 
@@ -245,21 +258,26 @@ def _major(version_text: str) -> int:
 def _check_server_can_take(conn: Any, archive_major: int, target: PgConnection) -> None:
     _text, major = server_version(conn)
     if archive_major and major < archive_major:
-        raise JobFailed(f"the target server {target.server_label} runs PostgreSQL {major}, older than the "
-                        f"PostgreSQL {archive_major} the backup was taken from; restore into a newer server")
+        raise JobFailed(
+            f"the target server {target.server_label} runs PostgreSQL {major}, older than the "
+            f"PostgreSQL {archive_major} the backup was taken from; restore into a newer server"
+        )
 
 
 def _create_database(target: PgConnection, name: str, archive_major: int) -> None:
     with target.connect(autocommit=True) as conn:
         _check_server_can_take(conn, archive_major, target)
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            raise JobFailed(f"database {name} already exists on {target.server_label}; choose another name, "
-                            "or restore into it with --into")
+            raise JobFailed(
+                f"database {name} already exists on {target.server_label}; choose another name, "
+                "or restore into it with --into"
+            )
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         except Exception as exc:
-            raise JobFailed(f"cannot create database {name} on {target.server_label}: "
-                            f"{target.scrub(first_line(str(exc)))}") from None
+            raise JobFailed(
+                f"cannot create database {name} on {target.server_label}: {target.scrub(first_line(str(exc)))}"
+            ) from None
 
 
 def _drop_database_quietly(target: PgConnection, name: str) -> bool:
@@ -272,8 +290,7 @@ def _drop_database_quietly(target: PgConnection, name: str) -> bool:
         return False
 
 
-def _pg_restore(run: RestoreRun, pg_restore: str, database: PgConnection, path: str,
-                heartbeat: Any) -> tuple[int, str]:
+def _pg_restore(run: RestoreRun, pg_restore: str, database: PgConnection, path: str, heartbeat: Any) -> tuple[int, str]:
     args = [pg_restore, "--clean", "--if-exists", "--no-password", f"--jobs={run.options.get('jobs', 1)}"]
     if run.options.get("no_owner"):
         args += ["--no-owner", "--no-privileges"]
@@ -324,11 +341,13 @@ def run_checks(database: PgConnection, expected_counts: dict[str, int]) -> list[
                 continue
             if found != expected:
                 mismatches.append(f"{label}: expected {expected}, found {found}")
-        checks.append({
-            "name": "row counts",
-            "ok": not mismatches,
-            "detail": "; ".join(mismatches) if mismatches else f"{len(expected_counts)} tables match the dump",
-        })
+        checks.append(
+            {
+                "name": "row counts",
+                "ok": not mismatches,
+                "detail": "; ".join(mismatches) if mismatches else f"{len(expected_counts)} tables match the dump",
+            }
+        )
     return checks
 
 
@@ -344,8 +363,9 @@ def restore_runs_reap_stale() -> int:
         "pk", flat=True
     ):
         try:
-            if job_transition(RestoreRun, pk=run_id, to=Status.FAILED,
-                              error="worker lost: the target may be partly restored"):
+            if job_transition(
+                RestoreRun, pk=run_id, to=Status.FAILED, error="worker lost: the target may be partly restored"
+            ):
                 reaped += 1
         except IllegalTransition:
             pass

@@ -63,8 +63,7 @@ def artifact_dir(settings: Any, tmp_path: Path) -> Path:
         **settings.STORAGES,
         "artifacts": {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(location), "file_permissions_mode": 0o600,
-                        "directory_permissions_mode": 0o700},
+            "OPTIONS": {"location": str(location), "file_permissions_mode": 0o600, "directory_permissions_mode": 0o700},
         },
     }
     settings.DR_SCRATCH_DIR = str(tmp_path / "scratch")
@@ -153,8 +152,9 @@ def table_fingerprints(url: str) -> dict[str, tuple[int, str]]:
         for schema, table in tables:
             ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
             row = conn.execute(
-                sql.SQL("SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {} t")
-                .format(ident)
+                sql.SQL(
+                    "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {} t"
+                ).format(ident)
             ).fetchone()
             assert row is not None
             result[f"{schema}.{table}"] = (row[0], row[1])
@@ -219,16 +219,43 @@ def password_server() -> Iterator[PasswordServer]:
         shutil.chown(base, "postgres")
         shutil.chown(base / "pw", "postgres")
     data = base / "data"
-    subprocess.run(as_postgres + [f"{bindir}/initdb", "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
-                                  f"--pwfile={base / 'pw'}", "--no-sync"], check=True, capture_output=True)
-    subprocess.run(as_postgres + [f"{bindir}/pg_ctl", "-D", str(data), "-w", "-l", str(base / "log"), "-o",
-                                  f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        as_postgres
+        + [
+            f"{bindir}/initdb",
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            f"--pwfile={base / 'pw'}",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        as_postgres
+        + [
+            f"{bindir}/pg_ctl",
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(base / "log"),
+            "-o",
+            f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield PasswordServer(port=port, password=password)
     finally:
-        subprocess.run(as_postgres + [f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            as_postgres + [f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 

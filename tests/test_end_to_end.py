@@ -26,8 +26,9 @@ def test_backup_verify_and_restore_through_a_worker(
     call_command("verify", str(backup["id"]), "--wait", "--json", "--timeout", "120")
     assert json.loads(capsys.readouterr().out)["verification"] == "verified"
 
-    call_command("restore", str(backup["id"]), "--new-database", new_database_name, "--wait", "--json",
-                 "--timeout", "120")
+    call_command(
+        "restore", str(backup["id"]), "--new-database", new_database_name, "--wait", "--json", "--timeout", "120"
+    )
     restore = json.loads(capsys.readouterr().out)
     assert restore["status"] == "succeeded", restore["error"]
     assert table_fingerprints(database_url(new_database_name)) == table_fingerprints(source_db.url)

@@ -54,19 +54,27 @@ def test_failed_backup_exits_non_zero_with_one_line_and_no_traceback(tmp_path: P
 
     env["DATABASE_URL"] = database_url(settings.DATABASES["default"]["NAME"], os.environ["DATABASE_URL"])
     DatastoreFactory(name="broken-db", url_env="NOT_THERE_URL")
-    result = subprocess.run([sys.executable, "manage.py", "backup", "broken-db", "--inline"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "backup", "broken-db", "--inline"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f"CommandError: backup #{BackupArtifact.objects.get().pk} of broken-db failed: environment variable "
         "NOT_THERE_URL is not set in the process that ran the job "
         f"(host {socket.gethostname()}); set it to the database URL "
-        "(postgresql://user:password@host:5432/dbname) in the worker's environment or .env, then restart it"]
+        "(postgresql://user:password@host:5432/dbname) in the worker's environment or .env, then restart it"
+    ]
 
 
-def test_verify_exits_non_zero_for_a_corrupt_backup(source_db: SourceDb, artifact_dir: Path,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_exits_non_zero_for_a_corrupt_backup(
+    source_db: SourceDb, artifact_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     DatastoreFactory(name="prod-db", url_env=source_db.url_env)
     backup = run_json("backup", "prod-db", "--inline", capsys=capsys)
     (artifact_dir / backup["storage_key"]).write_bytes(b"not a dump")
@@ -86,22 +94,28 @@ def test_loadconfig_is_idempotent_and_warns_about_unset_variables(
     config = tmp_path / "dr.toml"
     config.write_text(
         '[environments.prod]\nprotected = true\nrequired_approvals = 2\napi_url = "http://127.0.0.1:8001"\n\n'
-        '[environments.staging]\n\n'
+        "[environments.staging]\n\n"
         '[[datastores]]\nname = "prod-db"\nenvironment = "prod"\nkind = "postgres"\nurl_env = "PROD_DATABASE_URL"\n'
-        'compression_level = 3\n'
+        "compression_level = 3\n"
     )
     call_command("loadconfig", str(config))
     first = capsys.readouterr()
-    assert first.out.splitlines() == ["environment prod: created", "environment staging: created",
-                                      "datastore prod-db: created"]
+    assert first.out.splitlines() == [
+        "environment prod: created",
+        "environment staging: created",
+        "datastore prod-db: created",
+    ]
     assert "PROD_DATABASE_URL is not set in this process" in first.err
     prod = Environment.objects.get(name="prod")
     assert (prod.protected, prod.required_approvals, prod.api_url) == (True, 2, "http://127.0.0.1:8001")
     assert Datastore.objects.get(name="prod-db").compression_level == 3
 
     call_command("loadconfig", str(config))
-    assert capsys.readouterr().out.splitlines() == ["environment prod: unchanged", "environment staging: unchanged",
-                                                    "datastore prod-db: unchanged"]
+    assert capsys.readouterr().out.splitlines() == [
+        "environment prod: unchanged",
+        "environment staging: unchanged",
+        "datastore prod-db: unchanged",
+    ]
 
     config.write_text(config.read_text().replace("required_approvals = 2", "required_approvals = 1"))
     call_command("loadconfig", str(config))
@@ -111,22 +125,35 @@ def test_loadconfig_is_idempotent_and_warns_about_unset_variables(
 @pytest.mark.parametrize(
     ("toml", "error"),
     [
-        ('[environments.prod]\nprotectd = true\n', "environments.prod: unknown key 'protectd'"),
-        ('[environments.prod]\nrequired_approvals = "two"\n',
-         "environments.prod.required_approvals: expected int, got 'two'"),
-        ('[environments.prod]\nrequired_approvals = 0\n',
-         "environments.prod.required_approvals: Ensure this value is greater than or equal to 1."),
+        ("[environments.prod]\nprotectd = true\n", "environments.prod: unknown key 'protectd'"),
+        (
+            '[environments.prod]\nrequired_approvals = "two"\n',
+            "environments.prod.required_approvals: expected int, got 'two'",
+        ),
+        (
+            "[environments.prod]\nrequired_approvals = 0\n",
+            "environments.prod.required_approvals: Ensure this value is greater than or equal to 1.",
+        ),
         ('[environments.prod]\napi_url = "not a url"\n', "environments.prod.api_url: Enter a valid URL."),
-        ('[[datastores]]\nname = "x"\nenvironment = "nowhere"\nkind = "postgres"\nurl_env = "X_URL"\n',
-         "datastores[0] (x).environment: no environment 'nowhere' in this file or in the console"),
-        ('[environments.prod]\n[[datastores]]\nname = "x"\nenvironment = "prod"\nkind = "mysql"\nurl_env = "X"\n',
-         "datastores[0] (x).kind: Value 'mysql' is not a valid choice."),
-        ('[environments.prod]\n[[datastores]]\nname = "x"\nenvironment = "prod"\nkind = "postgres"\n'
-         'url_env = "postgres://u:p@h/db"\n', "datastores[0] (x).url_env: Use the name of an environment variable"),
-        ('[environments.prod]\n[[datastores]]\nname = "x"\nenvironment = "prod"\nkind = "postgres"\n',
-         "datastores[0] (x): missing required key 'url_env'"),
-        ('[environment.prod]\n', "unknown top-level key 'environment'"),
-        ('[environments.prod\n', "not valid TOML"),
+        (
+            '[[datastores]]\nname = "x"\nenvironment = "nowhere"\nkind = "postgres"\nurl_env = "X_URL"\n',
+            "datastores[0] (x).environment: no environment 'nowhere' in this file or in the console",
+        ),
+        (
+            '[environments.prod]\n[[datastores]]\nname = "x"\nenvironment = "prod"\nkind = "mysql"\nurl_env = "X"\n',
+            "datastores[0] (x).kind: Value 'mysql' is not a valid choice.",
+        ),
+        (
+            '[environments.prod]\n[[datastores]]\nname = "x"\nenvironment = "prod"\nkind = "postgres"\n'
+            'url_env = "postgres://u:p@h/db"\n',
+            "datastores[0] (x).url_env: Use the name of an environment variable",
+        ),
+        (
+            '[environments.prod]\n[[datastores]]\nname = "x"\nenvironment = "prod"\nkind = "postgres"\n',
+            "datastores[0] (x): missing required key 'url_env'",
+        ),
+        ("[environment.prod]\n", "unknown top-level key 'environment'"),
+        ("[environments.prod\n", "not valid TOML"),
     ],
 )
 def test_loadconfig_errors_name_the_problem_and_apply_nothing(
@@ -134,7 +161,7 @@ def test_loadconfig_errors_name_the_problem_and_apply_nothing(
 ) -> None:
     config = tmp_path / "bad.toml"
     # A valid environment before the bad entry proves nothing is half-applied.
-    config.write_text('[environments.first]\nprotected = false\n' + toml if toml.startswith("[[") else toml)
+    config.write_text("[environments.first]\nprotected = false\n" + toml if toml.startswith("[[") else toml)
     with pytest.raises(CommandError, match="nothing was applied"):
         call_command("loadconfig", str(config))
     assert error in capsys.readouterr().err

@@ -48,8 +48,11 @@ def test_backup_records_checksum_size_versions_and_exact_row_counts(source_db: S
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == artifact.sha256
     assert oct(stored.stat().st_mode & 0o777) == "0o600"
     assert artifact.row_counts == {
-        "audit.events": 50, "public.chunks": 2000, "public.documents": 300,
-        "public.empty_table": 0, "public.workspaces": 5,
+        "audit.events": 50,
+        "public.chunks": 2000,
+        "public.documents": 300,
+        "public.empty_table": 0,
+        "public.workspaces": 5,
     }
     assert artifact.tool_version.startswith("pg_dump (PostgreSQL)")
     assert artifact.server_version.startswith("PostgreSQL 1")
@@ -57,7 +60,9 @@ def test_backup_records_checksum_size_versions_and_exact_row_counts(source_db: S
     assert artifact.duration is not None and artifact.started_at and artifact.finished_at
     assert stored_files(artifact_dir) == [artifact.storage_key]  # no temporary file left behind
     assert [(e.old_status, e.new_status) for e in artifact.events.all()] == [
-        ("pending", "running"), ("running", "succeeded")]
+        ("pending", "running"),
+        ("running", "succeeded"),
+    ]
 
 
 def test_row_counts_come_from_the_dumps_own_snapshot(source_db: SourceDb) -> None:
@@ -128,7 +133,9 @@ def test_two_workers_racing_for_one_backup_only_one_dumps(source_db: SourceDb, a
     artifact.refresh_from_db()
     assert artifact.status == Status.SUCCEEDED
     assert [(e.old_status, e.new_status) for e in artifact.events.all()] == [
-        ("pending", "running"), ("running", "succeeded")]
+        ("pending", "running"),
+        ("running", "succeeded"),
+    ]
     assert stored_files(artifact_dir) == [artifact.storage_key]
 
 
@@ -158,9 +165,14 @@ def test_killed_pg_dump_leaves_no_file_and_a_failed_row(source_db: SourceDb, art
     try:
         pg_dump = None
         for _ in range(100):
-            pg_dump = next((p for p in psutil.process_iter(["name", "environ"])
-                            if p.info["name"] == "pg_dump" and (p.info["environ"] or {}).get("PGDATABASE")
-                            == source_db.name), None)
+            pg_dump = next(
+                (
+                    p
+                    for p in psutil.process_iter(["name", "environ"])
+                    if p.info["name"] == "pg_dump" and (p.info["environ"] or {}).get("PGDATABASE") == source_db.name
+                ),
+                None,
+            )
             if pg_dump:
                 break
             time.sleep(0.1)
@@ -178,7 +190,9 @@ def test_killed_pg_dump_leaves_no_file_and_a_failed_row(source_db: SourceDb, art
 
 
 def test_wrong_password_gives_a_clear_error_without_the_password(
-    password_server: PasswordServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    password_server: PasswordServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     artifact_dir: Path,
 ) -> None:
     wrong = "Wr0ng-pa55word-" + "x" * 8
@@ -191,14 +205,15 @@ def test_wrong_password_gives_a_clear_error_without_the_password(
     assert artifact.status == Status.FAILED
     assert "password authentication failed" in artifact.error
     assert f"127.0.0.1:{password_server.port}" in artifact.error
-    everything = artifact.error + artifact.stderr_tail + caplog.text + "".join(
-        e.message for e in artifact.events.all())
+    everything = artifact.error + artifact.stderr_tail + caplog.text + "".join(e.message for e in artifact.events.all())
     assert wrong not in everything
     assert stored_files(artifact_dir) == []
 
 
 def test_right_password_reaches_pg_dump_through_the_passfile(
-    password_server: PasswordServer, monkeypatch: pytest.MonkeyPatch, settings: Any,
+    password_server: PasswordServer,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
 ) -> None:
     monkeypatch.setenv("PWPG_URL", password_server.url())
     datastore = DatastoreFactory(url_env="PWPG_URL")
@@ -218,7 +233,12 @@ def test_passfile_is_private_and_deleted_after_the_run(monkeypatch: pytest.Monke
         assert oct(passfile.stat().st_mode & 0o777) == "0o600"
         assert passfile.read_text() == "*:*:*:*:p\\:ss\n"
         assert (env["PGHOST"], env["PGPORT"], env["PGDATABASE"], env["PGUSER"], env["PGSSLMODE"]) == (
-            "db.example", "6543", "appdb", "app", "require")
+            "db.example",
+            "6543",
+            "appdb",
+            "app",
+            "require",
+        )
         assert "SOME_DB_URL" not in env  # the child does not inherit the variable holding the URL
         assert not any("p:ss" in value for key, value in env.items() if key != "PGPASSFILE")
     assert not passfile.exists()
@@ -294,7 +314,8 @@ def test_verify_detects_an_unreadable_archive_with_a_matching_checksum(source_db
     import hashlib
 
     BackupArtifact.objects.filter(pk=artifact.pk).update(
-        sha256=hashlib.sha256(truncated).hexdigest(), size_bytes=len(truncated))
+        sha256=hashlib.sha256(truncated).hexdigest(), size_bytes=len(truncated)
+    )
     assert backup_artifact_verify(artifact_id=artifact.pk) == "corrupt"
     artifact.refresh_from_db()
     assert "the archive is unreadable" in artifact.verification_error

@@ -50,8 +50,9 @@ def database_exists(name: str) -> bool:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
-def test_round_trip_into_a_new_database_is_identical(backup: BackupArtifact, source_db: SourceDb,
-                                                      new_database_name: str) -> None:
+def test_round_trip_into_a_new_database_is_identical(
+    backup: BackupArtifact, source_db: SourceDb, new_database_name: str
+) -> None:
     run = restore(backup, target_kind=Kind.NEW_DATABASE, new_database_name=new_database_name)
 
     assert run.status == Status.SUCCEEDED, run.error
@@ -60,7 +61,10 @@ def test_round_trip_into_a_new_database_is_identical(backup: BackupArtifact, sou
     assert all(c["ok"] for c in run.checks)
     assert run.exit_code == 0
     assert [(e.old_status, e.new_status) for e in run.events.all()] == [
-        ("queued", "running"), ("running", "verifying"), ("verifying", "succeeded")]
+        ("queued", "running"),
+        ("running", "verifying"),
+        ("verifying", "succeeded"),
+    ]
 
 
 def test_in_place_restore_brings_back_the_dumped_state(backup: BackupArtifact, source_db: SourceDb) -> None:
@@ -85,8 +89,7 @@ def test_existing_database_name_is_refused_and_left_alone(backup: BackupArtifact
     assert table_fingerprints(source_db.url) == before
 
 
-def test_tampered_artifact_restores_nothing(backup: BackupArtifact, artifact_dir: Path,
-                                            new_database_name: str) -> None:
+def test_tampered_artifact_restores_nothing(backup: BackupArtifact, artifact_dir: Path, new_database_name: str) -> None:
     stored = artifact_dir / backup.storage_key
     data = bytearray(stored.read_bytes())
     data[-100] ^= 0x01
@@ -152,8 +155,7 @@ def test_running_the_restore_twice_runs_it_once(backup: BackupArtifact, new_data
     assert run.events.count() == 3
 
 
-def test_cancel_stops_a_running_pg_restore(backup: BackupArtifact, source_db: SourceDb,
-                                           new_database_name: str) -> None:
+def test_cancel_stops_a_running_pg_restore(backup: BackupArtifact, source_db: SourceDb, new_database_name: str) -> None:
     """pg_restore blocks on a lock we hold; cancelling the run stops the process group."""
     run = restore_run_request(artifact=backup, target_kind=Kind.IN_PLACE, trigger="test", enqueue=False)
     locker = psycopg.connect(source_db.url)

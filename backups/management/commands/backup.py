@@ -29,9 +29,11 @@ def datastore_by_name(name: str) -> Datastore:
 
 def describe_backup(artifact: BackupArtifact) -> str:
     if artifact.status == BackupArtifact.Status.SUCCEEDED:
-        return (f"backup #{artifact.pk} of {artifact.datastore.name} succeeded: {filesizeformat(artifact.size_bytes)}, "
-                f"{len(artifact.row_counts)} tables, {artifact.duration.total_seconds():.1f} s, "
-                f"sha256 {artifact.sha256}, stored as {artifact.storage_key} (verification: {artifact.verification})")
+        return (
+            f"backup #{artifact.pk} of {artifact.datastore.name} succeeded: {filesizeformat(artifact.size_bytes)}, "
+            f"{len(artifact.row_counts)} tables, {artifact.duration.total_seconds():.1f} s, "
+            f"sha256 {artifact.sha256}, stored as {artifact.storage_key} (verification: {artifact.verification})"
+        )
     if artifact.status == BackupArtifact.Status.FAILED:
         return f"backup #{artifact.pk} of {artifact.datastore.name} failed: {artifact.error}"
     done = f", {filesizeformat(artifact.bytes_done)} written" if artifact.bytes_done else ""
@@ -70,6 +72,9 @@ class Command(JobCommand):
         artifact = BackupArtifact.objects.select_related("datastore__environment").get(pk=artifact.pk)
         waited = options["wait"] or options["inline"]
         failed = artifact.status == BackupArtifact.Status.FAILED
-        self.finish(options, backup_artifact_summary(artifact),
-                    describe_backup(artifact) if waited else f"backup #{artifact.pk} of {datastore.name} queued",
-                    failure=describe_backup(artifact) if failed else "")
+        self.finish(
+            options,
+            backup_artifact_summary(artifact),
+            describe_backup(artifact) if waited else f"backup #{artifact.pk} of {datastore.name} queued",
+            failure=describe_backup(artifact) if failed else "",
+        )

@@ -46,8 +46,9 @@ class Command(JobCommand):
         try:
             if options["inline"]:
                 if artifact.status != BackupArtifact.Status.SUCCEEDED:
-                    raise BackupRefused(f"backup #{artifact.pk} is {artifact.status}; only a succeeded backup "
-                                        "can be verified")
+                    raise BackupRefused(
+                        f"backup #{artifact.pk} is {artifact.status}; only a succeeded backup can be verified"
+                    )
                 backup_artifact_verify(artifact_id=artifact.pk)
             else:
                 backup_artifact_verify_request(artifact=artifact)
@@ -64,6 +65,9 @@ class Command(JobCommand):
         artifact = artifact_by_id(artifact.pk)
         waited = options["wait"] or options["inline"]
         failed = waited and artifact.verification != Verification.VERIFIED
-        self.finish(options, backup_artifact_summary(artifact),
-                    describe_verification(artifact) if waited else f"verification of backup #{artifact.pk} queued",
-                    failure=describe_verification(artifact) if failed else "")
+        self.finish(
+            options,
+            backup_artifact_summary(artifact),
+            describe_verification(artifact) if waited else f"verification of backup #{artifact.pk} queued",
+            failure=describe_verification(artifact) if failed else "",
+        )

@@ -36,8 +36,10 @@ class Command(BaseCommand):
         host, _, port = options["addr"].rpartition(":")
         with socket.socket() as probe:
             if probe.connect_ex((host or "127.0.0.1", int(port))) == 0:
-                raise CommandError(f"port {port} on {host} is already in use (another `make run`?); stop it first, "
-                                   "or run `manage.py runconsole --addr 127.0.0.1:8080`")
+                raise CommandError(
+                    f"port {port} on {host} is already in use (another `make run`?); stop it first, "
+                    "or run `manage.py runconsole --addr 127.0.0.1:8080`"
+                )
         var = Path(settings.VAR_DIR)
         var.mkdir(parents=True, exist_ok=True)
         self._ensure_dotenv()
@@ -51,11 +53,20 @@ class Command(BaseCommand):
         manage = str(Path(settings.BASE_DIR) / "manage.py")
         celery = str(Path(python).with_name("celery"))
         named = {
-            "the web console": subprocess.Popen([python, manage, "runserver", options["addr"], "--noreload"],
-                                                env=child_env),
+            "the web console": subprocess.Popen(
+                [python, manage, "runserver", options["addr"], "--noreload"], env=child_env
+            ),
             "the Celery worker": subprocess.Popen(
-                [celery, "-A", "dr_console", "worker", "--beat", "--loglevel=INFO", "--concurrency=2",
-                 f"--schedule={var / 'celerybeat-schedule'}"],
+                [
+                    celery,
+                    "-A",
+                    "dr_console",
+                    "worker",
+                    "--beat",
+                    "--loglevel=INFO",
+                    "--concurrency=2",
+                    f"--schedule={var / 'celerybeat-schedule'}",
+                ],
                 env=child_env,
             ),
         }
@@ -110,8 +121,10 @@ class Command(BaseCommand):
                 "(fine on one machine; set CELERY_BROKER_URL to a Redis for anything else)."
             )
             with open(Path(settings.BASE_DIR) / ".env", "a") as dotenv:
-                dotenv.write(f"# Written by `make run`: no Redis answered at {broker_label()}. "
-                             "Delete this line to use Redis.\nCELERY_BROKER_URL=embedded\n")
+                dotenv.write(
+                    f"# Written by `make run`: no Redis answered at {broker_label()}. "
+                    "Delete this line to use Redis.\nCELERY_BROKER_URL=embedded\n"
+                )
             return "embedded"
         self.stdout.write(f"Task broker: {broker_label()}")
         return url
@@ -126,8 +139,11 @@ class Command(BaseCommand):
             password_file.chmod(0o600)
         url = f"http://{addr}/admin/"
         if password_file.exists() and user_model.objects.filter(username="admin").exists():
-            self.stdout.write(f"Open {url} and log in as admin with the password in {password_file}: "
-                              f"{password_file.read_text().strip()}")
+            self.stdout.write(
+                f"Open {url} and log in as admin with the password in {password_file}: "
+                f"{password_file.read_text().strip()}"
+            )
         else:
-            self.stdout.write(f"Open {url} and log in with your superuser "
-                              "(create one with `manage.py createsuperuser`).")
+            self.stdout.write(
+                f"Open {url} and log in with your superuser (create one with `manage.py createsuperuser`)."
+            )

@@ -32,16 +32,24 @@ class Command(JobCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("artifact_id", type=int, help="Id of the backup to restore.")
         target = parser.add_mutually_exclusive_group(required=True)
-        target.add_argument("--into", metavar="DATASTORE",
-                            help="Restore into this datastore (its own datastore means in place). Overwrites it.")
-        target.add_argument("--new-database", metavar="NAME",
-                            help="Create database NAME and restore into it.")
-        parser.add_argument("--on", metavar="DATASTORE",
-                            help="With --new-database: create it on this datastore's server "
-                                 "(default: the server the backup came from).")
+        target.add_argument(
+            "--into",
+            metavar="DATASTORE",
+            help="Restore into this datastore (its own datastore means in place). Overwrites it.",
+        )
+        target.add_argument("--new-database", metavar="NAME", help="Create database NAME and restore into it.")
+        parser.add_argument(
+            "--on",
+            metavar="DATASTORE",
+            help="With --new-database: create it on this datastore's server "
+            "(default: the server the backup came from).",
+        )
         parser.add_argument("--jobs", type=int, default=None, help="pg_restore --jobs (default RESTORE_JOBS).")
-        parser.add_argument("--no-owner", action="store_true",
-                            help="Do not restore ownership and privileges (target lacks the source's roles).")
+        parser.add_argument(
+            "--no-owner",
+            action="store_true",
+            help="Do not restore ownership and privileges (target lacks the source's roles).",
+        )
         super().add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -80,6 +88,9 @@ class Command(JobCommand):
         run = RestoreRun.objects.select_related("target_datastore").get(pk=run.pk)
         waited = options["wait"] or options["inline"]
         failed = run.status in (RestoreRun.Status.FAILED, RestoreRun.Status.CANCELLED)
-        self.finish(options, restore_run_summary(run),
-                    describe_restore(run) if waited else f"restore #{run.pk} into {run.target_label} queued",
-                    failure=describe_restore(run) if failed else "")
+        self.finish(
+            options,
+            restore_run_summary(run),
+            describe_restore(run) if waited else f"restore #{run.pk} into {run.target_label} queued",
+            failure=describe_restore(run) if failed else "",
+        )
