@@ -29,7 +29,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
-	DJANGO_DEBUG=True $(BIN)/python manage.py makemigrations --check --dry-run >/dev/null || { echo "models changed without a migration: run manage.py makemigrations"; exit 1; }
+	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run >/dev/null || { echo "models changed without a migration: run manage.py makemigrations"; exit 1; }
 	$(BIN)/python -m pytest
 
 check: install

@@ -45,9 +45,9 @@ class DatastoreAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                     triggered_by=request.user,  # type: ignore[arg-type]
                 )
             except (BackupRefused, BrokerUnavailable) as exc:
-                self.message_user(request, f"{datastore.name}: {exc}", messages.ERROR)
+                self.message_user(request, f"No backup of {datastore.name}: {exc}", messages.ERROR)
             else:
-                self.message_user(request, f"{datastore.name}: backup #{artifact.pk} queued", messages.SUCCESS)
+                self.message_user(request, f"Backup #{artifact.pk} of {datastore.name} queued", messages.SUCCESS)
 
 
 class BackupArtifactEventInline(admin.TabularInline):  # type: ignore[type-arg]
@@ -90,6 +90,6 @@ class BackupArtifactAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
             try:
                 backup_artifact_verify_request(artifact=artifact)
             except (BackupRefused, BrokerUnavailable) as exc:
-                self.message_user(request, str(exc), messages.ERROR)
+                self.message_user(request, f"Not verified: {exc}", messages.ERROR)
             else:
-                self.message_user(request, f"verification of backup #{artifact.pk} queued", messages.SUCCESS)
+                self.message_user(request, f"Verification of backup #{artifact.pk} queued", messages.SUCCESS)

@@ -15,3 +15,9 @@ os.environ.setdefault("DATABASE_CONN_MAX_AGE", "0")
 os.environ.setdefault("JOB_HEARTBEAT_SECONDS", "1")
 
 from dr_console.settings import *  # noqa: E402,F403
+
+# The test client speaks plain HTTP, and static files are served from the apps (no collectstatic in tests).
+SECURE_SSL_REDIRECT = False
+STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
+WHITENOISE_AUTOREFRESH = True
+WHITENOISE_USE_FINDERS = True

@@ -1,0 +1,84 @@
+"""The Django admin: configuration is editable, history is read-only, secrets never show."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import redis
+from django.test import Client
+from django.urls import reverse
+
+from backups.models import BackupArtifact
+from restores.models import RestoreRun
+from tests.factories import BackupArtifactFactory, DatastoreFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client_logged_in(client: Client) -> Client:
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    return client
+
+
+def test_pages_need_a_staff_login(client: Client) -> None:
+    response = client.get(reverse("admin:backups_backupartifact_changelist"))
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_datastore_page_says_whether_the_url_is_set_but_never_shows_it(
+    admin_client_logged_in: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOWN_DB_URL", "postgresql://app:Very-Secret-pw@db.internal:5432/app")
+    datastore = DatastoreFactory(url_env="SHOWN_DB_URL")
+    for url in (
+        reverse("admin:backups_datastore_changelist"),
+        reverse("admin:backups_datastore_change", args=[datastore.pk]),
+    ):
+        response = admin_client_logged_in.get(url)
+        assert response.status_code == 200
+        assert b"Very-Secret-pw" not in response.content and b"db.internal" not in response.content
+    assert b"SHOWN_DB_URL" in admin_client_logged_in.get(reverse("admin:backups_datastore_changelist")).content
+
+
+def test_backup_history_is_read_only(admin_client_logged_in: Client) -> None:
+    artifact = BackupArtifactFactory(status=BackupArtifact.Status.FAILED, error="pg_dump exited with status 1")
+    change_url = reverse("admin:backups_backupartifact_change", args=[artifact.pk])
+    response = admin_client_logged_in.get(change_url)
+    assert response.status_code == 200
+    assert b"pg_dump exited with status 1" in response.content
+    assert b'name="status"' not in response.content  # no editable field
+    assert admin_client_logged_in.get(reverse("admin:backups_backupartifact_add")).status_code == 403
+    delete = admin_client_logged_in.post(
+        reverse("admin:backups_backupartifact_delete", args=[artifact.pk]), {"post": "yes"}
+    )
+    assert delete.status_code == 403
+    assert BackupArtifact.objects.filter(pk=artifact.pk).exists()
+    assert admin_client_logged_in.get(reverse("admin:restores_restorerun_changelist")).status_code == 200
+    assert admin_client_logged_in.get(reverse("admin:restores_restorerun_add")).status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_back_up_now_action_queues_a_backup_on_the_real_broker(admin_client_logged_in: Client) -> None:
+    broker = redis.Redis.from_url(os.environ["CELERY_BROKER_URL"])
+    broker.delete("celery")
+    datastore = DatastoreFactory(name="prod-db")
+    response = admin_client_logged_in.post(
+        reverse("admin:backups_datastore_changelist"),
+        {"action": "back_up_now", "_selected_action": [datastore.pk]},
+        follow=True,
+    )
+    artifact = BackupArtifact.objects.get(datastore=datastore)
+    assert f"Backup #{artifact.pk} of prod-db queued" in response.content.decode()
+    assert artifact.trigger == "admin:root" and artifact.triggered_by.username == "root"
+    assert broker.llen("celery") == 1  # the message is on the broker, after the commit
+    broker.delete("celery")
+
+    response = admin_client_logged_in.post(
+        reverse("admin:backups_datastore_changelist"),
+        {"action": "back_up_now", "_selected_action": [datastore.pk]},
+        follow=True,
+    )
+    assert f"No backup of prod-db: a backup of prod-db is already pending (#{artifact.pk})" in response.content.decode()
+    assert RestoreRun.objects.count() == 0
