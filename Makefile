@@ -29,7 +29,8 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
-	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run >/dev/null || { echo "models changed without a migration: run manage.py makemigrations"; exit 1; }
+	$(BIN)/mypy .
+	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run >/dev/null 2>&1 || { echo "models changed without a migration: run manage.py makemigrations"; exit 1; }
 	$(BIN)/python -m pytest
 
 check: install

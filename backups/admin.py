@@ -18,13 +18,13 @@ from backups.services import (
 
 
 @admin.register(Environment)
-class EnvironmentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class EnvironmentAdmin(admin.ModelAdmin):
     list_display = ["name", "protected", "required_approvals", "api_url"]
     search_fields = ["name"]
 
 
 @admin.register(Datastore)
-class DatastoreAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class DatastoreAdmin(admin.ModelAdmin):
     list_display = ["name", "environment", "kind", "url_env", "url_env_is_set", "compression_level"]
     list_filter = ["environment", "kind"]
     search_fields = ["name"]
@@ -50,18 +50,18 @@ class DatastoreAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 self.message_user(request, f"Backup #{artifact.pk} of {datastore.name} queued", messages.SUCCESS)
 
 
-class BackupArtifactEventInline(admin.TabularInline):  # type: ignore[type-arg]
+class BackupArtifactEventInline(admin.TabularInline):
     model = BackupArtifactEvent
     extra = 0
     can_delete = False
-    fields = readonly_fields = ["created_at", "old_status", "new_status", "message"]
+    fields = readonly_fields = ("created_at", "old_status", "new_status", "message")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 @admin.register(BackupArtifact)
-class BackupArtifactAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class BackupArtifactAdmin(admin.ModelAdmin):
     """History of backups: read-only. Backups are taken with "Back up now" or `manage.py backup`."""
 
     list_display = ["id", "datastore", "status", "verification", "size", "created_at", "duration", "trigger"]

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
@@ -64,20 +64,21 @@ class HashingReader:
         return False
 
 
-class _StreamFile(File):  # type: ignore[type-arg]
+class _StreamFile(File):
     """A Django File over a non-seekable stream, read in 1 MiB chunks."""
 
     DEFAULT_CHUNK_SIZE = CHUNK_SIZE
 
     def __init__(self, reader: HashingReader, name: str) -> None:
-        super().__init__(reader, name=name)
+        super().__init__(cast(IO[bytes], reader), name=name)
+        self.reader = reader
 
     @property
     def size(self) -> int:  # storages that ask for a size get "unknown"; S3 multipart handles streams
         return 0
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
-        while data := self.file.read(chunk_size or self.DEFAULT_CHUNK_SIZE):
+        while data := self.reader.read(chunk_size or self.DEFAULT_CHUNK_SIZE):
             yield data
 
 

@@ -128,13 +128,13 @@ def config_apply(data: dict[str, Any]) -> ConfigReport:
             errors.append(f"{where}: datastore {values['name']!r} is listed twice")
         seen.add(values["name"])
         env_name = values.get("environment", "")
-        env = planned_envs.get(env_name) or Environment.objects.filter(name=env_name).first()
-        if env_name and env is None:
+        environment = planned_envs.get(env_name) or Environment.objects.filter(name=env_name).first()
+        if env_name and environment is None:
             errors.append(f"{where}.environment: no environment {env_name!r} in this file or in the console")
         store = Datastore.objects.filter(name=values["name"]).first() or Datastore(name=values["name"])
         if (
             store.pk
-            and env is not None
+            and environment is not None
             and store.environment_id
             and store.environment.name != env_name
             and store.artifacts.exists()

@@ -31,7 +31,7 @@ def backup_artifact_summary(artifact: BackupArtifact) -> dict[str, Any]:
         "created_at": iso(artifact.created_at),
         "started_at": iso(artifact.started_at),
         "finished_at": iso(artifact.finished_at),
-        "duration_seconds": artifact.duration.total_seconds() if artifact.duration else None,
+        "duration_seconds": artifact.duration_seconds,
         "tool_version": artifact.tool_version,
         "server_version": artifact.server_version,
         "archive_entries": artifact.archive_entries,

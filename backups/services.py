@@ -399,7 +399,8 @@ def backup_artifact_verify(*, artifact_id: int) -> str:
         logger.info("backup #%s: not verifiable now (missing, not succeeded, or being verified)", artifact_id)
         return ""
     artifact = BackupArtifact.objects.get(pk=artifact_id)
-    result, error = Verification.VERIFIED, ""
+    result: str
+    error: str
     try:
         result, error = _verify_pg_archive(artifact)
     except SoftTimeLimitExceeded:

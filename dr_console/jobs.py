@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.db import models, transaction
 from django.utils import timezone
@@ -33,6 +33,7 @@ class JobModel(models.Model):
     TERMINAL: frozenset[str] = frozenset()
     TRANSITIONS: Mapping[str, frozenset[str]] = {}
 
+    status = models.CharField(max_length=16, db_index=True)  # each job model redefines it with its choices
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -52,11 +53,15 @@ class JobModel(models.Model):
 
     @property
     def is_active(self) -> bool:
-        return self.status in self.ACTIVE  # type: ignore[attr-defined]
+        return self.status in self.ACTIVE
+
+    @property
+    def duration_seconds(self) -> float | None:
+        return self.duration.total_seconds() if self.duration else None
 
     @property
     def is_finished(self) -> bool:
-        return self.status in self.TERMINAL  # type: ignore[attr-defined]
+        return self.status in self.TERMINAL
 
 
 class JobEvent(models.Model):
@@ -92,7 +97,7 @@ def job_transition(
        the race (e.g. a redelivered task meeting a job another worker already claimed).
     3. Otherwise records the change as an event row and returns True.
     """
-    current = model.objects.filter(pk=pk).values_list("status", "started_at").first()
+    current = model._default_manager.filter(pk=pk).values_list("status", "started_at").first()
     if current is None:
         raise model.DoesNotExist(f"{model.__name__} {pk} does not exist")
     old, started_at = current
@@ -111,17 +116,19 @@ def job_transition(
         changes.setdefault("heartbeat_at", now)  # a fresh state gets a fresh lease against the reaper
     with transaction.atomic():
         # Conditional UPDATE: of two processes racing for the same change, exactly one wins.
-        if model.objects.filter(pk=pk, status=old).update(**changes) != 1:
+        if model._default_manager.filter(pk=pk, status=old).update(**changes) != 1:
             return False
-        event_model = model._meta.get_field("events").related_model
-        event_model.objects.create(job_id=pk, old_status=old, new_status=to, message=(error or event_message)[:2000])
+        event_model: Any = cast(Any, model)._meta.get_field("events").related_model
+        message = (error or event_message)[:2000]
+        event_model._default_manager.create(job_id=pk, old_status=old, new_status=to, message=message)
     logger.info("%s #%s: %s -> %s%s", model._meta.verbose_name, pk, old, to, f" ({error})" if error else "")
     return True
 
 
 def job_heartbeat(model: type[JobModel], *, pk: int, running_states: frozenset[str], **progress: Any) -> bool:
     """Record that the job is alive. False means the job is no longer running (cancelled or reaped): stop."""
-    return model.objects.filter(pk=pk, status__in=running_states).update(heartbeat_at=timezone.now(), **progress) == 1
+    alive = model._default_manager.filter(pk=pk, status__in=running_states)
+    return alive.update(heartbeat_at=timezone.now(), **progress) == 1
 
 
 def stale_cutoff(seconds: int) -> datetime:

@@ -8,18 +8,18 @@ from django.http import HttpRequest
 from restores.models import RestoreRun, RestoreRunEvent
 
 
-class RestoreRunEventInline(admin.TabularInline):  # type: ignore[type-arg]
+class RestoreRunEventInline(admin.TabularInline):
     model = RestoreRunEvent
     extra = 0
     can_delete = False
-    fields = readonly_fields = ["created_at", "old_status", "new_status", "message"]
+    fields = readonly_fields = ("created_at", "old_status", "new_status", "message")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 @admin.register(RestoreRun)
-class RestoreRunAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class RestoreRunAdmin(admin.ModelAdmin):
     """History of restores: read-only. Restores are requested with `manage.py restore`."""
 
     list_display = [

@@ -24,7 +24,7 @@ def restore_run_summary(run: RestoreRun) -> dict[str, Any]:
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
-        "duration_seconds": run.duration.total_seconds() if run.duration else None,
+        "duration_seconds": run.duration_seconds,
         "exit_code": run.exit_code,
         "checks": run.checks,
         "trigger": run.trigger,

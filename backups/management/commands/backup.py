@@ -30,8 +30,9 @@ def datastore_by_name(name: str) -> Datastore:
 def describe_backup(artifact: BackupArtifact) -> str:
     if artifact.status == BackupArtifact.Status.SUCCEEDED:
         return (
-            f"backup #{artifact.pk} of {artifact.datastore.name} succeeded: {filesizeformat(artifact.size_bytes)}, "
-            f"{len(artifact.row_counts)} tables, {artifact.duration.total_seconds():.1f} s, "
+            f"backup #{artifact.pk} of {artifact.datastore.name} succeeded: "
+            f"{filesizeformat(artifact.size_bytes or 0)}, "
+            f"{len(artifact.row_counts)} tables, {artifact.duration_seconds or 0:.1f} s, "
             f"sha256 {artifact.sha256}, stored as {artifact.storage_key} (verification: {artifact.verification})"
         )
     if artifact.status == BackupArtifact.Status.FAILED:

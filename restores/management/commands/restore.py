@@ -8,6 +8,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from backups.management.commands.backup import datastore_by_name
 from backups.management.commands.verify import artifact_by_id
+from backups.models import Datastore
 from backups.services import BrokerUnavailable
 from dr_console.cli import JobCommand, one_line
 from restores.models import RestoreRun
@@ -19,7 +20,7 @@ def describe_restore(run: RestoreRun) -> str:
     label = f"restore #{run.pk} of backup #{run.artifact_id} into {run.target_label}"
     if run.status == RestoreRun.Status.SUCCEEDED:
         checks = ", ".join(f"{c['name']} ok" for c in run.checks)
-        return f"{label} succeeded in {run.duration.total_seconds():.1f} s ({checks})"
+        return f"{label} succeeded in {run.duration_seconds or 0:.1f} s ({checks})"
     if run.status in (RestoreRun.Status.FAILED, RestoreRun.Status.CANCELLED):
         return f"{label} {run.status}: {run.error}"
     return f"{label} is {run.status}"
@@ -56,6 +57,7 @@ class Command(JobCommand):
         artifact = artifact_by_id(options["artifact_id"])
         if options["on"] and not options["new_database"]:
             raise CommandError("--on goes with --new-database")
+        target_datastore: Datastore | None
         if options["into"]:
             target_datastore = datastore_by_name(options["into"])
             kind = RestoreRun.TargetKind.DATASTORE
