@@ -11,9 +11,8 @@ import contextlib
 import hashlib
 import os
 import tempfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, cast
 
@@ -31,19 +30,12 @@ def artifact_storage() -> Storage:
 
 
 class HashingReader:
-    """File-like wrapper over a stream that computes sha256 and size as it is read, and calls `on_progress`
-    (at most every `progress_every` seconds) so the job can heartbeat and notice a cancel."""
+    """File-like wrapper over a stream that computes sha256 and size as it is read. `progress["bytes_done"]`
+    follows the size, for the job's heartbeat to report."""
 
-    def __init__(
-        self,
-        stream: IO[bytes],
-        on_progress: Callable[[int], None] | None = None,
-        progress_every: float = 5.0,
-    ) -> None:
+    def __init__(self, stream: IO[bytes], progress: dict[str, int] | None = None) -> None:
         self._stream = stream
-        self._on_progress = on_progress
-        self._progress_every = progress_every
-        self._last_progress = time.monotonic()
+        self._progress = progress if progress is not None else {}
         self.sha256 = hashlib.sha256()
         self.size = 0
 
@@ -52,9 +44,7 @@ class HashingReader:
         if data:
             self.sha256.update(data)
             self.size += len(data)
-        if self._on_progress and time.monotonic() - self._last_progress >= self._progress_every:
-            self._last_progress = time.monotonic()
-            self._on_progress(self.size)
+            self._progress["bytes_done"] = self.size
         return data
 
     def readable(self) -> bool:
@@ -119,14 +109,11 @@ def iter_chunks(key: str) -> Iterator[bytes]:
             yield data
 
 
-def sha256_of(key: str, on_progress: Callable[[int], None] | None = None) -> tuple[str, int]:
-    digest, size, last = hashlib.sha256(), 0, time.monotonic()
+def sha256_of(key: str) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
     for chunk in iter_chunks(key):
         digest.update(chunk)
         size += len(chunk)
-        if on_progress and time.monotonic() - last >= 5:
-            last = time.monotonic()
-            on_progress(size)
     return digest.hexdigest(), size
 
 
@@ -137,7 +124,7 @@ def local_path(key: str) -> str | None:
 
 
 @contextlib.contextmanager
-def local_copy(key: str, on_progress: Callable[[int], None] | None = None) -> Iterator[tuple[str, str]]:
+def local_copy(key: str) -> Iterator[tuple[str, str]]:
     """A seekable local file holding the artifact (pg_restore --jobs needs one), and its sha256 as read now.
 
     Local storage: the file itself, hashed in place. Remote storage: streamed to a scratch file while hashing,
@@ -145,20 +132,16 @@ def local_copy(key: str, on_progress: Callable[[int], None] | None = None) -> It
     """
     path = local_path(key)
     if path is not None:
-        digest, _size = sha256_of(key, on_progress)
+        digest, _size = sha256_of(key)
         yield path, digest
         return
     fd, scratch = tempfile.mkstemp(prefix="dr-restore-", suffix=".dump", dir=scratch_dir())
     try:
-        digest_obj, size, last = hashlib.sha256(), 0, time.monotonic()
+        digest_obj = hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
             for chunk in iter_chunks(key):
                 digest_obj.update(chunk)
                 out.write(chunk)
-                size += len(chunk)
-                if on_progress and time.monotonic() - last >= 5:
-                    last = time.monotonic()
-                    on_progress(size)
         yield scratch, digest_obj.hexdigest()
     finally:
         with contextlib.suppress(FileNotFoundError):

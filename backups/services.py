@@ -41,11 +41,19 @@ from backups.postgres import (
     stop_process,
     tool_version,
 )
-from dr_console.jobs import IllegalTransition, job_heartbeat, job_transition, stale_cutoff
+from dr_console.jobs import (
+    IllegalTransition,
+    JobHeartbeat,
+    JobStopped,
+    job_heartbeat,
+    job_transition,
+    stale_cutoff,
+)
 
 logger = logging.getLogger(__name__)
 Status = BackupArtifact.Status
 Verification = BackupArtifact.Verification
+RUNNING_ONLY = frozenset({Status.RUNNING})
 
 
 class BackupRefused(Exception):
@@ -62,10 +70,6 @@ class JobFailed(Exception):
     def __init__(self, message: str, stderr_tail: str = "") -> None:
         super().__init__(message)
         self.stderr_tail = stderr_tail
-
-
-class JobStopped(Exception):
-    """The row left its running state under us (cancelled or reaped): stop working, record nothing more."""
 
 
 # --- requesting --------------------------------------------------------------------------------------------------
@@ -181,8 +185,14 @@ def backup_artifact_execute(*, artifact_id: int, verify_after: bool | None = Non
         return
 
     artifact = BackupArtifact.objects.select_related("datastore__environment").get(pk=artifact_id)
+    progress = {"bytes_done": 0}
+    heartbeat = JobHeartbeat(
+        lambda: job_heartbeat(BackupArtifact, pk=artifact_id, running_states=RUNNING_ONLY, **progress),
+        interval=settings.JOB_HEARTBEAT_SECONDS,
+    )
     try:
-        outcome = _dump_postgres(artifact)
+        with heartbeat:
+            outcome = _dump_postgres(artifact, heartbeat, progress)
     except JobStopped:
         logger.info("backup #%s stopped: its row left the running state", artifact_id)
         return
@@ -238,7 +248,7 @@ def artifact_storage_key(artifact: BackupArtifact) -> str:
     return f"{ds.environment.name}/{ds.name}/{stamp:%Y/%m}/{ds.name}-{stamp:%Y%m%dT%H%M%SZ}-{artifact.pk}.dump"
 
 
-def _dump_postgres(artifact: BackupArtifact) -> DumpOutcome:
+def _dump_postgres(artifact: BackupArtifact, heartbeat: JobHeartbeat, progress: dict[str, int]) -> DumpOutcome:
     """Stream pg_dump's custom-format output into storage, counting every table's rows in the same snapshot.
 
     1. Open a REPEATABLE READ transaction on the source and export its snapshot.
@@ -246,18 +256,13 @@ def _dump_postgres(artifact: BackupArtifact) -> DumpOutcome:
        hashing, and meanwhile count rows in the exported snapshot on our connection (a second thread).
     3. On success check the archive's table of contents and promote the file to its final key. On any failure
        stop pg_dump and delete the temporary file: a failed job leaves no artifact behind.
+    The heartbeat stops pg_dump if the row leaves `running` meanwhile (the reaper gave up on us).
     """
     target = pg_connection_from_env(artifact.datastore.url_env)
     pg_dump, pg_restore = pg_tool("pg_dump"), pg_tool("pg_restore")
     dump_version, dump_major = tool_version(pg_dump)
     final_key = artifact_storage_key(artifact)
     tmp_key = artifacts.temporary_key(final_key, artifact.pk)
-
-    def progress(size: int) -> None:
-        if not job_heartbeat(
-            BackupArtifact, pk=artifact.pk, running_states=frozenset({Status.RUNNING}), bytes_done=size
-        ):
-            raise JobStopped
 
     with target.connect() as snapshot_conn:
         server_text, server_major = server_version(snapshot_conn)
@@ -282,14 +287,14 @@ def _dump_postgres(artifact: BackupArtifact) -> DumpOutcome:
         with target.subprocess_env() as env, tempfile.TemporaryFile() as stderr_file:
             proc = start_process(args, env=env, stdout=subprocess.PIPE, stderr=stderr_file)
             assert proc.stdout is not None
+            heartbeat.on_stop(lambda: stop_process(proc))
             counter.start()
-            reader = artifacts.HashingReader(
-                proc.stdout, on_progress=progress, progress_every=settings.JOB_HEARTBEAT_SECONDS
-            )
+            reader = artifacts.HashingReader(proc.stdout, progress)
             written_key = ""
             try:
                 written_key = artifacts.write_stream(tmp_key, reader)
                 returncode = proc.wait()
+                heartbeat.check()
                 if returncode == 0:
                     counter.join()
                 else:
@@ -310,6 +315,7 @@ def _dump_postgres(artifact: BackupArtifact) -> DumpOutcome:
             artifacts.delete_quietly(written_key)
             raise JobFailed(f"counting rows in the dump's snapshot failed: {target.scrub(counter.error)}", stderr_tail)
     try:
+        heartbeat.check()
         local = artifacts.local_path(written_key)
         toc = (
             archive_toc(pg_restore, path=local)
@@ -399,23 +405,32 @@ def backup_artifact_verify(*, artifact_id: int) -> str:
         logger.info("backup #%s: not verifiable now (missing, not succeeded, or being verified)", artifact_id)
         return ""
     artifact = BackupArtifact.objects.get(pk=artifact_id)
+    verifying = BackupArtifact.objects.filter(pk=artifact_id, verification=Verification.VERIFYING)
+    heartbeat = JobHeartbeat(
+        lambda: verifying.update(verification_heartbeat_at=timezone.now()) == 1,
+        interval=settings.JOB_HEARTBEAT_SECONDS,
+    )
     result: str
     error: str
     try:
-        result, error = _verify_pg_archive(artifact)
+        with heartbeat:
+            result, error = _verify_pg_archive(artifact, heartbeat)
+    except JobStopped:
+        logger.info("verification of backup #%s was taken away (reaped); not recording", artifact_id)
+        return ""
     except SoftTimeLimitExceeded:
         result, error = Verification.UNVERIFIED, "verification stopped: time limit reached"
     except Exception as exc:
         logger.exception("verification of backup #%s failed unexpectedly", artifact_id)
         result, error = Verification.UNVERIFIED, f"internal error: {type(exc).__name__}: {exc}"
-    BackupArtifact.objects.filter(pk=artifact_id, verification=Verification.VERIFYING).update(
+    verifying.update(
         verification=result, verification_error=error, verified_at=timezone.now(), verification_heartbeat_at=None
     )
     logger.info("backup #%s verification: %s %s", artifact_id, result, error)
     return str(result)
 
 
-def _verify_pg_archive(artifact: BackupArtifact) -> tuple[str, str]:
+def _verify_pg_archive(artifact: BackupArtifact, heartbeat: JobHeartbeat) -> tuple[str, str]:
     import hashlib
 
     storage = artifacts.artifact_storage()
@@ -430,6 +445,7 @@ def _verify_pg_archive(artifact: BackupArtifact) -> tuple[str, str]:
     unreadable = ""
     try:
         for chunk in archive_read_through(pg_restore, artifacts.iter_chunks(artifact.storage_key)):
+            heartbeat.check()
             digest.update(chunk)
             size += len(chunk)
     except PostgresError as exc:

@@ -37,8 +37,8 @@ from backups.postgres import (
     stop_process,
     tool_version,
 )
-from backups.services import BrokerUnavailable, JobFailed, JobStopped, broker_label
-from dr_console.jobs import IllegalTransition, job_heartbeat, job_transition, stale_cutoff
+from backups.services import BrokerUnavailable, JobFailed, broker_label
+from dr_console.jobs import IllegalTransition, JobHeartbeat, JobStopped, job_heartbeat, job_transition, stale_cutoff
 from restores.models import RestoreRun
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,8 @@ def _enqueue_restore(run_id: int) -> None:
 
 
 def restore_run_cancel(*, run_id: int) -> bool:
-    """Cancel a queued or running restore. A running pg_restore is stopped by its worker at the next heartbeat.
+    """Cancel a queued or running restore. Its worker's heartbeat notices within JOB_HEARTBEAT_SECONDS and stops
+    pg_restore.
     False when the run had already finished."""
     try:
         return job_transition(RestoreRun, pk=run_id, to=Status.CANCELLED, error="cancelled by an operator")
@@ -162,8 +163,13 @@ def restore_run_execute(*, run_id: int) -> None:
         logger.info("restore #%s was claimed by another worker", run_id)
         return
     run = RestoreRun.objects.select_related("artifact__datastore", "target_datastore").get(pk=run_id)
+    heartbeat = JobHeartbeat(
+        lambda: job_heartbeat(RestoreRun, pk=run_id, running_states=RestoreRun.RUNNING_STATES),
+        interval=settings.JOB_HEARTBEAT_SECONDS,
+    )
     try:
-        _restore_postgres(run)
+        with heartbeat:
+            _restore_postgres(run, heartbeat)
     except JobStopped:
         logger.info("restore #%s stopped: it was cancelled or reaped", run_id)
     except (JobFailed, PostgresError) as exc:
@@ -187,7 +193,17 @@ def _fail(run_id: int, message: str, stderr_tail: str = "") -> None:
         logger.info("restore #%s already ended; not recording: %s", run_id, message)
 
 
-def _restore_postgres(run: RestoreRun) -> None:
+def _advance(run: RestoreRun, to: str) -> None:
+    """Move the run on; if an operator cancelled it (or the reaper failed it) meanwhile, stop."""
+    try:
+        moved = job_transition(RestoreRun, pk=run.pk, to=to)
+    except IllegalTransition:
+        moved = False
+    if not moved:
+        raise JobStopped
+
+
+def _restore_postgres(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
     """1. Check the target is reachable and can take the archive; create the new database if asked.
     2. Get a seekable local copy and re-check its sha256 against the one frozen in the run.
     3. pg_restore --clean --if-exists --jobs N; any reported error fails the run.
@@ -213,33 +229,28 @@ def _restore_postgres(run: RestoreRun) -> None:
         with target.connect() as conn:
             _check_server_can_take(conn, archive_major, target)
 
-    def heartbeat(_size: int = 0) -> None:
-        if not job_heartbeat(RestoreRun, pk=run.pk, running_states=RestoreRun.RUNNING_STATES):
-            raise JobStopped
-
     try:
-        with artifacts.local_copy(artifact.storage_key, on_progress=heartbeat) as (path, digest):
+        with artifacts.local_copy(artifact.storage_key) as (path, digest):
             if digest != run.artifact_sha256:
                 raise JobFailed(
                     f"checksum mismatch: the stored file hashes to {digest}, the run was approved for "
                     f"{run.artifact_sha256}; nothing was restored"
                 )
-            heartbeat()
+            heartbeat.check()
             exit_code, stderr_tail = _pg_restore(run, pg_restore, database, path, heartbeat)
+        heartbeat.check()
         RestoreRun.objects.filter(pk=run.pk).update(exit_code=exit_code, stderr_tail=stderr_tail)
         if exit_code != 0:
             raise JobFailed(
                 f"{describe_exit('pg_restore', exit_code)}: {_restore_error_summary(stderr_tail)}", stderr_tail
             )
-        if not job_transition(RestoreRun, pk=run.pk, to=Status.VERIFYING):
-            raise JobStopped
+        _advance(run, Status.VERIFYING)
         checks = run_checks(database, artifact.row_counts)
         RestoreRun.objects.filter(pk=run.pk).update(checks=checks)
         failed = [check for check in checks if not check["ok"]]
         if failed:
             raise JobFailed("check failed: " + "; ".join(f"{c['name']}: {c['detail']}" for c in failed))
-        if not job_transition(RestoreRun, pk=run.pk, to=Status.SUCCEEDED):
-            raise JobStopped
+        _advance(run, Status.SUCCEEDED)
     except BaseException as exc:
         if created:
             dropped = _drop_database_quietly(target, run.new_database_name)
@@ -290,20 +301,18 @@ def _drop_database_quietly(target: PgConnection, name: str) -> bool:
         return False
 
 
-def _pg_restore(run: RestoreRun, pg_restore: str, database: PgConnection, path: str, heartbeat: Any) -> tuple[int, str]:
+def _pg_restore(
+    run: RestoreRun, pg_restore: str, database: PgConnection, path: str, heartbeat: JobHeartbeat
+) -> tuple[int, str]:
     args = [pg_restore, "--clean", "--if-exists", "--no-password", f"--jobs={run.options.get('jobs', 1)}"]
     if run.options.get("no_owner"):
         args += ["--no-owner", "--no-privileges"]
     args += [f"--dbname={database.dbname}", path]  # the name only; host, user and password come via PG* and PGPASSFILE
     with database.subprocess_env() as env, tempfile.TemporaryFile() as stderr_file:
         proc = start_process(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_file)
+        heartbeat.on_stop(lambda: stop_process(proc))  # a cancel stops pg_restore and the workers it forked
         try:
-            while True:
-                try:
-                    returncode = proc.wait(timeout=settings.JOB_HEARTBEAT_SECONDS)
-                    break
-                except subprocess.TimeoutExpired:
-                    heartbeat()  # raises JobStopped when an operator cancelled the run
+            returncode = proc.wait()
         except BaseException:
             stop_process(proc)
             raise

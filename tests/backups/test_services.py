@@ -369,3 +369,50 @@ def test_fingerprints_differ_when_content_differs(source_db: SourceDb) -> None:
     with source_db.connect() as conn:
         conn.execute("UPDATE documents SET title = 'changed' WHERE id = 1")
     assert table_fingerprints(source_db.url) != before
+
+
+def test_a_dump_waiting_on_a_lock_keeps_its_heartbeat_and_is_not_reaped(
+    source_db: SourceDb, settings: Any, artifact_dir: Path
+) -> None:
+    """pg_dump writes nothing while it waits for a lock; the side-thread heartbeat keeps the lease anyway."""
+    settings.JOB_STALE_AFTER_SECONDS = 3
+    datastore = DatastoreFactory(url_env=source_db.url_env)
+    artifact = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
+    locker = psycopg.connect(source_db.url)
+    locker.execute("LOCK TABLE public.chunks IN ACCESS EXCLUSIVE MODE")
+    job = start_thread(backup_artifact_execute, artifact_id=artifact.pk, verify_after=False)
+    try:
+        for _ in range(6):  # 6 s of silence from pg_dump, twice the stale limit
+            time.sleep(1)
+            assert backup_artifacts_reap_stale() == 0
+    finally:
+        locker.close()
+    job.join(timeout=60)
+    artifact.refresh_from_db()
+    assert artifact.status == Status.SUCCEEDED, artifact.error
+
+
+def test_a_reaped_backup_stops_its_pg_dump_and_leaves_no_file(source_db: SourceDb, artifact_dir: Path) -> None:
+    datastore = DatastoreFactory(url_env=source_db.url_env)
+    artifact = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
+    locker = psycopg.connect(source_db.url)
+    locker.execute("LOCK TABLE public.chunks IN ACCESS EXCLUSIVE MODE")
+    job = start_thread(backup_artifact_execute, artifact_id=artifact.pk, verify_after=False)
+    try:
+        for _ in range(100):
+            if BackupArtifact.objects.get(pk=artifact.pk).status == Status.RUNNING:
+                break
+            time.sleep(0.1)
+        # What the reaper does to a job it believes lost:
+        job_transition(BackupArtifact, pk=artifact.pk, to=Status.FAILED, error="worker lost: no heartbeat")
+        job.join(timeout=30)
+        assert not job.is_alive()
+    finally:
+        locker.close()
+    artifact.refresh_from_db()
+    assert artifact.status == Status.FAILED and artifact.error == "worker lost: no heartbeat"
+    assert not any(
+        p.info["name"] == "pg_dump" and (p.info["environ"] or {}).get("PGDATABASE") == source_db.name
+        for p in psutil.process_iter(["name", "environ"])
+    )
+    assert stored_files(artifact_dir) == []
