@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -14,6 +15,7 @@ from backups.services import (
     BrokerUnavailable,
     backup_artifact_request,
     backup_artifact_verify_request,
+    datastore_check_not_broker,
 )
 
 
@@ -23,8 +25,24 @@ class EnvironmentAdmin(admin.ModelAdmin):
     search_fields = ["name"]
 
 
+class DatastoreForm(forms.ModelForm):
+    class Meta:
+        model = Datastore
+        fields = "__all__"
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        candidate = Datastore(kind=cleaned.get("kind", ""), url_env=cleaned.get("url_env", ""), name="this datastore")
+        try:
+            datastore_check_not_broker(candidate)
+        except BackupRefused as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return cleaned
+
+
 @admin.register(Datastore)
 class DatastoreAdmin(admin.ModelAdmin):
+    form = DatastoreForm
     list_display = ["name", "environment", "kind", "url_env", "url_env_is_set", "compression_level"]
     list_filter = ["environment", "kind"]
     search_fields = ["name"]

@@ -284,7 +284,8 @@ def _create_database(target: PgConnection, name: str, archive_major: int) -> Non
                 "or restore into it with --into"
             )
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            # template0: a pristine database, so nothing added to template1 collides with the archive's objects.
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
         except Exception as exc:
             raise JobFailed(
                 f"cannot create database {name} on {target.server_label}: {target.scrub(first_line(str(exc)))}"

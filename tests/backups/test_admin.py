@@ -82,3 +82,21 @@ def test_back_up_now_action_queues_a_backup_on_the_real_broker(admin_client_logg
     )
     assert f"No backup of prod-db: a backup of prod-db is already pending (#{artifact.pk})" in response.content.decode()
     assert RestoreRun.objects.count() == 0
+
+
+def test_admin_refuses_a_redis_datastore_that_is_the_console_broker(
+    admin_client_logged_in: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.factories import EnvironmentFactory
+
+    monkeypatch.setenv("QUEUE_REDIS_URL", os.environ["CELERY_BROKER_URL"])
+    environment = EnvironmentFactory(name="prod")
+    response = admin_client_logged_in.post(
+        reverse("admin:backups_datastore_add"),
+        {"environment": environment.pk, "name": "prod-redis", "kind": "redis", "url_env": "QUEUE_REDIS_URL"},
+    )
+    assert response.status_code == 200
+    assert "is the console&#x27;s own task broker" in response.content.decode()
+    from backups.models import Datastore
+
+    assert not Datastore.objects.exists()
