@@ -9,6 +9,7 @@ PG* environment variables and PGPASSFILE; error text is scrubbed of the password
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -221,11 +222,21 @@ def start_process(
     """Start a client tool in its own process group, so stop_process can stop it with everything it started
     (pg_restore --jobs forks workers)."""
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             args, stdin=stdin, stdout=stdout, stderr=stderr, env=env, start_new_session=True, close_fds=True
         )
     except OSError as exc:
         raise ToolMissing(f"cannot start {args[0]}: {exc.strerror}") from None
+    for pipe in (proc.stdout, proc.stdin):
+        if pipe is not None:
+            _widen_pipe(pipe.fileno())
+    return proc
+
+
+def _widen_pipe(fd: int) -> None:
+    """1 MiB pipe buffers instead of 64 KiB: 16 times fewer wake-ups when streaming gigabytes (Linux only)."""
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace_seconds: float = 5.0) -> None:

@@ -33,7 +33,22 @@ def env_secret(name: str, default: str = "") -> str:
     return env.str(name, default=default)
 
 
-DEBUG = env.bool("DJANGO_DEBUG", default=False)
+def env_flag(name: str, default: bool) -> bool:
+    """env.bool, but a value that is neither true nor false is an error, not a silent False."""
+    raw = env.str(name, default="").strip().lower()
+    if raw and raw not in {"true", "false", "1", "0", "yes", "no", "on", "off"}:
+        raise ImproperlyConfigured(f"{name}={raw!r}: use True or False")
+    return env.bool(name, default=default)
+
+
+def env_int(name: str, default: int) -> int:
+    try:
+        return env.int(name, default=default)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={env.str(name)!r}: expected a whole number") from None
+
+
+DEBUG = env_flag("DJANGO_DEBUG", default=False)
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or ("insecure-dev-key-do-not-use-in-production" if DEBUG else "")
 if not SECRET_KEY:
     raise ImproperlyConfigured(
@@ -96,7 +111,7 @@ DATABASES = {
         default=f"sqlite:///{VAR_DIR / 'console.sqlite3'}",
     )
 }
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
+DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("DATABASE_CONN_MAX_AGE", default=60))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The web process and the worker share the file: wait for locks instead of failing at once.
@@ -145,14 +160,14 @@ STORAGES = {
 DR_SCRATCH_DIR = env.str("DR_SCRATCH_DIR", default=str(VAR_DIR / "scratch"))
 
 # Backup and restore jobs.
-BACKUP_DEFAULT_COMPRESSION = env.int("BACKUP_DEFAULT_COMPRESSION", default=1)  # chosen by bench/backup_overhead.py
-BACKUP_VERIFY_AFTER_DUMP = env.bool("BACKUP_VERIFY_AFTER_DUMP", default=True)
-BACKUP_TIME_LIMIT = env.int("BACKUP_TIME_LIMIT", default=6 * 3600)  # seconds
-RESTORE_TIME_LIMIT = env.int("RESTORE_TIME_LIMIT", default=6 * 3600)
-RESTORE_JOBS = env.int("RESTORE_JOBS", default=2)
-JOB_HEARTBEAT_SECONDS = env.int("JOB_HEARTBEAT_SECONDS", default=15)
+BACKUP_DEFAULT_COMPRESSION = env_int("BACKUP_DEFAULT_COMPRESSION", default=1)  # chosen by bench/backup_overhead.py
+BACKUP_VERIFY_AFTER_DUMP = env_flag("BACKUP_VERIFY_AFTER_DUMP", default=True)
+BACKUP_TIME_LIMIT = env_int("BACKUP_TIME_LIMIT", default=6 * 3600)  # seconds
+RESTORE_TIME_LIMIT = env_int("RESTORE_TIME_LIMIT", default=6 * 3600)
+RESTORE_JOBS = env_int("RESTORE_JOBS", default=2)
+JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", default=15)
 # A running job whose heartbeat is older than this is presumed lost (its worker died).
-JOB_STALE_AFTER_SECONDS = env.int("JOB_STALE_AFTER_SECONDS", default=300)
+JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", default=300)
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")  # where pg_dump/pg_restore live; empty means $PATH
 
 # Celery. The broker must never be the Redis the console protects (backups.services refuses such a datastore).
@@ -194,13 +209,13 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "inte
 LOGIN_URL = "admin:login"
 
 # Security: production runs with DJANGO_DEBUG off and these defaults; `check --deploy` is clean.
-SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=not DEBUG)
-CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=not DEBUG)
-SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SESSION_COOKIE_SECURE = env_flag("DJANGO_SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env_flag("DJANGO_CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_SSL_REDIRECT = env_flag("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = not DEBUG
-if env.bool("DJANGO_BEHIND_TLS_PROXY", default=False):
+if env_flag("DJANGO_BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"

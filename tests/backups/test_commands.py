@@ -172,3 +172,29 @@ def test_loadconfig_missing_file_is_one_line(tmp_path: Path, capsys: pytest.Capt
     with pytest.raises(CommandError):
         call_command("loadconfig", str(tmp_path / "absent.toml"))
     assert "cannot read the file (No such file or directory)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"DATABASE_URL": "postgres://nobody:Pw-not-shown@127.0.0.1:1/x"},
+            "cannot use the console's database (DATABASE_URL): connection failed",
+        ),
+        ({"DJANGO_SECRET_KEY": "", "DJANGO_DEBUG": "False"}, "configuration error: DJANGO_SECRET_KEY"),
+        ({"DJANGO_DEBUG": "maybe"}, "configuration error: DJANGO_DEBUG='maybe': use True or False"),
+        ({"BACKUP_TIME_LIMIT": "6h"}, "configuration error: BACKUP_TIME_LIMIT='6h': expected a whole number"),
+    ],
+)
+def test_configuration_problems_are_one_line_without_traceback(env: dict[str, str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "backup", "prod-db"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "dr_console.settings", "DJANGO_SECRET_KEY": "x", **env},
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1
+    assert "Pw-not-shown" not in result.stderr
