@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -101,7 +102,9 @@ def pg_tool(name: str) -> str:
 
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    last = len(header) - 1 if header[-1] == "what" else -1  # a trailing text column reads better left-aligned
+    line = lambda r: "  ".join(str(c).ljust(w) if i in (0, last) else str(c).rjust(w)  # noqa: E731
+                               for i, (c, w) in enumerate(zip(r, widths))).rstrip()
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
@@ -338,6 +341,9 @@ class Console:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.db)))
             say(f"  created database {self.db}")
         self.manage("migrate", "--no-input", "-v", "0")
+        self.fail_active()
+
+    def fail_active(self) -> None:
         # A bench run that was interrupted may have left a backup active: the console would refuse a new one.
         self.manage("shell", "-c",
                     "from backups.models import BackupArtifact as B; "
@@ -381,7 +387,7 @@ class Worker:
         from celery import Celery
 
         args = [CELERY, "-A", "dr_console", "worker", "--pool=prefork", "--concurrency=1", "-l", "warning"]
-        self.log = open(self.log_path, "wb")  # noqa: SIM115
+        self.log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(args, cwd=APP_DIR, env=self.console.env(self.src_db), stdout=self.log,
                                      stderr=subprocess.STDOUT)
         app = Celery(broker=self.console.broker_url)
@@ -397,6 +403,14 @@ class Worker:
         finally:
             app.close()
         sys.exit(f"the worker did not answer a ping within {timeout:.0f} s; its log:\n{self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and bool(self.pool_processes())
+
+    def restart(self, console: Console) -> None:
+        self.stop()
+        console.fail_active()  # the killed job's row stays "running"; the console would refuse a new backup
+        self.start()
 
     def log_tail(self, limit: int = 3000) -> str:
         try:
@@ -589,14 +603,33 @@ def console_backup(console: Console, worker: Worker, datastore: str, src_db: str
     start = time.perf_counter()
     sampler.t0 = start
     sampler.start()
-    proc = subprocess.run([PYTHON, MANAGE, "backup", datastore, "--wait", "--json"], cwd=APP_DIR,
-                          env=console.env(src_db), capture_output=True, text=True, check=False)
-    seconds, busy = time.perf_counter() - start, busy_cpu() - busy0
-    sampler.stop()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([PYTHON, MANAGE, "backup", datastore, "--wait", "--json"], cwd=APP_DIR,
+                                env=console.env(src_db), stdout=out, stderr=err)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if not worker.alive():  # something outside the bench stopped our worker: this run is void
+                    raise WorkerDied("the worker was stopped from outside during a console backup")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            seconds, busy = time.perf_counter() - start, busy_cpu() - busy0
+            sampler.stop()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
     if proc.returncode != 0:
-        sys.exit(f"manage.py backup failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n"
+        if not worker.alive():
+            raise WorkerDied(f"manage.py backup failed and the worker is gone: {stderr[-500:]}")
+        sys.exit(f"manage.py backup failed ({proc.returncode}):\n{stdout}\n{stderr}\n"
                  f"worker log:\n{worker.log_tail()}")
-    summary = json.loads(proc.stdout)
+    summary = json.loads(stdout)
     if summary["status"] != "succeeded":
         sys.exit(f"backup did not succeed: {summary}")
     pool_user = pool_sys = 0.0
@@ -643,6 +676,28 @@ def console_backup(console: Console, worker: Worker, datastore: str, src_db: str
     }
 
 
+class WorkerDied(Exception):
+    """Our worker was stopped from outside (seen once: another session's broad `pkill celery`)."""
+
+
+def console_backup_retrying(console: Console, worker: Worker, datastore: str, src_db: str, interval: float,
+                            incidents: list[str], attempts: int = 3) -> dict[str, Any]:
+    """A console run; if the worker is killed from outside during it, restart the worker and redo the run."""
+    for attempt in range(1, attempts + 1):
+        if not worker.alive():
+            incidents.append(f"{dt.datetime.now():%H:%M:%S} worker found dead before a console run; restarted")
+            say(f"    ! {incidents[-1]}")
+            worker.restart(console)
+        try:
+            return console_backup(console, worker, datastore, src_db, interval)
+        except WorkerDied as exc:
+            incidents.append(f"{dt.datetime.now():%H:%M:%S} {str(exc).splitlines()[0]} (attempt {attempt}); "
+                             "run discarded, worker restarted")
+            say(f"    ! {incidents[-1]}")
+            worker.restart(console)
+    sys.exit(f"the worker kept dying ({attempts} attempts); giving up")
+
+
 def idle_worker_memory(worker: Worker) -> dict[str, int]:
     rss = pss = uss = 0
     for proc in worker.tree():
@@ -686,7 +741,9 @@ def bench_size(args: argparse.Namespace, pg: Pg, console: Console, workdir: Path
     worker = Worker(console, src_db, workdir / f"worker-{label}.log")
     say("  starting the Celery worker (prefork, concurrency 1)...")
     worker.start()
-    result: dict[str, Any] = {"size_gb": size_gb, "source": source, "level": effective, "datastore": datastore}
+    incidents: list[str] = []
+    result: dict[str, Any] = {"size_gb": size_gb, "source": source, "level": effective, "datastore": datastore,
+                              "incidents": incidents}
     try:
         idle = idle_worker_memory(worker)
         result["idle_worker"] = idle
@@ -696,7 +753,7 @@ def bench_size(args: argparse.Namespace, pg: Pg, console: Console, workdir: Path
         for i in range(args.warmup):
             say(f"  warm-up {i + 1}/{args.warmup} (not counted):")
             say(f"    {describe_raw(raw_dump(pg, src_db, effective, raw_path))}")
-            warm = console_backup(console, worker, datastore, src_db, args.interval)
+            warm = console_backup_retrying(console, worker, datastore, src_db, args.interval, incidents)
             say(f"    {describe_console(warm)}")
             result.setdefault("warmup_console", []).append(warm)
         raws: list[dict[str, Any]] = []
@@ -710,7 +767,8 @@ def bench_size(args: argparse.Namespace, pg: Pg, console: Console, workdir: Path
                     raws.append(run)
                     say(f"    {describe_raw(run)}")
                 else:
-                    run = console_backup(console, worker, datastore, src_db, args.interval)
+                    run = console_backup_retrying(console, worker, datastore, src_db, args.interval,
+                                                  incidents)
                     if run["level"] != effective:
                         sys.exit(f"the console used level {run['level']}, the raw dump {effective}")
                     consoles.append(run)
@@ -739,18 +797,18 @@ def bench_size(args: argparse.Namespace, pg: Pg, console: Console, workdir: Path
             f"ratio {s['ratio']:.3f} (job only {s['job_ratio']:.3f}); peak worker RSS {mb(s['peak_worker_rss'])}")
 
         if with_levels:
-            result["levels"] = compression_table(args, pg, console, worker, src_db, datastore, workdir)
+            result["levels"] = compression_table(args, pg, console, worker, src_db, datastore, workdir, incidents)
     finally:
         worker.stop()
         if args.console_levels:  # put the datastore back on the default level
             console.load_datastore(datastore, src_db, workdir, args.datastore_compression)
-    if with_levels and args.attribute_repeat:
+    if size_gb == args.first_size and args.attribute_repeat:
         result["attribution"] = attribution(args, pg, src_db, effective, workdir)
     return result
 
 
 def compression_table(args: argparse.Namespace, pg: Pg, console: Console, worker: Worker, src_db: str,
-                      datastore: str, workdir: Path) -> list[dict[str, Any]]:
+                      datastore: str, workdir: Path, incidents: list[str]) -> list[dict[str, Any]]:
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
     say(f"  compression levels {levels} (raw pg_dump, {args.level_repeat} run(s) each"
         f"{', plus one console backup each' if args.console_levels else ''}):")
@@ -767,7 +825,7 @@ def compression_table(args: argparse.Namespace, pg: Pg, console: Console, worker
         line = f"    -Z{level}: {row['seconds']:7.2f} s  {mb(row['size_bytes']):>12}  pg_dump CPU {row['cpu_seconds']:.1f} s"
         if args.console_levels:
             console.load_datastore(datastore, src_db, workdir, level)
-            run = console_backup(console, worker, datastore, src_db, args.interval)
+            run = console_backup_retrying(console, worker, datastore, src_db, args.interval, incidents)
             row["console"] = run
             line += f"; console {run['seconds']:.2f} s (x{run['seconds'] / row['seconds']:.3f})"
         say(line)
@@ -784,11 +842,13 @@ ATTRIBUTION_VARIANTS: list[tuple[str, str, dict[str, bool]]] = [
     ("D", "pg_dump | HashingReader (1 MiB, sha256) | write FILE: the app's streaming", {"pipe": True, "hash": True}),
     ("E", "D + row counting: the app's job minus Django/Celery", {"pipe": True, "hash": True, "count": True}),
     ("F", "pg_dump -f FILE, then sha256 of the file (local storage alternative)", {"hash_after": True}),
+    ("G", "D with a 1 MiB pipe and batched reads (10 ms nap after a short read)", {"pipe": True, "hash": True,
+                                                                                  "batched": True}),
 ]
 
 
 def attributed_dump(pg: Pg, db: str, level: int, path: Path, pipe: bool = False, hash: bool = False,
-                    count: bool = False, hash_after: bool = False) -> dict[str, Any]:
+                    count: bool = False, hash_after: bool = False, batched: bool = False) -> dict[str, Any]:
     """One pg_dump shaped like part of the console's job, run from this process with the app's own helpers
     (backups.artifacts.HashingReader, backups.postgres.count_rows): what each part costs on this machine."""
     if str(APP_DIR) not in sys.path:
@@ -813,10 +873,22 @@ def attributed_dump(pg: Pg, db: str, level: int, path: Path, pipe: bool = False,
             assert proc.stdout is not None
             if counter:
                 counter.start()
-            reader: Any = HashingReader(proc.stdout) if hash else proc.stdout
-            with open(path, "wb") as out:
-                while data := reader.read(CHUNK_SIZE):
-                    out.write(data)
+            if batched:
+                fd = proc.stdout.fileno()
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK_SIZE)
+                digest = hashlib.sha256()
+                with open(path, "wb") as out:
+                    while data := os.read(fd, CHUNK_SIZE):
+                        digest.update(data)
+                        out.write(data)
+                        if len(data) < CHUNK_SIZE // 4:
+                            time.sleep(0.01)  # let the pipe fill: one wake-up per ~100+ KB instead of per 8 KB
+            else:
+                reader: Any = HashingReader(proc.stdout) if hash else proc.stdout
+                with open(path, "wb") as out:
+                    while data := reader.read(CHUNK_SIZE):
+                        out.write(data)
             proc.stdout.close()
         else:
             proc = subprocess.Popen([*args, f"--file={path}"], env=pg.tool_env(db), stderr=stderr)
@@ -873,6 +945,7 @@ def print_summary(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     say("\n" + "=" * 100)
     say("SUMMARY: backup overhead (raw pg_dump -Fc vs manage.py backup --wait through a Celery worker)")
     say(f"{meta['date']}  {meta['machine']}  {meta['pg_dump']}  repeat={meta['repeat']} (medians)")
+    say(f"command: {meta['command']}; app code {meta['code']}")
     rows = []
     for r in results:
         s = r["summary"]
@@ -928,11 +1001,27 @@ def print_summary(results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         ok_rss = "PASS" if s["peak_worker_rss"] < RSS_TARGET_MB * MIB else "FAIL"
         say(f"{r['size_gb']:g} GiB: ratio {s['ratio']:.3f} (target <= {RATIO_TARGET}: {ok_ratio}); "
             f"peak worker RSS {mb(s['peak_worker_rss'])} (target < {RSS_TARGET_MB} MB: {ok_rss})")
+    for r in results:
+        for incident in r.get("incidents", []):
+            say(f"incident at {r['size_gb']:g} GiB: {incident}")
     if len(results) > 1:
         first, last = results[0]["summary"], results[-1]["summary"]
         say(f"worker RSS from {results[0]['size_gb']:g} to {results[-1]['size_gb']:g} GiB: "
             f"{mb(first['peak_worker_rss'])} -> {mb(last['peak_worker_rss'])} "
             f"({(last['peak_worker_rss'] - first['peak_worker_rss']) / MIB:+.1f} MB)")
+
+
+def code_state() -> str:
+    """The app code measured: HEAD plus a digest of uncommitted changes (the code may be edited between runs)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=APP_DIR, capture_output=True, text=True).stdout
+
+    head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    diff = git("diff", "HEAD", "--", ".", ":(exclude)bench", ":(exclude)docs")
+    changed = len([line for line in git("status", "--porcelain", "--", ".", ":(exclude)bench", ":(exclude)docs")
+                   .splitlines() if line.strip()])
+    return f"{head}" + (f" + {changed} uncommitted file(s), diff sha256 {hashlib.sha256(diff.encode()).hexdigest()[:12]}"
+                        if changed else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -965,6 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json-out", default="", help="Where to write the figures (default bench/out/...).")
     args = parser.parse_args(argv)
     sizes = [float(x) for x in args.sizes.split(",")] if args.sizes else [args.size_gb]
+    args.first_size = sizes[0]
 
     pg = Pg(args.pg_host, args.pg_port, args.pg_user)
     pg_dump = pg_tool("pg_dump")
@@ -977,6 +1067,7 @@ def main(argv: list[str] | None = None) -> int:
                              *(argv if argv is not None else sys.argv[1:])]),
         "repeat": args.repeat,
         "sizes": sizes,
+        "code": code_state(),
     }
     with pg.connect() as conn:
         meta["server"] = conn.execute("SELECT version()").fetchone()[0]  # type: ignore[index]
@@ -985,6 +1076,7 @@ def main(argv: list[str] | None = None) -> int:
             " 'max_parallel_workers', 'work_mem')").fetchall())
     say(f"backup overhead benchmark: {meta['date']}, {meta['machine']}")
     say(f"{meta['pg_dump']}; server {meta['server'].split(' on ')[0]}; {meta['server_settings']}")
+    say(f"app code: {meta['code']}")
 
     ARTIFACTS_ROOT.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="run-", dir=ARTIFACTS_ROOT))

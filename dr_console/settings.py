@@ -141,7 +141,12 @@ STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else 
 # alone, e.g. ARTIFACT_STORAGE_BACKEND=storages.backends.s3.S3Storage with
 # ARTIFACT_STORAGE_OPTIONS='{"bucket_name": "dr-artifacts"}', so workers on several machines share artifacts.
 ARTIFACT_STORAGE_BACKEND = env.str("ARTIFACT_STORAGE_BACKEND", default="django.core.files.storage.FileSystemStorage")
-ARTIFACT_STORAGE_OPTIONS = env.json("ARTIFACT_STORAGE_OPTIONS", default={})
+try:
+    ARTIFACT_STORAGE_OPTIONS = env.json("ARTIFACT_STORAGE_OPTIONS", default={})
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"ARTIFACT_STORAGE_OPTIONS is not valid JSON: {_exc}") from None
+if not isinstance(ARTIFACT_STORAGE_OPTIONS, dict):
+    raise ImproperlyConfigured("ARTIFACT_STORAGE_OPTIONS must be a JSON object, e.g. {\"bucket_name\": \"dr\"}")
 if ARTIFACT_STORAGE_BACKEND.endswith("FileSystemStorage"):
     ARTIFACT_STORAGE_OPTIONS.setdefault("location", env.str("ARTIFACT_DIR", default=str(VAR_DIR / "artifacts")))
     # Backups hold the product's data: readable by the console's user only.
