@@ -17,6 +17,7 @@ from backups.services import (
     backup_artifact_verify_request,
     datastore_check_not_broker,
 )
+from dr_console.admin_base import ReadOnlyInline
 
 
 @admin.register(Environment)
@@ -68,14 +69,9 @@ class DatastoreAdmin(admin.ModelAdmin):
                 self.message_user(request, f"Backup #{artifact.pk} of {datastore.name} queued", messages.SUCCESS)
 
 
-class BackupArtifactEventInline(admin.TabularInline):
+class BackupArtifactEventInline(ReadOnlyInline):
     model = BackupArtifactEvent
-    extra = 0
-    can_delete = False
     fields = readonly_fields = ("created_at", "old_status", "new_status", "message")
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(BackupArtifact)

@@ -15,9 +15,18 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from audit.models import AuditEvent
+from audit.services import audit_record
 from backups.models import Datastore, Environment
 
-ENVIRONMENT_KEYS = {"protected": bool, "required_approvals": int, "api_url": str, "description": str}
+ENVIRONMENT_KEYS = {
+    "protected": bool,
+    "required_approvals": int,
+    "api_url": str,
+    "description": str,
+    "safety_backup": bool,
+    "webhook_url": str,
+}
 DATASTORE_KEYS = {
     "name": str,
     "environment": str,
@@ -44,7 +53,7 @@ class ConfigReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def config_load_file(path: str | Path) -> ConfigReport:
+def config_load_file(path: str | Path, actor_label: str = "") -> ConfigReport:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -53,7 +62,7 @@ def config_load_file(path: str | Path) -> ConfigReport:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    return config_apply(data)
+    return config_apply(data, actor_label=actor_label, source=str(path))
 
 
 def _check_types(where: str, entry: Any, schema: dict[str, type], errors: list[str]) -> dict[str, Any]:
@@ -84,7 +93,7 @@ def _validate(where: str, obj: Environment | Datastore, errors: list[str], exclu
             errors.extend(f"{label}: {message}" for message in messages)
 
 
-def config_apply(data: dict[str, Any]) -> ConfigReport:
+def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") -> ConfigReport:
     """Check everything, then create or update in one transaction. Raises ConfigError and applies nothing
     if any entry is wrong."""
     from backups.services import BackupRefused, datastore_check_not_broker
@@ -171,6 +180,11 @@ def config_apply(data: dict[str, Any]) -> ConfigReport:
             env = planned_envs.get(env_name) or Environment.objects.get(name=env_name)
             store.environment = env
             report.changes.append(_save(f"datastore {store.name}", store))
+        audit_record(
+            action=AuditEvent.Action.CONFIG_LOADED,
+            actor_label=actor_label or "console",
+            details={"source": source, "changes": report.changes, "warnings": report.warnings},
+        )
     return report
 
 

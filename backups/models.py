@@ -28,6 +28,16 @@ class Environment(models.Model):
     api_url = models.URLField(
         blank=True, help_text=_("Base URL of the protected application, for /healthz and /readyz checks.")
     )
+    safety_backup = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text=_(
+            "Back up the target before a restore overwrites it. Empty: yes in protected environments, no elsewhere."
+        ),
+    )
+    webhook_url = models.URLField(
+        blank=True, help_text=_("Optional: restore notifications are also posted here as JSON (Slack-compatible).")
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -36,6 +46,10 @@ class Environment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def takes_safety_backup(self) -> bool:
+        return self.protected if self.safety_backup is None else self.safety_backup
 
 
 class Datastore(models.Model):
@@ -141,3 +155,15 @@ class BackupArtifactEvent(JobEvent):
     """A status change of a backup artifact."""
 
     job = models.ForeignKey(BackupArtifact, models.CASCADE, related_name="events")
+
+
+class TargetLock(models.Model):
+    """Held by the one job (backup or restore) touching a target database. The unique key is the lock: of two
+    workers racing for it, the database lets exactly one insert."""
+
+    target_key = models.CharField(max_length=200, unique=True)
+    holder = models.CharField(max_length=100, help_text=_('e.g. "backup #12", "restore #3".'))
+    acquired_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.target_key} held by {self.holder}"

@@ -23,8 +23,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from audit.models import AuditEvent
+from audit.services import audit_record
 from backups import artifacts
-from backups.models import BackupArtifact, Datastore
+from backups.models import BackupArtifact, Datastore, TargetLock
 from backups.postgres import (
     PostgresError,
     archive_read_through,
@@ -76,7 +78,12 @@ class JobFailed(Exception):
 
 
 def backup_artifact_request(
-    *, datastore: Datastore, trigger: str, triggered_by: User | None = None, enqueue: bool = True
+    *,
+    datastore: Datastore,
+    trigger: str,
+    triggered_by: User | None = None,
+    enqueue: bool = True,
+    client_ip: str | None = None,
 ) -> BackupArtifact:
     """Create a pending backup of `datastore` and hand it to a worker once the row is committed
     (`enqueue=False`: the caller runs it itself, e.g. `manage.py backup --inline`)."""
@@ -98,6 +105,14 @@ def backup_artifact_request(
                 compression_level=settings.BACKUP_DEFAULT_COMPRESSION if level is None else level,
                 trigger=trigger[:120],
                 triggered_by=triggered_by,
+            )
+            audit_record(
+                action=AuditEvent.Action.BACKUP_REQUESTED,
+                actor=triggered_by,
+                actor_label="" if triggered_by else trigger,
+                obj=artifact,
+                details={"datastore": datastore.name, "trigger": trigger},
+                client_ip=client_ip,
             )
             if enqueue:
                 transaction.on_commit(lambda: _enqueue_backup(artifact.pk))
@@ -153,6 +168,47 @@ def redis_identity(url: str) -> tuple[str, int, int] | None:
     return host, parts.port or 6379, db
 
 
+# --- target locks --------------------------------------------------------------------------------------------------
+
+
+def datastore_target_key(datastore_id: int) -> str:
+    return f"datastore:{datastore_id}"
+
+
+def target_lock_acquire(*, target_key: str, holder: str) -> str:
+    """Take the lock on a target database. Returns "" on success, else who holds it ("restore #3")."""
+    try:
+        with transaction.atomic():
+            TargetLock.objects.create(target_key=target_key, holder=holder)
+        return ""
+    except IntegrityError:  # the unique key: another job got there first
+        return TargetLock.objects.filter(target_key=target_key).values_list("holder", flat=True).first() or (
+            "another job"
+        )
+
+
+def target_lock_release(*, target_key: str, holder: str) -> None:
+    TargetLock.objects.filter(target_key=target_key, holder=holder).delete()
+
+
+def target_locks_release_stale() -> int:
+    """Release locks whose holder is no longer running (its worker died). Returns how many."""
+    from restores.models import RestoreRun
+
+    released = 0
+    for lock in TargetLock.objects.all():
+        kind, _, number = lock.holder.partition(" #")
+        if kind == "backup":
+            alive = BackupArtifact.objects.filter(pk=number, status=Status.RUNNING).exists()
+        elif kind == "restore":
+            alive = RestoreRun.objects.filter(pk=number, status__in=RestoreRun.RUNNING_STATES).exists()
+        else:
+            alive = False
+        if not alive:
+            released += TargetLock.objects.filter(pk=lock.pk).delete()[0]
+    return released
+
+
 # --- taking the backup ---------------------------------------------------------------------------------------------
 
 
@@ -168,8 +224,12 @@ class DumpOutcome:
     stderr_tail: str
 
 
-def backup_artifact_execute(*, artifact_id: int, verify_after: bool | None = None) -> None:
-    """Take the backup. Safe to call twice: only the caller that wins PENDING -> RUNNING does any work."""
+def backup_artifact_execute(*, artifact_id: int, verify_after: bool | None = None, lock_held: bool = False) -> None:
+    """Take the backup. Safe to call twice: only the caller that wins PENDING -> RUNNING does any work.
+
+    The job holds its datastore's target lock while it runs, so no restore touches the database meanwhile;
+    `lock_held=True` is for a restore taking its safety backup under its own lock.
+    """
     try:
         claimed = job_transition(
             BackupArtifact, pk=artifact_id, to=Status.RUNNING, fields={"started_at": timezone.now()}
@@ -183,8 +243,40 @@ def backup_artifact_execute(*, artifact_id: int, verify_after: bool | None = Non
     if not claimed:
         logger.info("backup #%s was claimed by another worker", artifact_id)
         return
-
     artifact = BackupArtifact.objects.select_related("datastore__environment").get(pk=artifact_id)
+    lock_key, holder = datastore_target_key(artifact.datastore_id), f"backup #{artifact_id}"
+    if not lock_held:
+        current = target_lock_acquire(target_key=lock_key, holder=holder)
+        if current:
+            _fail(artifact_id, f"{current} is running against {artifact.datastore.name}; try again when it ends")
+            _audit_finished(artifact_id)
+            return
+    try:
+        _backup_claimed(artifact, verify_after)
+    finally:
+        if not lock_held:
+            target_lock_release(target_key=lock_key, holder=holder)
+        _audit_finished(artifact_id)
+
+
+def _audit_finished(artifact_id: int) -> None:
+    artifact = BackupArtifact.objects.select_related("datastore").get(pk=artifact_id)
+    audit_record(
+        action=AuditEvent.Action.BACKUP_FINISHED,
+        actor_label="console",
+        obj=artifact,
+        details={
+            "status": artifact.status,
+            "error": artifact.error,
+            "size_bytes": artifact.size_bytes,
+            "sha256": artifact.sha256,
+            "duration_seconds": artifact.duration_seconds,
+        },
+    )
+
+
+def _backup_claimed(artifact: BackupArtifact, verify_after: bool | None) -> None:
+    artifact_id = artifact.pk
     progress = {"bytes_done": 0}
     heartbeat = JobHeartbeat(
         lambda: job_heartbeat(BackupArtifact, pk=artifact_id, running_states=RUNNING_ONLY, **progress),
@@ -370,11 +462,20 @@ class _RowCounter(threading.Thread):
 # --- verifying ------------------------------------------------------------------------------------------------------
 
 
-def backup_artifact_verify_request(*, artifact: BackupArtifact) -> None:
+def backup_artifact_verify_request(
+    *, artifact: BackupArtifact, requested_by: User | None = None, trigger: str = "", client_ip: str | None = None
+) -> None:
     if artifact.status != Status.SUCCEEDED:
         raise BackupRefused(f"backup #{artifact.pk} is {artifact.status}; only a succeeded backup can be verified")
     if artifact.verification == Verification.VERIFYING:
         raise BackupRefused(f"backup #{artifact.pk} is already being verified")
+    audit_record(
+        action=AuditEvent.Action.VERIFY_REQUESTED,
+        actor=requested_by,
+        actor_label="" if requested_by else trigger,
+        obj=artifact,
+        client_ip=client_ip,
+    )
     transaction.on_commit(lambda: _enqueue_verify(artifact.pk))
 
 
@@ -489,6 +590,7 @@ def backup_artifacts_reap_stale() -> int:
         verification_error="verification interrupted: worker lost",
         verification_heartbeat_at=None,
     )
+    target_locks_release_stale()
     _delete_orphan_temporary_files()
     return reaped
 

@@ -31,9 +31,10 @@ def backup_artifact_verify_task(*, artifact_id: int) -> None:
 
 @shared_task(ignore_result=True, soft_time_limit=300, time_limit=360)
 def jobs_reap_stale_task() -> None:
-    """Periodic (beat): fail jobs whose worker died, so nothing stays `running` forever."""
+    """Periodic (beat): fail jobs whose worker died, expire stale restore requests, release their locks."""
     from backups.services import backup_artifacts_reap_stale
-    from restores.services import restore_runs_reap_stale
+    from restores.services import restore_runs_expire, restore_runs_reap_stale
 
-    backup_artifacts_reap_stale()
     restore_runs_reap_stale()
+    restore_runs_expire()
+    backup_artifacts_reap_stale()  # last: it also releases the target locks of the jobs failed above

@@ -105,5 +105,15 @@ class JobCommand(BaseCommand):
             sys.exit(130)
 
 
+def user_by_name(username: str) -> Any:
+    """The console user a command acts as (`--as USERNAME`)."""
+    from django.contrib.auth import get_user_model
+
+    try:
+        return get_user_model().objects.get(username=username)
+    except get_user_model().DoesNotExist:
+        raise CommandError(f"no console user named {username!r} (create one in the admin)") from None
+
+
 def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())

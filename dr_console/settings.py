@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "dr_console",  # project-wide commands (runconsole)
+    "audit",
     "backups",
     "restores",
 ]
@@ -146,7 +147,7 @@ try:
 except ValueError as _exc:
     raise ImproperlyConfigured(f"ARTIFACT_STORAGE_OPTIONS is not valid JSON: {_exc}") from None
 if not isinstance(ARTIFACT_STORAGE_OPTIONS, dict):
-    raise ImproperlyConfigured("ARTIFACT_STORAGE_OPTIONS must be a JSON object, e.g. {\"bucket_name\": \"dr\"}")
+    raise ImproperlyConfigured('ARTIFACT_STORAGE_OPTIONS must be a JSON object, e.g. {"bucket_name": "dr"}')
 if ARTIFACT_STORAGE_BACKEND.endswith("FileSystemStorage"):
     ARTIFACT_STORAGE_OPTIONS.setdefault("location", env.str("ARTIFACT_DIR", default=str(VAR_DIR / "artifacts")))
     # Backups hold the product's data: readable by the console's user only.
@@ -174,6 +175,17 @@ JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", default=15)
 # A running job whose heartbeat is older than this is presumed lost (its worker died).
 JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", default=300)
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")  # where pg_dump/pg_restore live; empty means $PATH
+# Restores into protected environments need approval; an approval not acted on within this time expires.
+RESTORE_APPROVAL_TTL = env_int("RESTORE_APPROVAL_TTL", default=4 * 3600)  # seconds
+APP_CHECK_TIMEOUT = float(env_int("APP_CHECK_TIMEOUT", default=5))  # seconds per /healthz, /readyz request
+APP_CHECK_CONNECT_RETRIES = env_int("APP_CHECK_CONNECT_RETRIES", default=3)
+
+# Notifications: EMAIL_URL (e.g. smtp://user:password@mail.internal:587/?tls=True) or, unset, the worker's log.
+if env.str("EMAIL_URL", default=""):
+    globals().update(env.email_url("EMAIL_URL"))  # EMAIL_BACKEND, EMAIL_HOST, EMAIL_PORT, ...
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="dr-console@localhost")
 
 # Celery. The broker must never be the Redis the console protects (backups.services refuses such a datastore).
 # CELERY_BROKER_URL=embedded selects kombu's filesystem transport under var/broker, for a laptop with no Redis.

@@ -5,22 +5,23 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from restores.models import RestoreRun, RestoreRunEvent
+from dr_console.admin_base import ReadOnlyInline
+from restores.models import RestoreApproval, RestoreRun, RestoreRunEvent
 
 
-class RestoreRunEventInline(admin.TabularInline):
+class RestoreRunEventInline(ReadOnlyInline):
     model = RestoreRunEvent
-    extra = 0
-    can_delete = False
     fields = readonly_fields = ("created_at", "old_status", "new_status", "message")
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+
+class RestoreApprovalInline(ReadOnlyInline):
+    model = RestoreApproval
+    fields = readonly_fields = ("created_at", "approver", "decision", "comment")
 
 
 @admin.register(RestoreRun)
 class RestoreRunAdmin(admin.ModelAdmin):
-    """History of restores: read-only. Restores are requested with `manage.py restore`."""
+    """History of restores: read-only. Restores are requested with `manage.py restore` (and the console pages)."""
 
     list_display = [
         "id",
@@ -29,13 +30,13 @@ class RestoreRunAdmin(admin.ModelAdmin):
         "target_datastore",
         "new_database_name",
         "status",
+        "triggered_by",
         "created_at",
         "duration",
-        "trigger",
     ]
     list_filter = ["status", "target_kind", "target_datastore"]
-    list_select_related = ["artifact__datastore", "target_datastore"]
-    inlines = [RestoreRunEventInline]
+    list_select_related = ["artifact__datastore", "target_datastore", "triggered_by"]
+    inlines = [RestoreApprovalInline, RestoreRunEventInline]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [field.name for field in RestoreRun._meta.fields]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from backups.models import BackupArtifact, Datastore
@@ -11,11 +12,16 @@ class RestoreRun(JobModel):
     """One restore of a backup artifact into a target database. Its parameters are frozen at request time."""
 
     class Status(models.TextChoices):
+        REQUESTED = "requested", _("Requested")
+        AWAITING_APPROVAL = "awaiting_approval", _("Awaiting approval")
+        APPROVED = "approved", _("Approved")
         QUEUED = "queued", _("Queued")
         RUNNING = "running", _("Running")
         VERIFYING = "verifying", _("Verifying")
         SUCCEEDED = "succeeded", _("Succeeded")
         FAILED = "failed", _("Failed")
+        REJECTED = "rejected", _("Rejected")
+        EXPIRED = "expired", _("Expired")
         CANCELLED = "cancelled", _("Cancelled")
 
     class TargetKind(models.TextChoices):
@@ -23,14 +29,21 @@ class RestoreRun(JobModel):
         DATASTORE = "datastore", _("Another datastore")
         NEW_DATABASE = "new_database", _("A new database")
 
-    ACTIVE = frozenset({Status.QUEUED, Status.RUNNING, Status.VERIFYING})
-    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+    ACTIVE = frozenset(
+        {Status.REQUESTED, Status.AWAITING_APPROVAL, Status.APPROVED, Status.QUEUED, Status.RUNNING, Status.VERIFYING}
+    )
+    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.EXPIRED, Status.CANCELLED})
+    # The one place that says what may follow what. Approval is a set of states, not a flag.
     TRANSITIONS = {
-        Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.CANCELLED}),
+        Status.REQUESTED: frozenset({Status.AWAITING_APPROVAL, Status.QUEUED, Status.FAILED, Status.CANCELLED}),
+        Status.AWAITING_APPROVAL: frozenset({Status.APPROVED, Status.REJECTED, Status.EXPIRED, Status.CANCELLED}),
+        Status.APPROVED: frozenset({Status.QUEUED, Status.FAILED, Status.EXPIRED, Status.CANCELLED}),
+        Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.EXPIRED, Status.CANCELLED}),
         Status.RUNNING: frozenset({Status.VERIFYING, Status.FAILED, Status.CANCELLED}),
         Status.VERIFYING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}),
     }
     RUNNING_STATES = frozenset({Status.RUNNING, Status.VERIFYING})
+    WAITING_STATES = frozenset({Status.REQUESTED, Status.AWAITING_APPROVAL, Status.APPROVED, Status.QUEUED})
 
     artifact = models.ForeignKey(BackupArtifact, models.PROTECT, related_name="restore_runs")
     artifact_sha256 = models.CharField(max_length=64, help_text=_("The checksum the run was requested for."))
@@ -43,23 +56,30 @@ class RestoreRun(JobModel):
     )
     new_database_name = models.CharField(max_length=63, blank=True)
     target_key = models.CharField(
-        max_length=200, editable=False, help_text=_("Identifies the target database (one active restore per target).")
+        max_length=200,
+        editable=False,
+        help_text=_("Identifies the target database, for the lock that lets one job at a time touch it."),
     )
     options = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    reason = models.TextField(help_text=_("Why this restore is needed; shown to approvers and kept in the audit log."))
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.REQUESTED, db_index=True)
+    required_approvals = models.PositiveSmallIntegerField(
+        default=0, help_text=_("Distinct approvals needed, frozen at request time (0: not a protected target).")
+    )
+    safety_backup = models.ForeignKey(
+        BackupArtifact,
+        models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text=_("The backup of the target taken just before this restore overwrote it."),
+    )
     exit_code = models.IntegerField(null=True, blank=True)
     checks = models.JSONField(default=list, blank=True, help_text=_("Post-restore checks: name, ok, detail."))
 
     class Meta:
         ordering = ["-created_at", "-pk"]
-        constraints = [
-            # Two workers racing cannot both restore into the same target: the database refuses the second.
-            models.UniqueConstraint(
-                fields=["target_key"],
-                condition=models.Q(status__in=["queued", "running", "verifying"]),
-                name="restorerun_one_active_per_target",
-            ),
-        ]
+        permissions = [("approve_restorerun", "Can approve or reject restore runs")]
 
     def __str__(self) -> str:
         return f"restore #{self.pk}"
@@ -72,6 +92,27 @@ class RestoreRun(JobModel):
                 "server": self.target_datastore.name,
             }
         return self.target_datastore.name
+
+
+class RestoreApproval(models.Model):
+    """One approver's decision on a restore run. Each person decides once per run."""
+
+    class Decision(models.TextChoices):
+        APPROVED = "approved", _("Approved")
+        REJECTED = "rejected", _("Rejected")
+
+    run = models.ForeignKey(RestoreRun, models.CASCADE, related_name="approvals")
+    approver = models.ForeignKey("auth.User", models.PROTECT, related_name="+")
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        constraints = [models.UniqueConstraint(fields=["run", "approver"], name="restoreapproval_once_per_person")]
+
+    def __str__(self) -> str:
+        return f"{self.approver} {self.decision} restore #{self.run_id}"
 
 
 class RestoreRunEvent(JobEvent):

@@ -21,6 +21,19 @@ def restore_run_summary(run: RestoreRun) -> dict[str, Any]:
         "new_database": run.new_database_name or None,
         "target": str(run.target_label),
         "options": run.options,
+        "reason": run.reason,
+        "requested_by": run.triggered_by.get_username() if run.triggered_by else None,
+        "required_approvals": run.required_approvals,
+        "approvals": [
+            {
+                "approver": a.approver.get_username(),
+                "decision": a.decision,
+                "comment": a.comment,
+                "at": iso(a.created_at),
+            }
+            for a in run.approvals.select_related("approver")
+        ],
+        "safety_backup_id": run.safety_backup_id,
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),

@@ -1,45 +1,68 @@
-"""Restores: request one, run it (pg_restore into the target, then the runbook's checks), cancel, reap.
+"""Restores: request, approve or reject, cancel, expire, run, reap. This is where a restore happens.
 
-This is where a restore happens. `restore_run_execute` is the restore primitive: pg_restore --clean
---if-exists from a seekable local file with --jobs N, any error pg_restore reports counted as a failure, then
-SELECT 1, SELECT now() and every table's row count compared with the counts recorded at dump time.
+A run's parameters (artifact and its sha256, target, options) are frozen at request time, so an approval
+covers exactly what will run. Into a protected environment a run waits for `required_approvals` distinct
+approvers, none of them the requester; one rejection ends it. `restore_run_execute` then:
+
+1. claims the run (QUEUED -> RUNNING; a redelivered message finds it claimed and does nothing),
+2. takes the target's lock (no other backup or restore touches the same database meanwhile),
+3. checks every precondition before touching anything, takes the safety backup of the target,
+4. runs pg_restore (restores/pg_restore.py), any error it reports being a failure,
+5. VERIFYING: SELECT 1, SELECT now(), row counts against the dump, the application's /healthz and /readyz.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import subprocess
-import tempfile
+import shutil
+import socket
+from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import IntegrityError, transaction
+from django.db import transaction
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
-from psycopg import sql
 
+from audit.models import AuditEvent
+from audit.services import audit_record
 from backups import artifacts
 from backups.models import BackupArtifact, Datastore
 from backups.postgres import (
     PgConnection,
     PostgresError,
-    count_rows,
     describe_exit,
-    first_line,
     pg_connection_from_env,
     pg_tool,
-    read_tail,
-    server_version,
-    start_process,
-    stop_process,
+    scratch_dir,
     tool_version,
 )
-from backups.services import BrokerUnavailable, JobFailed, broker_label
-from dr_console.jobs import IllegalTransition, JobHeartbeat, JobStopped, job_heartbeat, job_transition, stale_cutoff
-from restores.models import RestoreRun
+from backups.services import (
+    BackupRefused,
+    BrokerUnavailable,
+    JobFailed,
+    backup_artifact_execute,
+    backup_artifact_request,
+    broker_label,
+    target_lock_acquire,
+    target_lock_release,
+)
+from dr_console.jobs import (
+    IllegalTransition,
+    JobHeartbeat,
+    JobStopped,
+    job_heartbeat,
+    job_transition,
+    stale_cutoff,
+)
+from restores import pg_restore as primitive
+from restores.health import application_checks
+from restores.models import RestoreApproval, RestoreRun
+from restores.notifications import restore_run_notify
 
 logger = logging.getLogger(__name__)
 Status = RestoreRun.Status
@@ -51,23 +74,38 @@ class RestoreRefused(Exception):
     """A restore request that cannot be accepted; nothing was created."""
 
 
-# --- requesting --------------------------------------------------------------------------------------------------
+class ApprovalRefused(Exception):
+    """An approval, rejection or cancel that is not allowed; nothing was changed."""
+
+
+# --- requesting -----------------------------------------------------------------------------------------------------
 
 
 def restore_run_request(
     *,
     artifact: BackupArtifact,
     target_kind: str,
-    trigger: str,
+    requested_by: User,
+    reason: str,
+    confirm: str = "",
     target_datastore: Datastore | None = None,
     new_database_name: str = "",
     jobs: int | None = None,
     no_owner: bool = False,
-    triggered_by: User | None = None,
+    trigger: str = "",
+    client_ip: str | None = None,
     enqueue: bool = True,
 ) -> RestoreRun:
-    """Freeze what will run (artifact and its sha256, target, options) and queue it once committed
-    (`enqueue=False`: the caller runs it itself, e.g. `manage.py restore --inline`)."""
+    """Freeze what will run and either queue it or, into a protected environment, wait for approval.
+
+    `confirm` is the typed confirmation: for a protected target it must equal the target's name.
+    `enqueue=False` leaves a queued run for the caller to execute itself (`manage.py restore --inline`).
+    """
+    if not requested_by.is_active or not requested_by.has_perm("restores.add_restorerun"):
+        raise RestoreRefused(f"{requested_by.get_username()} may not request restores (needs the operator role)")
+    reason = reason.strip()
+    if not reason:
+        raise RestoreRefused("say why this restore is needed (a reason is required)")
     if artifact.status != BackupArtifact.Status.SUCCEEDED or not artifact.storage_key:
         raise RestoreRefused(f"backup #{artifact.pk} is {artifact.status}; only a succeeded backup can be restored")
     if artifact.verification == BackupArtifact.Verification.CORRUPT:
@@ -98,30 +136,60 @@ def restore_run_request(
     jobs = settings.RESTORE_JOBS if jobs is None else jobs
     if not 1 <= jobs <= 64:
         raise RestoreRefused("--jobs must be between 1 and 64")
+    environment = target_datastore.environment
+    target_name = new_database_name if target_kind == TargetKind.NEW_DATABASE else target_datastore.name
+    if environment.protected and confirm != target_name:
+        raise RestoreRefused(
+            f"{target_name} is in the protected environment {environment.name}: type its name to confirm "
+            f"(--confirm {target_name})"
+        )
     target_key = f"datastore:{target_datastore.pk}"
     if target_kind == TargetKind.NEW_DATABASE:
         target_key += f":new:{new_database_name}"
-    try:
-        with transaction.atomic():
-            active = RestoreRun.objects.filter(target_key=target_key, status__in=RestoreRun.ACTIVE).first()
-            if active:
-                raise RestoreRefused(f"restore #{active.pk} into the same target is already {active.status}")
-            run = RestoreRun.objects.create(
-                artifact=artifact,
-                artifact_sha256=artifact.sha256,
-                target_kind=target_kind,
-                target_datastore=target_datastore,
-                new_database_name=new_database_name if target_kind == TargetKind.NEW_DATABASE else "",
-                target_key=target_key,
-                options={"jobs": jobs, "no_owner": no_owner},
-                trigger=trigger[:120],
-                triggered_by=triggered_by,
-            )
-            if enqueue:
-                transaction.on_commit(lambda: _enqueue_restore(run.pk))
-    except IntegrityError:  # the database's one-active-restore-per-target constraint caught a race
-        raise RestoreRefused("another restore into the same target is already queued or running") from None
+
+    with transaction.atomic():
+        run = RestoreRun.objects.create(
+            artifact=artifact,
+            artifact_sha256=artifact.sha256,
+            target_kind=target_kind,
+            target_datastore=target_datastore,
+            new_database_name=new_database_name if target_kind == TargetKind.NEW_DATABASE else "",
+            target_key=target_key,
+            options={"jobs": jobs, "no_owner": no_owner},
+            reason=reason,
+            required_approvals=environment.required_approvals if environment.protected else 0,
+            trigger=(trigger or requested_by.get_username())[:120],
+            triggered_by=requested_by,
+        )
+        audit_record(
+            action=AuditEvent.Action.RESTORE_REQUESTED,
+            actor=requested_by,
+            obj=run,
+            client_ip=client_ip,
+            details={
+                "artifact": artifact.pk,
+                "artifact_sha256": artifact.sha256,
+                "target": str(run.target_label),
+                "target_kind": target_kind,
+                "environment": environment.name,
+                "protected": environment.protected,
+                "reason": reason,
+                "options": run.options,
+            },
+        )
+        if environment.protected:
+            job_transition(RestoreRun, pk=run.pk, to=Status.AWAITING_APPROVAL)
+            transaction.on_commit(lambda: _notify(run.pk, "awaiting_approval"))
+        else:
+            _queue(run.pk, enqueue=enqueue)
+    run.refresh_from_db()
     return run
+
+
+def _queue(run_id: int, *, enqueue: bool = True) -> None:
+    job_transition(RestoreRun, pk=run_id, to=Status.QUEUED)
+    if enqueue:
+        transaction.on_commit(lambda: _enqueue_restore(run_id))
 
 
 def _enqueue_restore(run_id: int) -> None:
@@ -135,26 +203,142 @@ def _enqueue_restore(run_id: int) -> None:
         raise BrokerUnavailable(message) from None
 
 
-def restore_run_cancel(*, run_id: int) -> bool:
-    """Cancel a queued or running restore. Its worker's heartbeat notices within JOB_HEARTBEAT_SECONDS and stops
-    pg_restore.
-    False when the run had already finished."""
+def _notify(run_id: int, event: str) -> None:
+    run = RestoreRun.objects.select_related("artifact__datastore", "target_datastore__environment", "triggered_by")
+    restore_run_notify(run.get(pk=run_id), event)
+
+
+# --- deciding -------------------------------------------------------------------------------------------------------
+
+
+def _check_can_decide(run: RestoreRun, user: User) -> None:
+    if not user.is_active or not user.has_perm("restores.approve_restorerun"):
+        raise ApprovalRefused(f"{user.get_username()} may not approve or reject restores (needs the approver role)")
+    if run.triggered_by_id == user.pk:
+        # Not even a superuser: a second pair of eyes is the point.
+        raise ApprovalRefused(f"{user.get_username()} requested restore #{run.pk} and cannot decide on it")
+    if run.status != Status.AWAITING_APPROVAL:
+        raise ApprovalRefused(f"restore #{run.pk} is {run.get_status_display().lower()}, not awaiting approval")
+    if run.approvals.filter(approver=user).exists():
+        raise ApprovalRefused(f"{user.get_username()} already decided on restore #{run.pk}")
+
+
+def restore_run_approve(
+    *, run_id: int, approver: User, comment: str = "", client_ip: str | None = None, enqueue: bool = True
+) -> RestoreRun:
+    """Record an approval; the last one needed moves the run to APPROVED and queues it."""
+    restore_runs_expire()  # an approval never revives a stale request
+    with transaction.atomic():
+        run = RestoreRun.objects.select_for_update().get(pk=run_id)
+        _check_can_decide(run, approver)
+        RestoreApproval.objects.create(
+            run=run, approver=approver, decision=RestoreApproval.Decision.APPROVED, comment=comment
+        )
+        approvals = run.approvals.filter(decision=RestoreApproval.Decision.APPROVED).count()
+        audit_record(
+            action=AuditEvent.Action.RESTORE_APPROVED,
+            actor=approver,
+            obj=run,
+            client_ip=client_ip,
+            details={"approvals": approvals, "required": run.required_approvals, "comment": comment},
+        )
+        if approvals >= run.required_approvals:
+            job_transition(RestoreRun, pk=run.pk, to=Status.APPROVED, event_message=f"approved by {approver}")
+            _queue(run.pk, enqueue=enqueue)
+            transaction.on_commit(lambda: _notify(run.pk, "queued"))
+    run.refresh_from_db()
+    return run
+
+
+def restore_run_reject(*, run_id: int, approver: User, reason: str, client_ip: str | None = None) -> RestoreRun:
+    """One rejection ends the run."""
+    reason = reason.strip()
+    if not reason:
+        raise ApprovalRefused("say why the restore is rejected (a reason is required)")
+    with transaction.atomic():
+        run = RestoreRun.objects.select_for_update().get(pk=run_id)
+        _check_can_decide(run, approver)
+        RestoreApproval.objects.create(
+            run=run, approver=approver, decision=RestoreApproval.Decision.REJECTED, comment=reason
+        )
+        job_transition(RestoreRun, pk=run.pk, to=Status.REJECTED, error=f"rejected by {approver}: {reason}")
+        audit_record(
+            action=AuditEvent.Action.RESTORE_REJECTED,
+            actor=approver,
+            obj=run,
+            client_ip=client_ip,
+            details={"reason": reason},
+        )
+        transaction.on_commit(lambda: _notify(run.pk, "rejected"))
+    run.refresh_from_db()
+    return run
+
+
+def restore_run_cancel(*, run_id: int, cancelled_by: User | None, client_ip: str | None = None) -> bool:
+    """Cancel a waiting or running restore: the requester, or anyone who may change restore runs. A running
+    pg_restore is stopped by its worker's heartbeat within JOB_HEARTBEAT_SECONDS. False if it had ended."""
+    run = RestoreRun.objects.get(pk=run_id)
+    if (
+        cancelled_by is not None
+        and run.triggered_by_id != cancelled_by.pk
+        and not cancelled_by.has_perm("restores.change_restorerun")
+    ):
+        raise ApprovalRefused(f"{cancelled_by.get_username()} may only cancel their own restores")
+    who = cancelled_by.get_username() if cancelled_by else "the console"
     try:
-        return job_transition(RestoreRun, pk=run_id, to=Status.CANCELLED, error="cancelled by an operator")
+        cancelled = job_transition(RestoreRun, pk=run_id, to=Status.CANCELLED, error=f"cancelled by {who}")
     except IllegalTransition:
         return False
+    if cancelled:
+        audit_record(
+            action=AuditEvent.Action.RESTORE_CANCELLED,
+            actor=cancelled_by,
+            obj=run,
+            client_ip=client_ip,
+            details={"was": run.status},
+        )
+    return cancelled
 
 
-# --- running ------------------------------------------------------------------------------------------------------
+def restore_runs_expire() -> int:
+    """End runs not launched within RESTORE_APPROVAL_TTL of their request. Returns how many."""
+    cutoff = timezone.now() - timedelta(seconds=settings.RESTORE_APPROVAL_TTL)
+    expired = 0
+    stale = RestoreRun.objects.filter(status__in=RestoreRun.WAITING_STATES, created_at__lt=cutoff)
+    for run in stale.only("pk", "status"):
+        hours = settings.RESTORE_APPROVAL_TTL / 3600
+        message = f"not launched within {hours:g} h of the request; request it again"
+        try:
+            if job_transition(RestoreRun, pk=run.pk, to=Status.EXPIRED, error=message):
+                expired += 1
+                audit_record(
+                    action=AuditEvent.Action.RESTORE_EXPIRED,
+                    actor_label="console",
+                    obj=run,
+                    details={"was": run.status},
+                )
+        except IllegalTransition:
+            continue
+    return expired
+
+
+# --- running --------------------------------------------------------------------------------------------------------
 
 
 def restore_run_execute(*, run_id: int) -> None:
-    """Run the restore. Never runs twice: only the caller that wins QUEUED -> RUNNING does any work, and a
-    restore that was interrupted is failed by the reaper, not re-run."""
+    """Run a queued restore. Never twice: only the caller that wins QUEUED -> RUNNING works, and a restore that
+    was interrupted is failed by the reaper, never re-run."""
+    restore_runs_expire()
     try:
-        claimed = job_transition(RestoreRun, pk=run_id, to=Status.RUNNING, fields={"started_at": timezone.now()})
+        claimed = job_transition(
+            RestoreRun,
+            pk=run_id,
+            to=Status.RUNNING,
+            fields={"started_at": timezone.now()},
+            event_message=f"launched on {socket.gethostname()}",
+        )
     except IllegalTransition as exc:
-        logger.info("restore #%s not started: it is already %s", run_id, exc.old)
+        logger.info("restore #%s not started: it is %s", run_id, exc.old)
         return
     except RestoreRun.DoesNotExist:
         logger.warning("restore #%s does not exist; nothing to do", run_id)
@@ -162,27 +346,61 @@ def restore_run_execute(*, run_id: int) -> None:
     if not claimed:
         logger.info("restore #%s was claimed by another worker", run_id)
         return
-    run = RestoreRun.objects.select_related("artifact__datastore", "target_datastore").get(pk=run_id)
+    run = RestoreRun.objects.select_related("artifact__datastore", "target_datastore__environment", "triggered_by").get(
+        pk=run_id
+    )
+    audit_record(
+        action=AuditEvent.Action.RESTORE_LAUNCHED,
+        actor_label="console",
+        obj=run,
+        details={"worker": socket.gethostname()},
+    )
+    holder = f"restore #{run_id}"
+    current = target_lock_acquire(target_key=run.target_key, holder=holder)
+    if current:
+        _fail(run_id, f"{current} is running against {run.target_label}; nothing was restored")
+    else:
+        try:
+            _execute_locked(run)
+        finally:
+            target_lock_release(target_key=run.target_key, holder=holder)
+    run.refresh_from_db()
+    audit_record(
+        action=AuditEvent.Action.RESTORE_FINISHED,
+        actor_label="console",
+        obj=run,
+        details={
+            "status": run.status,
+            "error": run.error,
+            "duration_seconds": run.duration_seconds,
+            "checks": [{"name": c["name"], "ok": c["ok"]} for c in run.checks],
+            "safety_backup": run.safety_backup_id,
+        },
+    )
+    _notify(run_id, run.status)
+
+
+def _execute_locked(run: RestoreRun) -> None:
     heartbeat = JobHeartbeat(
-        lambda: job_heartbeat(RestoreRun, pk=run_id, running_states=RestoreRun.RUNNING_STATES),
+        lambda: job_heartbeat(RestoreRun, pk=run.pk, running_states=RestoreRun.RUNNING_STATES),
         interval=settings.JOB_HEARTBEAT_SECONDS,
     )
     try:
         with heartbeat:
             _restore_postgres(run, heartbeat)
     except JobStopped:
-        logger.info("restore #%s stopped: it was cancelled or reaped", run_id)
+        logger.info("restore #%s stopped: it was cancelled or reaped", run.pk)
     except (JobFailed, PostgresError) as exc:
-        _fail(run_id, str(exc), getattr(exc, "stderr_tail", ""))
+        _fail(run.pk, str(exc), getattr(exc, "stderr_tail", ""))
     except SoftTimeLimitExceeded:
         _fail(
-            run_id,
+            run.pk,
             f"time limit of {settings.RESTORE_TIME_LIMIT} s reached; pg_restore was stopped "
             "and the target may be partly restored",
         )
     except Exception as exc:
-        logger.exception("restore #%s failed unexpectedly", run_id)
-        _fail(run_id, f"internal error: {type(exc).__name__}: {exc}")
+        logger.exception("restore #%s failed unexpectedly", run.pk)
+        _fail(run.pk, f"internal error: {type(exc).__name__}: {exc}")
 
 
 def _fail(run_id: int, message: str, stderr_tail: str = "") -> None:
@@ -204,48 +422,56 @@ def _advance(run: RestoreRun, to: str) -> None:
 
 
 def _restore_postgres(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
-    """1. Check the target is reachable and can take the archive; create the new database if asked.
-    2. Get a seekable local copy and re-check its sha256 against the one frozen in the run.
-    3. pg_restore --clean --if-exists --jobs N; any reported error fails the run.
-    4. VERIFYING: SELECT 1, SELECT now(), row counts equal to those recorded at dump time.
+    """Preconditions first, each with its own message; then the safety backup, pg_restore and the checks.
     A new database this run created is dropped again if the run fails, so a retry can use the same name."""
     artifact = run.artifact
+    if artifact.status != BackupArtifact.Status.SUCCEEDED or artifact.sha256 != run.artifact_sha256:
+        raise JobFailed(f"backup #{artifact.pk} is no longer the succeeded backup this run was requested for")
     target = pg_connection_from_env(run.target_datastore.url_env)
     pg_restore = pg_tool("pg_restore")
-    _restore_version, restore_major = tool_version(pg_restore)
-    archive_major = _major(artifact.server_version)
+    _text, restore_major = tool_version(pg_restore)
+    archive_major = primitive.archive_major(artifact.server_version)
     if archive_major and restore_major < archive_major:
         raise JobFailed(
             f"pg_restore {restore_major} on this worker cannot read an archive made by "
             f"PostgreSQL {archive_major}; install a newer client or set PG_BIN_DIR"
         )
+    _check_room_for_copy(artifact)
+    with target.connect() as conn:  # reachable, and a server that can take the archive
+        primitive.check_server_can_take(conn, archive_major, target)
+
     database = target
     created = False
-    if run.target_kind == TargetKind.NEW_DATABASE:
-        database = target.with_dbname(run.new_database_name)
-        _create_database(target, run.new_database_name, archive_major)
-        created = True
-    else:
-        with target.connect() as conn:
-            _check_server_can_take(conn, archive_major, target)
-
     try:
         with artifacts.local_copy(artifact.storage_key) as (path, digest):
             if digest != run.artifact_sha256:
                 raise JobFailed(
-                    f"checksum mismatch: the stored file hashes to {digest}, the run was approved for "
+                    f"checksum mismatch: the stored file hashes to {digest}, the run was requested for "
                     f"{run.artifact_sha256}; nothing was restored"
                 )
             heartbeat.check()
-            exit_code, stderr_tail = _pg_restore(run, pg_restore, database, path, heartbeat)
+            if run.target_kind == TargetKind.NEW_DATABASE:
+                database = target.with_dbname(run.new_database_name)
+                primitive.create_database(target, run.new_database_name, archive_major)
+                created = True
+            elif run.target_datastore.environment.takes_safety_backup:
+                _take_safety_backup(run)
+                heartbeat.check()
+            exit_code, stderr_tail = primitive.pg_restore_run(
+                pg_restore=pg_restore,
+                database=database,
+                path=path,
+                jobs=int(run.options.get("jobs", 1)),
+                no_owner=bool(run.options.get("no_owner")),
+                heartbeat=heartbeat,
+            )
         heartbeat.check()
         RestoreRun.objects.filter(pk=run.pk).update(exit_code=exit_code, stderr_tail=stderr_tail)
         if exit_code != 0:
-            raise JobFailed(
-                f"{describe_exit('pg_restore', exit_code)}: {_restore_error_summary(stderr_tail)}", stderr_tail
-            )
+            summary = primitive.restore_error_summary(stderr_tail)
+            raise JobFailed(f"{describe_exit('pg_restore', exit_code)}: {summary}", stderr_tail)
         _advance(run, Status.VERIFYING)
-        checks = run_checks(database, artifact.row_counts)
+        checks = _post_restore_checks(run, database)
         RestoreRun.objects.filter(pk=run.pk).update(checks=checks)
         failed = [check for check in checks if not check["ok"]]
         if failed:
@@ -253,7 +479,7 @@ def _restore_postgres(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
         _advance(run, Status.SUCCEEDED)
     except BaseException as exc:
         if created:
-            dropped = _drop_database_quietly(target, run.new_database_name)
+            dropped = primitive.drop_database_quietly(target, run.new_database_name)
             if dropped and isinstance(exc, JobFailed):
                 raise JobFailed(
                     f"{exc} (the new database {run.new_database_name} was dropped)", exc.stderr_tail
@@ -261,122 +487,66 @@ def _restore_postgres(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
         raise
 
 
-def _major(version_text: str) -> int:
-    match = re.search(r"(\d+)", version_text or "")
-    return int(match.group(1)) if match else 0
-
-
-def _check_server_can_take(conn: Any, archive_major: int, target: PgConnection) -> None:
-    _text, major = server_version(conn)
-    if archive_major and major < archive_major:
+def _check_room_for_copy(artifact: BackupArtifact) -> None:
+    """A remote artifact is copied to the scratch folder first: make sure it fits, before touching anything."""
+    if artifacts.local_path(artifact.storage_key) is not None:
+        return
+    needed = int((artifact.size_bytes or 0) * 1.05) + 64 * 1024 * 1024
+    free = shutil.disk_usage(scratch_dir()).free
+    if free < needed:
         raise JobFailed(
-            f"the target server {target.server_label} runs PostgreSQL {major}, older than the "
-            f"PostgreSQL {archive_major} the backup was taken from; restore into a newer server"
+            f"not enough room for a temporary copy in DR_SCRATCH_DIR ({settings.DR_SCRATCH_DIR}): "
+            f"{filesizeformat(needed)} needed, {filesizeformat(free)} free; nothing was restored"
         )
 
 
-def _create_database(target: PgConnection, name: str, archive_major: int) -> None:
-    with target.connect(autocommit=True) as conn:
-        _check_server_can_take(conn, archive_major, target)
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            raise JobFailed(
-                f"database {name} already exists on {target.server_label}; choose another name, "
-                "or restore into it with --into"
-            )
-        try:
-            # template0: a pristine database, so nothing added to template1 collides with the archive's objects.
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-        except Exception as exc:
-            raise JobFailed(
-                f"cannot create database {name} on {target.server_label}: {target.scrub(first_line(str(exc)))}"
-            ) from None
-
-
-def _drop_database_quietly(target: PgConnection, name: str) -> bool:
+def _take_safety_backup(run: RestoreRun) -> None:
+    """Back up the target before overwriting it, under the run's own lock, and link it to the run."""
+    datastore = run.target_datastore
     try:
-        with target.connect(autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        return True
-    except Exception:
-        logger.exception("could not drop database %s after a failed restore", name)
-        return False
-
-
-def _pg_restore(
-    run: RestoreRun, pg_restore: str, database: PgConnection, path: str, heartbeat: JobHeartbeat
-) -> tuple[int, str]:
-    args = [pg_restore, "--clean", "--if-exists", "--no-password", f"--jobs={run.options.get('jobs', 1)}"]
-    if run.options.get("no_owner"):
-        args += ["--no-owner", "--no-privileges"]
-    args += [f"--dbname={database.dbname}", path]  # the name only; host, user and password come via PG* and PGPASSFILE
-    with database.subprocess_env() as env, tempfile.TemporaryFile() as stderr_file:
-        proc = start_process(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_file)
-        heartbeat.on_stop(lambda: stop_process(proc))  # a cancel stops pg_restore and the workers it forked
-        try:
-            returncode = proc.wait()
-        except BaseException:
-            stop_process(proc)
-            raise
-        return returncode, database.scrub(read_tail(stderr_file))
-
-
-def _restore_error_summary(stderr_tail: str) -> str:
-    lines = [line for line in stderr_tail.splitlines() if line.strip()]
-    ignored = next((line for line in reversed(lines) if "errors ignored on restore" in line), "")
-    first_error = next((line for line in lines if "error:" in line), "")
-    parts = [p.removeprefix("pg_restore: ") for p in (first_error, ignored) if p]
-    return "; ".join(parts) or (lines[-1] if lines else "no output")
-
-
-def run_checks(database: PgConnection, expected_counts: dict[str, int]) -> list[dict[str, Any]]:
-    """The runbook's post-restore checks against the restored database, each a checklist item."""
-    checks: list[dict[str, Any]] = []
-    try:
-        conn = database.connect()
-    except PostgresError as exc:
-        return [{"name": "connect", "ok": False, "detail": str(exc)}]
-    with conn:
-        row = conn.execute("SELECT 1").fetchone()
-        checks.append({"name": "SELECT 1", "ok": bool(row and row[0] == 1), "detail": f"returned {row and row[0]}"})
-        row = conn.execute("SELECT now()").fetchone()
-        checks.append({"name": "SELECT now()", "ok": row is not None, "detail": f"returned {row and row[0]}"})
-        mismatches = []
-        for label, expected in sorted(expected_counts.items()):
-            schema, _, table = label.partition(".")
-            try:
-                found = count_rows(conn, [(schema, table)])[label]
-            except Exception as exc:
-                conn.rollback()
-                mismatches.append(f"{label}: expected {expected}, cannot count ({first_line(str(exc))})")
-                continue
-            if found != expected:
-                mismatches.append(f"{label}: expected {expected}, found {found}")
-        checks.append(
-            {
-                "name": "row counts",
-                "ok": not mismatches,
-                "detail": "; ".join(mismatches) if mismatches else f"{len(expected_counts)} tables match the dump",
-            }
+        safety = backup_artifact_request(
+            datastore=datastore, trigger=f"safety backup before restore #{run.pk}", enqueue=False
         )
-    return checks
+    except BackupRefused as exc:
+        raise JobFailed(f"cannot take the safety backup of {datastore.name}: {exc}; nothing was restored") from None
+    RestoreRun.objects.filter(pk=run.pk).update(safety_backup=safety)
+    backup_artifact_execute(artifact_id=safety.pk, verify_after=True, lock_held=True)
+    safety.refresh_from_db()
+    if safety.status != BackupArtifact.Status.SUCCEEDED:
+        raise JobFailed(
+            f"the safety backup of {datastore.name} (backup #{safety.pk}) failed: {safety.error}; nothing was restored"
+        )
 
 
-# --- reaping -----------------------------------------------------------------------------------------------------
+def _post_restore_checks(run: RestoreRun, database: PgConnection) -> list[dict[str, Any]]:
+    checks = primitive.run_checks(database, run.artifact.row_counts)
+    api_url = run.target_datastore.environment.api_url
+    if run.target_kind == TargetKind.NEW_DATABASE or not api_url:
+        return checks  # the application does not use a new database; no URL, nothing to ask
+    return checks + application_checks(api_url)
+
+
+# --- reaping --------------------------------------------------------------------------------------------------------
 
 
 def restore_runs_reap_stale() -> int:
-    """Fail restores whose worker stopped heartbeating. Never re-runs them: a restore is run by a person's
-    decision only."""
+    """Fail restores whose worker stopped heartbeating (their target lock is released by the backups reaper).
+    Never re-runs them: a restore runs by a person's decision only."""
     cutoff = stale_cutoff(settings.JOB_STALE_AFTER_SECONDS)
     reaped = 0
-    for run_id in RestoreRun.objects.filter(status__in=RestoreRun.RUNNING_STATES, heartbeat_at__lt=cutoff).values_list(
-        "pk", flat=True
-    ):
+    stale = RestoreRun.objects.filter(status__in=RestoreRun.RUNNING_STATES, heartbeat_at__lt=cutoff)
+    for run_id in stale.values_list("pk", flat=True):
         try:
             if job_transition(
                 RestoreRun, pk=run_id, to=Status.FAILED, error="worker lost: the target may be partly restored"
             ):
                 reaped += 1
+                audit_record(
+                    action=AuditEvent.Action.RESTORE_FINISHED,
+                    actor_label="reaper",
+                    obj=RestoreRun(pk=run_id),
+                    details={"status": "failed", "error": "worker lost"},
+                )
         except IllegalTransition:
             pass
     return reaped

@@ -290,3 +290,17 @@ def start_thread(target: Any, **kwargs: Any) -> Any:
     thread = threading.Thread(target=run)
     thread.start()
     return thread
+
+
+@pytest.fixture
+def operator(db: None) -> Any:
+    from tests.factories import OPERATOR_PERMS, user_with_perms
+
+    return user_with_perms("olga", *OPERATOR_PERMS)
+
+
+@pytest.fixture
+def approver(db: None) -> Any:
+    from tests.factories import APPROVER_PERMS, OPERATOR_PERMS, user_with_perms
+
+    return user_with_perms("abel", *OPERATOR_PERMS, *APPROVER_PERMS)

@@ -40,3 +40,18 @@ class BackupArtifactFactory(DjangoModelFactory):
 
     datastore = factory.SubFactory(DatastoreFactory)
     trigger = "test"
+
+
+def user_with_perms(username: str, *perms: str, **fields: object) -> User:
+    """A user holding exactly `perms` ("app_label.codename"), as the roles of the console grant them."""
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(username=username, email=f"{username}@example.test", **fields)
+    for perm in perms:
+        app_label, codename = perm.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return User.objects.get(pk=user.pk)  # fresh: the permission cache is empty
+
+
+OPERATOR_PERMS = ("backups.add_backupartifact", "restores.add_restorerun")
+APPROVER_PERMS = ("restores.approve_restorerun",)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -15,7 +16,11 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
 def test_backup_verify_and_restore_through_a_worker(
-    celery_worker_thread: None, source_db: SourceDb, new_database_name: str, capsys: pytest.CaptureFixture[str]
+    celery_worker_thread: None,
+    source_db: SourceDb,
+    new_database_name: str,
+    operator: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     DatastoreFactory(name="prod-db", url_env=source_db.url_env)
 
@@ -27,7 +32,18 @@ def test_backup_verify_and_restore_through_a_worker(
     assert json.loads(capsys.readouterr().out)["verification"] == "verified"
 
     call_command(
-        "restore", str(backup["id"]), "--new-database", new_database_name, "--wait", "--json", "--timeout", "120"
+        "restore",
+        str(backup["id"]),
+        "--new-database",
+        new_database_name,
+        "--as",
+        operator.username,
+        "--reason",
+        "check the backup",
+        "--wait",
+        "--json",
+        "--timeout",
+        "120",
     )
     restore = json.loads(capsys.readouterr().out)
     assert restore["status"] == "succeeded", restore["error"]

@@ -28,14 +28,25 @@ def run_json(*args: str, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
 
 
 def test_backup_then_restore_inline_gives_an_identical_database(
-    source_db: SourceDb, new_database_name: str, capsys: pytest.CaptureFixture[str]
+    source_db: SourceDb, new_database_name: str, capsys: pytest.CaptureFixture[str], operator: Any
 ) -> None:
     DatastoreFactory(name="prod-db", url_env=source_db.url_env)
     backup = run_json("backup", "prod-db", "--inline", capsys=capsys)
     assert backup["status"] == "succeeded" and backup["verification"] == "verified"
     assert len(backup["sha256"]) == 64 and backup["size_bytes"] > 0 and backup["storage_key"]
 
-    restore = run_json("restore", str(backup["id"]), "--new-database", new_database_name, "--inline", capsys=capsys)
+    restore = run_json(
+        "restore",
+        str(backup["id"]),
+        "--new-database",
+        new_database_name,
+        "--inline",
+        "--as",
+        operator.username,
+        "--reason",
+        "check",
+        capsys=capsys,
+    )
 
     assert restore["status"] == "succeeded", restore["error"]
     assert table_fingerprints(database_url(new_database_name)) == table_fingerprints(source_db.url)
@@ -84,7 +95,7 @@ def test_verify_exits_non_zero_for_a_corrupt_backup(
 
 def test_restore_of_an_unknown_backup_is_refused() -> None:
     with pytest.raises(CommandError, match="no backup with id 999"):
-        call_command("restore", "999", "--new-database", "x")
+        call_command("restore", "999", "--new-database", "x", "--as", "nobody", "--reason", "r")
 
 
 def test_loadconfig_is_idempotent_and_warns_about_unset_variables(

@@ -90,7 +90,7 @@ def test_row_counts_come_from_the_dumps_own_snapshot(source_db: SourceDb) -> Non
         now_count = conn.execute("SELECT count(*) FROM audit.events").fetchone()[0]  # type: ignore[index]
     assert artifact.row_counts["audit.events"] < now_count  # inserts went on after the snapshot
     # ...and the archive holds exactly the counted rows: restore it and count.
-    from restores.services import run_checks
+    from restores.pg_restore import run_checks
 
     target = pg_connection_from_env(source_db.url_env)
     import subprocess

@@ -25,7 +25,7 @@ def remote_like_storage(settings: Any) -> Any:
 
 
 def test_backup_verify_restore_through_a_storage_without_local_paths(
-    remote_like_storage: Any, source_db: SourceDb, new_database_name: str, settings: Any
+    remote_like_storage: Any, source_db: SourceDb, new_database_name: str, settings: Any, operator: Any
 ) -> None:
     datastore = DatastoreFactory(url_env=source_db.url_env)
     artifact = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
@@ -39,6 +39,8 @@ def test_backup_verify_restore_through_a_storage_without_local_paths(
     assert backup_artifact_verify(artifact_id=artifact.pk) == "verified"
 
     run = restore_run_request(
+        requested_by=operator,
+        reason="check",
         artifact=artifact,
         target_kind=RestoreRun.TargetKind.NEW_DATABASE,
         new_database_name=new_database_name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.factories import DatastoreFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = RestoreRun.Status
 Kind = RestoreRun.TargetKind
+REQUESTER: list[Any] = []
 
 
 @pytest.fixture
@@ -38,8 +40,21 @@ def backup(source_db: SourceDb) -> BackupArtifact:
     return artifact
 
 
+@pytest.fixture(autouse=True)
+def _requester(operator: Any) -> Iterator[None]:
+    """The operator who requests the restores of this module."""
+    REQUESTER.append(operator)
+    yield
+    REQUESTER.clear()
+
+
+def request(artifact: BackupArtifact, **kwargs: Any) -> RestoreRun:
+    kwargs.setdefault("reason", "test restore")
+    return restore_run_request(artifact=artifact, requested_by=REQUESTER[0], enqueue=False, **kwargs)
+
+
 def restore(artifact: BackupArtifact, **kwargs: Any) -> RestoreRun:
-    run = restore_run_request(artifact=artifact, trigger="test", enqueue=False, **kwargs)
+    run = request(artifact, **kwargs)
     restore_run_execute(run_id=run.pk)
     run.refresh_from_db()
     return run
@@ -61,6 +76,7 @@ def test_round_trip_into_a_new_database_is_identical(
     assert all(c["ok"] for c in run.checks)
     assert run.exit_code == 0
     assert [(e.old_status, e.new_status) for e in run.events.all()] == [
+        ("requested", "queued"),
         ("queued", "running"),
         ("running", "verifying"),
         ("verifying", "succeeded"),
@@ -133,17 +149,49 @@ def test_row_count_check_fails_the_run_when_counts_differ(backup: BackupArtifact
     assert next(c for c in run.checks if c["name"] == "row counts")["ok"] is False
 
 
-def test_second_restore_into_the_same_target_is_refused(backup: BackupArtifact) -> None:
-    first = restore_run_request(artifact=backup, target_kind=Kind.IN_PLACE, trigger="test", enqueue=False)
-    with pytest.raises(RestoreRefused, match=f"restore #{first.pk} into the same target is already queued"):
-        restore_run_request(artifact=backup, target_kind=Kind.IN_PLACE, trigger="test", enqueue=False)
+def test_two_restores_into_one_target_never_run_together(backup: BackupArtifact, source_db: SourceDb) -> None:
+    """The target lock is a database row: the second run finds it taken and fails, touching nothing."""
+    first, second = request(backup, target_kind=Kind.IN_PLACE), request(backup, target_kind=Kind.IN_PLACE)
+    locker = psycopg.connect(source_db.url)
+    locker.execute("LOCK TABLE public.chunks IN ACCESS EXCLUSIVE MODE")  # holds the first one inside pg_restore
+    worker = start_thread(restore_run_execute, run_id=first.pk)
+    try:
+        for _ in range(100):
+            if RestoreRun.objects.get(pk=first.pk).status == Status.RUNNING:
+                break
+            time.sleep(0.1)
+        restore_run_execute(run_id=second.pk)
+        second.refresh_from_db()
+        assert second.status == Status.FAILED
+        assert second.error == f"restore #{first.pk} is running against {backup.datastore.name}; nothing was restored"
+    finally:
+        locker.close()
+    worker.join(timeout=60)
+    first.refresh_from_db()
+    assert first.status == Status.SUCCEEDED, first.error
+    from backups.models import TargetLock
+
+    assert not TargetLock.objects.exists()  # released
+
+
+def test_a_restore_waits_for_no_backup_it_fails_clearly_while_one_runs(backup: BackupArtifact) -> None:
+    from backups.services import datastore_target_key, target_lock_acquire, target_lock_release
+
+    key = datastore_target_key(backup.datastore_id)
+    assert target_lock_acquire(target_key=key, holder="backup #999") == ""
+    try:
+        run = restore(backup, target_kind=Kind.IN_PLACE)
+    finally:
+        target_lock_release(target_key=key, holder="backup #999")
+    assert run.status == Status.FAILED
+    assert run.error.startswith("backup #999 is running against")
 
 
 def test_corrupt_or_failed_backups_cannot_be_restored(backup: BackupArtifact) -> None:
     BackupArtifact.objects.filter(pk=backup.pk).update(verification="corrupt", verification_error="sha256 mismatch")
     backup.refresh_from_db()
     with pytest.raises(RestoreRefused, match="marked corrupt"):
-        restore_run_request(artifact=backup, target_kind=Kind.IN_PLACE, trigger="test", enqueue=False)
+        request(backup, target_kind=Kind.IN_PLACE)
     assert RestoreRun.objects.count() == 0
 
 
@@ -152,12 +200,12 @@ def test_running_the_restore_twice_runs_it_once(backup: BackupArtifact, new_data
     restore_run_execute(run_id=run.pk)  # a redelivered message
     run.refresh_from_db()
     assert run.status == Status.SUCCEEDED
-    assert run.events.count() == 3
+    assert run.events.count() == 4
 
 
 def test_cancel_stops_a_running_pg_restore(backup: BackupArtifact, source_db: SourceDb, new_database_name: str) -> None:
     """pg_restore blocks on a lock we hold; cancelling the run stops the process group."""
-    run = restore_run_request(artifact=backup, target_kind=Kind.IN_PLACE, trigger="test", enqueue=False)
+    run = request(backup, target_kind=Kind.IN_PLACE)
     locker = psycopg.connect(source_db.url)
     locker.execute("LOCK TABLE public.chunks IN ACCESS EXCLUSIVE MODE")
     worker = start_thread(restore_run_execute, run_id=run.pk)
@@ -166,7 +214,7 @@ def test_cancel_stops_a_running_pg_restore(backup: BackupArtifact, source_db: So
             if any(p.info["name"] == "pg_restore" for p in psutil.process_iter(["name"])):
                 break
             time.sleep(0.1)
-        assert restore_run_cancel(run_id=run.pk)
+        assert restore_run_cancel(run_id=run.pk, cancelled_by=REQUESTER[0])
         worker.join(timeout=30)
         assert not worker.is_alive()
     finally:
@@ -174,7 +222,7 @@ def test_cancel_stops_a_running_pg_restore(backup: BackupArtifact, source_db: So
     run.refresh_from_db()
     assert run.status == Status.CANCELLED
     assert not any(p.info["name"] == "pg_restore" for p in psutil.process_iter(["name"]))
-    assert not restore_run_cancel(run_id=run.pk)  # already finished
+    assert not restore_run_cancel(run_id=run.pk, cancelled_by=REQUESTER[0])  # already finished
 
 
 def test_reaper_fails_a_restore_whose_worker_died_and_never_reruns_it(backup: BackupArtifact) -> None:
@@ -184,7 +232,7 @@ def test_reaper_fails_a_restore_whose_worker_died_and_never_reruns_it(backup: Ba
 
     from dr_console.jobs import job_transition
 
-    run = restore_run_request(artifact=backup, target_kind=Kind.IN_PLACE, trigger="test", enqueue=False)
+    run = request(backup, target_kind=Kind.IN_PLACE)
     job_transition(RestoreRun, pk=run.pk, to=Status.RUNNING)
     RestoreRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
 

@@ -16,7 +16,7 @@ from backups.services import (
     backup_artifact_request,
     backup_artifact_verify,
 )
-from dr_console.cli import JobCommand, one_line
+from dr_console.cli import JobCommand, one_line, user_by_name
 
 
 def datastore_by_name(name: str) -> Datastore:
@@ -47,13 +47,22 @@ class Command(JobCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("datastore", help="Name of the datastore, e.g. prod-db.")
+        parser.add_argument(
+            "--as", dest="as_user", metavar="USERNAME", help="The console user this backup is taken for (audit log)."
+        )
         super().add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         datastore = datastore_by_name(options["datastore"])
+        user = user_by_name(options["as_user"]) if options["as_user"] else None
+        if user is not None and not user.has_perm("backups.add_backupartifact"):
+            raise CommandError(f"{user.get_username()} may not start backups (needs the operator role)")
         try:
             artifact = backup_artifact_request(
-                datastore=datastore, trigger=self.trigger_label(), enqueue=not options["inline"]
+                datastore=datastore,
+                trigger=f"cli:{user.get_username()}" if user else self.trigger_label(),
+                triggered_by=user,
+                enqueue=not options["inline"],
             )
         except (BackupRefused, BrokerUnavailable) as exc:
             raise CommandError(one_line(exc)) from None

@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backups.config import ConfigError, config_load_file
+from dr_console.cli import JobCommand
 
 
 class Command(BaseCommand):
@@ -17,7 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            report = config_load_file(options["file"])
+            report = config_load_file(options["file"], actor_label=JobCommand.trigger_label())
         except ConfigError as exc:
             for error in exc.errors:
                 self.stderr.write(f"error: {error}")

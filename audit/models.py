@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class AppendOnlyError(Exception):
+    """Audit events are never changed or deleted."""
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("audit events are append-only")
+
+    def delete(self) -> NoReturn:
+        raise AppendOnlyError("audit events are append-only")
+
+
+class AuditEvent(models.Model):
+    """Something someone (or the console itself) did. Append-only: the database refuses updates and deletes."""
+
+    class Action(models.TextChoices):
+        CONFIG_LOADED = "config.loaded", _("Configuration loaded")
+        BACKUP_REQUESTED = "backup.requested", _("Backup requested")
+        BACKUP_FINISHED = "backup.finished", _("Backup finished")
+        VERIFY_REQUESTED = "backup.verify_requested", _("Verification requested")
+        RESTORE_REQUESTED = "restore.requested", _("Restore requested")
+        RESTORE_APPROVED = "restore.approved", _("Restore approved")
+        RESTORE_REJECTED = "restore.rejected", _("Restore rejected")
+        RESTORE_EXPIRED = "restore.expired", _("Restore approval expired")
+        RESTORE_QUEUED = "restore.queued", _("Restore queued")
+        RESTORE_LAUNCHED = "restore.launched", _("Restore launched")
+        RESTORE_CANCELLED = "restore.cancelled", _("Restore cancelled")
+        RESTORE_FINISHED = "restore.finished", _("Restore finished")
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    actor_label = models.CharField(
+        max_length=150, help_text=_('The username at the time, or what acted: "console", "reaper", "schedule".')
+    )
+    action = models.CharField(max_length=40, choices=Action.choices, db_index=True)
+    object_type = models.CharField(max_length=40, blank=True)
+    object_id = models.CharField(max_length=40, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action} {self.object_repr}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None and not self._state.adding:
+            raise AppendOnlyError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("audit events are append-only")

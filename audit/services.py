@@ -1,0 +1,38 @@
+"""Writing the audit log. Every action a person or the console takes goes through audit_record."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
+from django.db import models
+
+from audit.models import AuditEvent
+
+logger = logging.getLogger(__name__)
+
+
+def audit_record(
+    *,
+    action: str,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+    actor_label: str = "",
+    obj: models.Model | None = None,
+    details: dict[str, Any] | None = None,
+    client_ip: str | None = None,
+) -> AuditEvent:
+    """Append one event. `actor_label` names a non-person actor ("console", "reaper") or overrides the username.
+    Details must never hold secrets: callers pass ids, names and outcomes, not URLs."""
+    user = actor if isinstance(actor, User) else None
+    label = actor_label or (user.get_username() if user is not None else "console")
+    return AuditEvent.objects.create(
+        action=action,
+        actor=user,
+        actor_label=label[:150],
+        object_type=obj._meta.label_lower if obj is not None else "",
+        object_id=str(obj.pk) if obj is not None else "",
+        object_repr=str(obj)[:200] if obj is not None else "",
+        client_ip=client_ip,
+        details=details or {},
+    )

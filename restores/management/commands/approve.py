@@ -1,0 +1,39 @@
+"""manage.py approve RUN_ID --as USERNAME [--comment TEXT] [--json]"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+
+from backups.services import BrokerUnavailable
+from dr_console.cli import one_line, user_by_name
+from restores.management.commands.restore import Command as RestoreCommand
+from restores.models import RestoreRun
+from restores.services import ApprovalRefused, restore_run_approve
+
+
+def run_by_id(run_id: int) -> RestoreRun:
+    try:
+        return RestoreRun.objects.get(pk=run_id)
+    except RestoreRun.DoesNotExist:
+        raise CommandError(f"no restore run with id {run_id}") from None
+
+
+class Command(RestoreCommand):
+    help = "Approve a restore awaiting approval. The requester cannot approve their own."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("run_id", type=int, help="Id of the restore run.")
+        parser.add_argument("--as", dest="as_user", required=True, metavar="USERNAME", help="Who approves.")
+        parser.add_argument("--comment", default="", help="Optional comment, kept with the approval.")
+        parser.add_argument("--json", action="store_true", help="Print one JSON object describing the run.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        run = run_by_id(options["run_id"])
+        approver = user_by_name(options["as_user"])
+        try:
+            restore_run_approve(run_id=run.pk, approver=approver, comment=options["comment"])
+        except (ApprovalRefused, BrokerUnavailable) as exc:
+            raise CommandError(one_line(exc)) from None
+        self.finish_run(options, run.pk, waited=False)
