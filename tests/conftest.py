@@ -304,3 +304,50 @@ def approver(db: None) -> Any:
     from tests.factories import APPROVER_PERMS, OPERATOR_PERMS, user_with_perms
 
     return user_with_perms("abel", *OPERATOR_PERMS, *APPROVER_PERMS)
+
+
+# --- a real HTTP server on 127.0.0.1: the protected application's health endpoints and a webhook receiver -------
+
+
+@dataclass
+class HttpStub:
+    url: str
+    statuses: dict[str, int]
+    posts: list[tuple[str, bytes]]
+    gets: list[str]
+
+
+@pytest.fixture
+def http_stub() -> Iterator[HttpStub]:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    stub = HttpStub(url="", statuses={"/healthz": 200, "/readyz": 200}, posts=[], gets=[])
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            stub.gets.append(self.path)
+            status = stub.statuses.get(self.path, 404)
+            body = b'{"status": "ok"}' if status < 400 else b'{"status": "redis unreachable"}'
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            stub.posts.append((self.path, self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield stub
+    server.shutdown()
+    server.server_close()

@@ -49,3 +49,64 @@ def test_backup_verify_and_restore_through_a_worker(
     assert restore["status"] == "succeeded", restore["error"]
     assert table_fingerprints(database_url(new_database_name)) == table_fingerprints(source_db.url)
     assert BackupArtifact.objects.get(pk=backup["id"]).trigger.startswith("cli:")
+
+
+def test_prod_restore_requested_on_the_command_line_approved_by_another_user_runs_on_a_worker(
+    celery_worker_thread: None,
+    source_db: SourceDb,
+    operator: Any,
+    approver: Any,
+    http_stub: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from audit.models import AuditEvent
+    from tests.factories import EnvironmentFactory
+
+    prod = EnvironmentFactory(name="prod", protected=True, api_url=http_stub.url)
+    DatastoreFactory(name="prod-db", environment=prod, url_env=source_db.url_env)
+    call_command("backup", "prod-db", "--as", "olga", "--wait", "--json", "--timeout", "120")
+    backup = json.loads(capsys.readouterr().out)
+    with source_db.connect() as conn:
+        conn.execute("TRUNCATE chunks")  # the incident
+    call_command(
+        "restore",
+        str(backup["id"]),
+        "--into",
+        "prod-db",
+        "--as",
+        "olga",
+        "--reason",
+        "chunks truncated by a bad job",
+        "--confirm",
+        "prod-db",
+        "--json",
+    )
+    run = json.loads(capsys.readouterr().out)
+    assert run["status"] == "awaiting_approval"
+
+    call_command("approve", str(run["id"]), "--as", "abel", "--wait", "--json", "--timeout", "180")
+    run = json.loads(capsys.readouterr().out)
+
+    assert run["status"] == "succeeded", run["error"]
+    assert {c["name"] for c in run["checks"] if c["ok"]} == {
+        "SELECT 1",
+        "SELECT now()",
+        "row counts",
+        "GET /healthz",
+        "GET /readyz",
+    }
+    assert run["safety_backup_id"] is not None
+    with source_db.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == 2000  # type: ignore[index]
+    steps = list(
+        AuditEvent.objects.filter(object_id=str(run["id"]), object_type="restores.restorerun")
+        .order_by("pk")
+        .values_list("action", "actor_label")
+    )
+    assert steps == [
+        ("restore.requested", "olga"),
+        ("restore.approved", "abel"),
+        ("restore.launched", "console"),
+        ("restore.finished", "console"),
+    ]
+    assert AuditEvent.objects.filter(action="backup.requested", actor_label="olga").exists()

@@ -9,6 +9,7 @@ from django.core.management.base import CommandError, CommandParser
 from backups.services import BrokerUnavailable
 from dr_console.cli import one_line, user_by_name
 from restores.management.commands.restore import Command as RestoreCommand
+from restores.management.commands.restore import describe_restore
 from restores.models import RestoreRun
 from restores.services import ApprovalRefused, restore_run_approve
 
@@ -28,6 +29,10 @@ class Command(RestoreCommand):
         parser.add_argument("--as", dest="as_user", required=True, metavar="USERNAME", help="Who approves.")
         parser.add_argument("--comment", default="", help="Optional comment, kept with the approval.")
         parser.add_argument("--json", action="store_true", help="Print one JSON object describing the run.")
+        parser.add_argument("--wait", action="store_true", help="If this approval launches the run, wait for it.")
+        parser.add_argument(
+            "--timeout", type=float, default=None, metavar="SECONDS", help="With --wait: give up after."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         run = run_by_id(options["run_id"])
@@ -36,4 +41,14 @@ class Command(RestoreCommand):
             restore_run_approve(run_id=run.pk, approver=approver, comment=options["comment"])
         except (ApprovalRefused, BrokerUnavailable) as exc:
             raise CommandError(one_line(exc)) from None
-        self.finish_run(options, run.pk, waited=False)
+        options["inline"] = False
+        launched = RestoreRun.objects.get(pk=run.pk).status == RestoreRun.Status.QUEUED
+        if options["wait"] and launched:
+            self.warn_if_no_worker(options)
+            self.wait_for(
+                options,
+                load=lambda: RestoreRun.objects.select_related("target_datastore").get(pk=run.pk),
+                done=lambda row: row.is_finished,
+                describe=describe_restore,
+            )
+        self.finish_run(options, run.pk, waited=options["wait"] and launched)
