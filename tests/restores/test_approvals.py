@@ -335,3 +335,77 @@ def test_command_line_request_approve_and_run(
     rejected = json.loads(capsys.readouterr().out)
     assert rejected["status"] == "rejected"
     assert rejected["approvals"][0]["decision"] == "rejected"
+
+
+def test_cancel_from_the_command_line_is_the_requesters_or_a_changers(
+    backup: BackupArtifact, operator: Any, approver: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = request_in_place(backup, operator)
+    with pytest.raises(CommandError, match="abel may only cancel their own restores"):
+        call_command("cancel", str(run.pk), "--as", "abel")
+    call_command("cancel", str(run.pk), "--as", "olga", "--json")
+    assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
+    with pytest.raises(CommandError, match="had already ended \\(cancelled\\)"):
+        call_command("cancel", str(run.pk), "--as", "olga")
+    assert AuditEvent.objects.filter(action="restore.cancelled", actor_label="olga").count() == 1
+
+
+def test_no_room_for_the_temporary_copy_is_refused_before_anything_is_touched(
+    backup: BackupArtifact, operator: Any, approver: Any, source_db: SourceDb, settings: Any
+) -> None:
+    from django.core.files.storage import storages
+
+    from backups import artifacts
+
+    # Move the artifact to a storage without local paths (like S3): a restore must copy it to scratch first.
+    with open(artifacts.local_path(backup.storage_key) or "", "rb") as handle:
+        data = handle.read()
+    settings.STORAGES = {**settings.STORAGES, "artifacts": {"BACKEND": "django.core.files.storage.InMemoryStorage"}}
+    from django.core.files.base import ContentFile
+
+    storages["artifacts"].save(backup.storage_key, ContentFile(data))
+    BackupArtifact.objects.filter(pk=backup.pk).update(size_bytes=10**15)  # a petabyte will not fit
+    before = table_fingerprints(source_db.url)
+
+    run = request_in_place(BackupArtifact.objects.get(pk=backup.pk), operator)
+    restore_run_approve(run_id=run.pk, approver=approver, enqueue=False)
+    restore_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+
+    assert run.status == Status.FAILED
+    assert run.error.startswith("not enough room for a temporary copy in DR_SCRATCH_DIR")
+    assert run.safety_backup is None
+    assert table_fingerprints(source_db.url) == before
+
+
+def test_reaped_restore_releases_its_target_lock(backup: BackupArtifact, operator: Any) -> None:
+    from backups.models import TargetLock
+    from backups.services import backup_artifacts_reap_stale, target_lock_acquire
+    from restores.services import restore_runs_reap_stale
+
+    Environment.objects.filter(name="prod").update(protected=False)
+    run = restore_run_request(
+        artifact=BackupArtifact.objects.select_related("datastore__environment").get(pk=backup.pk),
+        target_kind=Kind.IN_PLACE,
+        requested_by=operator,
+        reason="r",
+        enqueue=False,
+    )
+    job_transition(RestoreRun, pk=run.pk, to=Status.RUNNING)
+    assert target_lock_acquire(target_key=run.target_key, holder=f"restore #{run.pk}") == ""
+    RestoreRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    assert restore_runs_reap_stale() == 1
+    backup_artifacts_reap_stale()
+
+    assert RestoreRun.objects.get(pk=run.pk).error == "worker lost: the target may be partly restored"
+    assert not TargetLock.objects.exists()
+
+
+def test_loading_configuration_is_audited(tmp_path: Any) -> None:
+    config = tmp_path / "dr.toml"
+    config.write_text("[environments.prod]\nprotected = true\nsafety_backup = false\n")
+    call_command("loadconfig", str(config))
+    event = AuditEvent.objects.get(action="config.loaded")
+    assert event.details["changes"] == ["environment prod: created"]
+    assert Environment.objects.get(name="prod").takes_safety_backup is False
