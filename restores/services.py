@@ -96,9 +96,10 @@ def restore_run_request(
     client_ip: str | None = None,
     enqueue: bool = True,
 ) -> RestoreRun:
-    """Freeze what will run and either queue it or, into a protected environment, wait for approval.
+    """Freeze what will run and either queue it or, if it overwrites a datastore of a protected environment,
+    wait for approval.
 
-    `confirm` is the typed confirmation: for a protected target it must equal the target's name.
+    `confirm` is the typed confirmation: for a protected target it must equal the target datastore's name.
     `enqueue=False` leaves a queued run for the caller to execute itself (`manage.py restore --inline`).
     """
     if not requested_by.is_active or not requested_by.has_perm("restores.add_restorerun"):
@@ -137,11 +138,13 @@ def restore_run_request(
     if not 1 <= jobs <= 64:
         raise RestoreRefused("--jobs must be between 1 and 64")
     environment = target_datastore.environment
-    target_name = new_database_name if target_kind == TargetKind.NEW_DATABASE else target_datastore.name
-    if environment.protected and confirm != target_name:
+    # A new database overwrites nothing (drills and "does this backup restore?" checks make them): approval and
+    # the typed confirmation guard restores that overwrite a protected datastore.
+    protected = environment.protected and target_kind != TargetKind.NEW_DATABASE
+    if protected and confirm != target_datastore.name:
         raise RestoreRefused(
-            f"{target_name} is in the protected environment {environment.name}: type its name to confirm "
-            f"(--confirm {target_name})"
+            f"{target_datastore.name} is in the protected environment {environment.name}: type its name to "
+            f"confirm (--confirm {target_datastore.name})"
         )
     target_key = f"datastore:{target_datastore.pk}"
     if target_kind == TargetKind.NEW_DATABASE:
@@ -157,7 +160,7 @@ def restore_run_request(
             target_key=target_key,
             options={"jobs": jobs, "no_owner": no_owner},
             reason=reason,
-            required_approvals=environment.required_approvals if environment.protected else 0,
+            required_approvals=environment.required_approvals if protected else 0,
             trigger=(trigger or requested_by.get_username())[:120],
             triggered_by=requested_by,
         )
@@ -172,12 +175,12 @@ def restore_run_request(
                 "target": str(run.target_label),
                 "target_kind": target_kind,
                 "environment": environment.name,
-                "protected": environment.protected,
+                "protected": protected,
                 "reason": reason,
                 "options": run.options,
             },
         )
-        if environment.protected:
+        if protected:
             job_transition(RestoreRun, pk=run.pk, to=Status.AWAITING_APPROVAL)
             transaction.on_commit(lambda: _notify(run.pk, "awaiting_approval"))
         else:

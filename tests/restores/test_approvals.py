@@ -409,3 +409,24 @@ def test_loading_configuration_is_audited(tmp_path: Any) -> None:
     event = AuditEvent.objects.get(action="config.loaded")
     assert event.details["changes"] == ["environment prod: created"]
     assert Environment.objects.get(name="prod").takes_safety_backup is False
+
+
+def test_a_new_database_on_the_protected_server_overwrites_nothing_and_needs_no_approval(
+    backup: BackupArtifact, operator: Any, new_database_name: str, source_db: SourceDb
+) -> None:
+    from tests.conftest import database_url
+
+    run = restore_run_request(
+        artifact=backup,
+        target_kind=Kind.NEW_DATABASE,
+        new_database_name=new_database_name,
+        requested_by=operator,
+        reason="does last night's backup restore?",
+        enqueue=False,
+    )
+    assert run.status == Status.QUEUED and run.required_approvals == 0
+    restore_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == Status.SUCCEEDED, run.error
+    assert run.safety_backup is None  # nothing was overwritten, nothing to save first
+    assert table_fingerprints(database_url(new_database_name)) == table_fingerprints(source_db.url)
