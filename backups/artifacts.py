@@ -8,9 +8,11 @@ memory stays flat whatever the size.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,17 +32,29 @@ def artifact_storage() -> Storage:
 
 
 class HashingReader:
-    """File-like wrapper over a stream that computes sha256 and size as it is read. `progress["bytes_done"]`
-    follows the size, for the job's heartbeat to report."""
+    """File-like reader of a subprocess's output pipe that computes sha256 and size as it goes.
+    `progress["bytes_done"]` follows the size, for the job's heartbeat to report.
+
+    pg_dump writes in small pieces; reading each as it arrives costs a wake-up per few KiB (100,000 for a
+    1 GiB dump), CPU that the dump itself needs on a small machine. So after a short read, when the pipe is
+    wide enough to buffer it, the reader naps 5 ms and lets the pipe fill: about ten times fewer, larger reads.
+    A full read (a fast producer) never naps, so the producer never waits on us.
+    """
+
+    NAP_SECONDS = 0.005
+    SHORT_READ = 256 * 1024
 
     def __init__(self, stream: IO[bytes], progress: dict[str, int] | None = None) -> None:
-        self._stream = stream
+        self._fd = stream.fileno()
         self._progress = progress if progress is not None else {}
+        self._nap = pipe_size(self._fd) >= 1 << 20
         self.sha256 = hashlib.sha256()
         self.size = 0
 
     def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size if size and size > 0 else CHUNK_SIZE)
+        data = os.read(self._fd, size if size and size > 0 else CHUNK_SIZE)
+        if self._nap and 0 < len(data) < self.SHORT_READ:
+            time.sleep(self.NAP_SECONDS)
         if data:
             self.sha256.update(data)
             self.size += len(data)
@@ -70,6 +84,14 @@ class _StreamFile(File):
     def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
         while data := self.reader.read(chunk_size or self.DEFAULT_CHUNK_SIZE):
             yield data
+
+
+def pipe_size(fd: int) -> int:
+    """The pipe's buffer size (Linux), or 0 when it is not a pipe or cannot be told."""
+    try:
+        return int(fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+    except (AttributeError, OSError):
+        return 0
 
 
 def temporary_key(final_key: str, job_id: int) -> str:

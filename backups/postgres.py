@@ -223,7 +223,13 @@ def start_process(
     (pg_restore --jobs forks workers)."""
     try:
         proc = subprocess.Popen(
-            args, stdin=stdin, stdout=stdout, stderr=stderr, env=env, start_new_session=True, close_fds=True
+            args,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
         )
     except OSError as exc:
         raise ToolMissing(f"cannot start {args[0]}: {exc.strerror}") from None
