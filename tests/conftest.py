@@ -294,16 +294,18 @@ def start_thread(target: Any, **kwargs: Any) -> Any:
 
 @pytest.fixture
 def operator(db: None) -> Any:
-    from tests.factories import OPERATOR_PERMS, user_with_perms
+    """Olga, in the operator group the roles migration creates."""
+    from tests.factories import user_in_groups
 
-    return user_with_perms("olga", *OPERATOR_PERMS)
+    return user_in_groups("olga", "operator")
 
 
 @pytest.fixture
 def approver(db: None) -> Any:
-    from tests.factories import APPROVER_PERMS, OPERATOR_PERMS, user_with_perms
+    """Abel, an approver who is also an operator (the usual set-up)."""
+    from tests.factories import user_in_groups
 
-    return user_with_perms("abel", *OPERATOR_PERMS, *APPROVER_PERMS)
+    return user_in_groups("abel", "approver", "operator")
 
 
 # --- a real HTTP server on 127.0.0.1: the protected application's health endpoints and a webhook receiver -------

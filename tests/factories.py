@@ -55,3 +55,11 @@ def user_with_perms(username: str, *perms: str, **fields: object) -> User:
 
 OPERATOR_PERMS = ("backups.add_backupartifact", "restores.add_restorerun")
 APPROVER_PERMS = ("restores.approve_restorerun",)
+
+
+def user_in_groups(username: str, *groups: str) -> User:
+    from django.contrib.auth.models import Group
+
+    user = UserFactory(username=username, email=f"{username}@example.test")
+    user.groups.set(Group.objects.filter(name__in=groups))
+    return User.objects.get(pk=user.pk)
