@@ -3,6 +3,8 @@ also an operator). Views, endpoints and commands check the permissions, never th
 
 from __future__ import annotations
 
+from typing import Any
+
 # Read everything the console records.
 VIEWER = [
     "backups.view_environment",
@@ -18,3 +20,13 @@ OPERATOR = [*VIEWER, "backups.add_backupartifact", "restores.add_restorerun"]
 APPROVER = [*VIEWER, "restores.approve_restorerun"]
 
 ROLES = {"viewer": VIEWER, "operator": OPERATOR, "approver": APPROVER}
+
+
+def roles_ensure(group_model: Any, permission_model: Any) -> None:
+    """Create the groups and give them their permissions; idempotent. Takes the models so the data migration
+    can pass its historical ones."""
+    for name, perms in ROLES.items():
+        group, _ = group_model.objects.get_or_create(name=name)
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            group.permissions.add(permission_model.objects.get(content_type__app_label=app_label, codename=codename))

@@ -58,8 +58,11 @@ APPROVER_PERMS = ("restores.approve_restorerun",)
 
 
 def user_in_groups(username: str, *groups: str) -> User:
-    from django.contrib.auth.models import Group
+    from django.contrib.auth.models import Group, Permission
 
+    from dr_console.roles import roles_ensure
+
+    roles_ensure(Group, Permission)  # a transactional test's flush empties the groups the migration made
     user = UserFactory(username=username, email=f"{username}@example.test")
     user.groups.set(Group.objects.filter(name__in=groups))
     return User.objects.get(pk=user.pk)

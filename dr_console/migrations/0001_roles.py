@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-from dr_console.roles import ROLES
+from dr_console.roles import roles_ensure
 
 
 def create_roles(apps: Any, schema_editor: Any) -> None:
@@ -16,13 +16,7 @@ def create_roles(apps: Any, schema_editor: Any) -> None:
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
-    group_model = apps.get_model("auth", "Group")
-    permission_model = apps.get_model("auth", "Permission")
-    for name, perms in ROLES.items():
-        group, _ = group_model.objects.get_or_create(name=name)
-        for perm in perms:
-            app_label, codename = perm.split(".")
-            group.permissions.add(permission_model.objects.get(content_type__app_label=app_label, codename=codename))
+    roles_ensure(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
 
 
 class Migration(migrations.Migration):
