@@ -36,9 +36,13 @@ class AuditEvent(models.Model):
         RESTORE_LAUNCHED = "restore.launched", _("Restore launched")
         RESTORE_CANCELLED = "restore.cancelled", _("Restore cancelled")
         RESTORE_FINISHED = "restore.finished", _("Restore finished")
+        CONFIG_CHANGED = "config.changed", _("Configuration changed")
+        CONFIG_DELETED = "config.deleted", _("Configuration deleted")
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    # PROTECT: the log never loses its actors (SET_NULL would be an update, which the table refuses anyway).
+    # People who leave are deactivated, not deleted.
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+")
     actor_label = models.CharField(
         max_length=150, help_text=_('The username at the time, or what acted: "console", "reaper", "schedule".')
     )

@@ -17,11 +17,12 @@ from backups.services import (
     backup_artifact_verify_request,
     datastore_check_not_broker,
 )
-from dr_console.admin_base import ReadOnlyInline
+from dr_console.admin_base import AuditedConfigAdmin, ReadOnlyInline
+from dr_console.http import client_ip
 
 
 @admin.register(Environment)
-class EnvironmentAdmin(admin.ModelAdmin):
+class EnvironmentAdmin(AuditedConfigAdmin):
     list_display = ["name", "protected", "required_approvals", "api_url"]
     search_fields = ["name"]
 
@@ -42,7 +43,7 @@ class DatastoreForm(forms.ModelForm):
 
 
 @admin.register(Datastore)
-class DatastoreAdmin(admin.ModelAdmin):
+class DatastoreAdmin(AuditedConfigAdmin):
     form = DatastoreForm
     list_display = ["name", "environment", "kind", "url_env", "url_env_is_set", "compression_level"]
     list_filter = ["environment", "kind"]
@@ -62,6 +63,7 @@ class DatastoreAdmin(admin.ModelAdmin):
                     datastore=datastore,
                     trigger=f"admin:{request.user.get_username()}",
                     triggered_by=request.user,  # type: ignore[arg-type]
+                    client_ip=client_ip(request),
                 )
             except (BackupRefused, BrokerUnavailable) as exc:
                 self.message_user(request, f"No backup of {datastore.name}: {exc}", messages.ERROR)
@@ -102,7 +104,11 @@ class BackupArtifactAdmin(admin.ModelAdmin):
     def verify(self, request: HttpRequest, queryset: QuerySet[BackupArtifact]) -> None:
         for artifact in queryset:
             try:
-                backup_artifact_verify_request(artifact=artifact)
+                backup_artifact_verify_request(
+                    artifact=artifact,
+                    requested_by=request.user,  # type: ignore[arg-type]
+                    client_ip=client_ip(request),
+                )
             except (BackupRefused, BrokerUnavailable) as exc:
                 self.message_user(request, f"Not verified: {exc}", messages.ERROR)
             else:

@@ -149,6 +149,13 @@ def pg_connection_from_env(url_env: str) -> PgConnection:
         raise DatastoreConfigError(
             f"environment variable {url_env} does not hold a PostgreSQL URL (expected postgresql://...)"
         )
+    if not _unambiguous_url(value):
+        # An unencoded / ? # or @ in the password moves its tail into the host, path or query, which our messages
+        # would then show: refuse the URL without quoting any of it.
+        raise DatastoreConfigError(
+            f"environment variable {url_env} holds a malformed PostgreSQL URL: percent-encode special characters "
+            "in the user name and password (/ as %2F, @ as %40, ? as %3F, # as %23, : as %3A)"
+        )
     query_keys = {key for key, _ in parse_qsl(urlsplit(value).query, keep_blank_values=True)}
     unknown = sorted(query_keys - set(LIBPQ_ENV) - {"password", "passfile"})
     if unknown:
@@ -167,6 +174,14 @@ def pg_connection_from_env(url_env: str) -> PgConnection:
             f"environment variable {url_env}: unsupported connection parameter(s) {', '.join(unknown)}"
         )
     return PgConnection(url_env, {k: str(v) for k, v in params.items()}, None if password is None else str(password))
+
+
+def _unambiguous_url(value: str) -> bool:
+    """At most one '@', and only inside the authority part: then host, port and database are what they seem."""
+    parts = urlsplit(value)
+    if value.count("@") > 1 or "@" in parts.path or "@" in parts.query or parts.fragment:
+        return False
+    return not (value.count("@") == 1 and "@" not in parts.netloc)
 
 
 def first_line(text: str) -> str:

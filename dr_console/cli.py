@@ -9,16 +9,34 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import models
 
 
-class JobCommand(BaseCommand):
+class OneLineCommand(BaseCommand):
+    """A usage mistake on the command line is one line and exit status 2, not the whole usage text."""
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        original = parser.error
+
+        def error(message: str) -> NoReturn:
+            if not parser.called_from_command_line:
+                original(message)  # call_command: Django raises CommandError
+            self.stderr.write(f"error: {message} (see `manage.py {subcommand} --help`)")
+            sys.exit(2)
+
+        parser.error = error  # type: ignore[method-assign]
+        return parser
+
+
+class JobCommand(OneLineCommand):
     """Base for commands that start a job on a worker and optionally wait for it."""
 
     job_noun = "job"
+    _finished = False
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--wait", action="store_true", help="Wait until the worker has finished the job.")
@@ -40,7 +58,12 @@ class JobCommand(BaseCommand):
         # Job progress is logged for workers; on the command line the command's own lines say it all.
         if options.get("verbosity", 1) < 2:
             logging.getLogger().setLevel(logging.WARNING)
-        return super().execute(*args, **options)
+        try:
+            return super().execute(*args, **options)
+        except CommandError as exc:
+            if options.get("json") and not self._finished:  # scripts always get one JSON object
+                self.stdout.write(json.dumps({"error": str(exc)}))
+            raise
 
     @staticmethod
     def trigger_label() -> str:
@@ -52,6 +75,7 @@ class JobCommand(BaseCommand):
     def finish(self, options: dict[str, Any], summary: dict[str, Any], text: str, failure: str = "") -> None:
         """Print the outcome: JSON on stdout with --json, else `text`; a failure is one line on stderr and
         exit status 1."""
+        self._finished = True
         if options["json"]:
             self.stdout.write(json.dumps(summary, indent=2, default=str))
         elif not failure:

@@ -43,7 +43,13 @@ class JobModel(models.Model):
     error = models.TextField(blank=True)
     stderr_tail = models.TextField(blank=True)
     triggered_by = models.ForeignKey(
-        "auth.User", models.SET_NULL, null=True, blank=True, related_name="+", help_text="The user, if a person."
+        # PROTECT: who did what stays known; people who leave are deactivated, not deleted.
+        "auth.User",
+        models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The user, if a person.",
     )
     trigger = models.CharField(
         max_length=120, blank=True, help_text='Who or what started it, e.g. "cli:alice", "admin:bob", "schedule".'

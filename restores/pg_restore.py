@@ -48,8 +48,8 @@ def create_database(target: PgConnection, name: str, archive_major: int) -> None
         check_server_can_take(conn, archive_major, target)
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             raise JobFailed(
-                f"database {name} already exists on {target.server_label}; choose another name, "
-                "or restore into it with --into"
+                f"database {name} already exists on {target.server_label}; choose another name (to restore over "
+                "an existing database, register it as a datastore and restore --into that datastore)"
             )
         try:
             # template0: a pristine database, so nothing added to template1 collides with the archive's objects.

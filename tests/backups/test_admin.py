@@ -100,3 +100,48 @@ def test_admin_refuses_a_redis_datastore_that_is_the_console_broker(
     from backups.models import Datastore
 
     assert not Datastore.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_back_up_now_is_audited_with_the_client_ip(admin_client_logged_in: Client) -> None:
+    from audit.models import AuditEvent
+
+    datastore = DatastoreFactory(name="prod-db")
+    admin_client_logged_in.post(
+        reverse("admin:backups_datastore_changelist"),
+        {"action": "back_up_now", "_selected_action": [datastore.pk]},
+        REMOTE_ADDR="10.1.2.3",
+    )
+    redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).delete("celery")
+    event = AuditEvent.objects.get(action="backup.requested")
+    assert (event.actor_label, event.client_ip) == ("root", "10.1.2.3")
+
+
+def test_configuration_edited_in_the_admin_is_audited(admin_client_logged_in: Client) -> None:
+    from audit.models import AuditEvent
+
+    response = admin_client_logged_in.post(
+        reverse("admin:backups_environment_add"),
+        {
+            "name": "staging",
+            "required_approvals": 1,
+            "description": "",
+            "api_url": "",
+            "webhook_url": "",
+            "safety_backup": "unknown",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    event = AuditEvent.objects.get(action="config.changed")
+    assert event.object_repr == "staging" and event.details["created"] is True and event.client_ip == "127.0.0.1"
+
+
+def test_a_user_with_history_cannot_be_deleted_only_deactivated(admin_client_logged_in: Client) -> None:
+    from audit.services import audit_record
+
+    carol = UserFactory(username="carol")
+    audit_record(action="backup.requested", actor=carol)
+    response = admin_client_logged_in.post(reverse("admin:auth_user_delete", args=[carol.pk]), {"post": "yes"})
+    assert response.status_code == 200  # the admin explains what protects her, no error page
+    assert "Cannot delete user" in response.content.decode()
+    assert type(carol).objects.filter(pk=carol.pk).exists()

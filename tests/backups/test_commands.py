@@ -209,3 +209,26 @@ def test_configuration_problems_are_one_line_without_traceback(env: dict[str, st
     assert result.returncode == 2
     assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1
     assert "Pw-not-shown" not in result.stderr
+
+
+def test_json_mode_prints_an_error_object_when_nothing_was_created(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(CommandError):
+        call_command("backup", "nope", "--json")
+    assert json.loads(capsys.readouterr().out) == {
+        "error": "no datastore named 'nope'; known datastores: none yet (see `manage.py loadconfig`)"
+    }
+
+
+def test_a_usage_mistake_is_one_line_with_exit_status_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "restore", "1", "--into", "x"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: the following arguments are required: --as, --reason (see `manage.py restore --help`)\n"
+    )

@@ -416,3 +416,29 @@ def test_a_reaped_backup_stops_its_pg_dump_and_leaves_no_file(source_db: SourceD
         for p in psutil.process_iter(["name", "environ"])
     )
     assert stored_files(artifact_dir) == []
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["S3cr3t/Pw_xyz", "S3cr3t@Pw_xyz", "S3cr3t?Pw_xyz", "S3cr3t#Pw_xyz"],
+)
+def test_an_unencoded_special_character_in_the_password_never_leaks_any_part_of_it(
+    password: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TYPO_DB_URL", f"postgresql://app:{password}@127.0.0.1:5432/review_src")
+    artifact = backup_artifact_request(datastore=DatastoreFactory(url_env="TYPO_DB_URL"), trigger="t", enqueue=False)
+    backup_artifact_execute(artifact_id=artifact.pk)
+    artifact.refresh_from_db()
+    assert artifact.status == Status.FAILED
+    assert "holds a malformed PostgreSQL URL: percent-encode special characters" in artifact.error
+    assert "Pw_xyz" not in artifact.error and "S3cr3t" not in artifact.error
+    from audit.models import AuditEvent
+
+    assert not any("Pw_xyz" in str(e.details) for e in AuditEvent.objects.all())
+
+
+def test_a_percent_encoded_password_works(monkeypatch: pytest.MonkeyPatch, source_db: SourceDb) -> None:
+    encoded = source_db.url.replace("postgres@", "postgres:S3cr3t%2FPw%40x%3F@")
+    monkeypatch.setenv(source_db.url_env, encoded)
+    assert pg_connection_from_env(source_db.url_env).password == "S3cr3t/Pw@x?"
+    assert take_backup(source_db).status == Status.SUCCEEDED

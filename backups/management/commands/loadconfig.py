@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from backups.config import ConfigError, config_load_file
-from dr_console.cli import JobCommand
+from dr_console.cli import JobCommand, OneLineCommand
 
 
-class Command(BaseCommand):
+class Command(OneLineCommand):
     help = "Create or update environments and datastores from a TOML file. All or nothing; safe to re-run."
 
     def add_arguments(self, parser: CommandParser) -> None:

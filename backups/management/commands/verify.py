@@ -9,7 +9,7 @@ from django.core.management.base import CommandError, CommandParser
 from backups.models import BackupArtifact
 from backups.selectors import backup_artifact_summary
 from backups.services import BackupRefused, BrokerUnavailable, backup_artifact_verify, backup_artifact_verify_request
-from dr_console.cli import JobCommand, one_line
+from dr_console.cli import JobCommand, one_line, user_by_name
 
 Verification = BackupArtifact.Verification
 
@@ -38,6 +38,7 @@ class Command(JobCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("artifact_id", type=int, help="Id of the backup.")
+        parser.add_argument("--as", dest="as_user", metavar="USERNAME", help="The console user asking (audit log).")
         super().add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -51,7 +52,12 @@ class Command(JobCommand):
                     )
                 backup_artifact_verify(artifact_id=artifact.pk)
             else:
-                backup_artifact_verify_request(artifact=artifact)
+                user = user_by_name(options["as_user"]) if options["as_user"] else None
+                backup_artifact_verify_request(
+                    artifact=artifact,
+                    requested_by=user,
+                    trigger=f"cli:{user.get_username()}" if user else self.trigger_label(),
+                )
         except (BackupRefused, BrokerUnavailable) as exc:
             raise CommandError(one_line(exc)) from None
         if options["wait"] and not options["inline"]:

@@ -132,17 +132,16 @@ class Command(BaseCommand):
     def _announce_login(self, addr: str, var: Path) -> None:
         user_model = get_user_model()
         password_file = var / "admin-password.txt"
+        url = f"http://{addr}/admin/"
         if not user_model.objects.filter(is_superuser=True).exists():
             password = secrets.token_urlsafe(12)
             user_model.objects.create_superuser("admin", "", password)
             password_file.write_text(password + "\n")
             password_file.chmod(0o600)
-        url = f"http://{addr}/admin/"
-        if password_file.exists() and user_model.objects.filter(username="admin").exists():
-            self.stdout.write(
-                f"Open {url} and log in as admin with the password in {password_file}: "
-                f"{password_file.read_text().strip()}"
-            )
+            # Shown once, at creation; later starts only point at the file.
+            self.stdout.write(f"Open {url} and log in as admin with password {password} (saved in {password_file})")
+        elif password_file.exists() and user_model.objects.filter(username="admin").exists():
+            self.stdout.write(f"Open {url} and log in as admin (password in {password_file})")
         else:
             self.stdout.write(
                 f"Open {url} and log in with your superuser (create one with `manage.py createsuperuser`)."

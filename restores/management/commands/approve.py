@@ -42,7 +42,8 @@ class Command(RestoreCommand):
         except (ApprovalRefused, BrokerUnavailable) as exc:
             raise CommandError(one_line(exc)) from None
         options["inline"] = False
-        launched = RestoreRun.objects.get(pk=run.pk).status == RestoreRun.Status.QUEUED
+        # Launched unless it still waits for more approvals (the worker may already be running it).
+        launched = RestoreRun.objects.get(pk=run.pk).status != RestoreRun.Status.AWAITING_APPROVAL
         if options["wait"] and launched:
             self.warn_if_no_worker(options)
             self.wait_for(
