@@ -235,6 +235,7 @@ SECURE_HSTS_PRELOAD = not DEBUG
 USE_X_FORWARDED_FOR = env_flag("DJANGO_USE_X_FORWARDED_FOR", default=False)  # client IPs in the audit log
 if env_flag("DJANGO_BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # container health checks speak plain HTTP inside the container
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 

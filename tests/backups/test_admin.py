@@ -145,3 +145,10 @@ def test_a_user_with_history_cannot_be_deleted_only_deactivated(admin_client_log
     assert response.status_code == 200  # the admin explains what protects her, no error page
     assert "Cannot delete user" in response.content.decode()
     assert type(carol).objects.filter(pk=carol.pk).exists()
+
+
+def test_healthz_answers_without_login_and_without_https_redirect(client: Client, settings: object) -> None:
+    settings.SECURE_SSL_REDIRECT = True  # type: ignore[attr-defined]
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert client.post("/healthz").status_code == 405
