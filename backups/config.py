@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,12 @@ DATASTORE_KEYS = {
     "kind": str,
     "url_env": str,
     "compression_level": int,
+    "rpo_hours": int,
     "description": str,
 }
 DATASTORE_REQUIRED = ("name", "environment", "kind", "url_env")
+DEFAULT_RPO_HOURS = 24  # the model's default: a file without `rpo_hours` means 24 h, as a new datastore gets
+MAX_RPO_HOURS = 24 * 366
 TOP_LEVEL_KEYS = {"environments", "datastores"}
 
 
@@ -153,10 +157,15 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
                 "it cannot move to another environment"
             )
         for key, value in values.items():
-            if key != "environment":
+            if key not in ("environment", "rpo_hours"):
                 setattr(store, key, value)
         if "compression_level" not in values:
             store.compression_level = None
+        rpo_hours = values.get("rpo_hours", DEFAULT_RPO_HOURS)
+        if not 1 <= rpo_hours <= MAX_RPO_HOURS:
+            errors.append(f"{where}.rpo_hours: must be 1 to {MAX_RPO_HOURS} hours, got {rpo_hours}")
+        else:
+            store.rpo_target = timedelta(hours=rpo_hours)
         _validate(where, store, errors, exclude=["environment"])
         if store.kind == Datastore.Kind.REDIS and store.url_env:
             try:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -76,6 +78,12 @@ class Datastore(models.Model):
         blank=True,
         validators=[MaxValueValidator(9)],
         help_text=_("pg_dump compression level 0-9; empty uses the console default (BACKUP_DEFAULT_COMPRESSION)."),
+    )
+    rpo_target = models.DurationField(
+        _("RPO target"),
+        default=timedelta(hours=24),
+        validators=[MinValueValidator(timedelta(minutes=1))],
+        help_text=_("Maximum age of the newest verified backup"),
     )
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,11 +1,18 @@
-"""Reads shared by the command line, the admin and (later) the pages."""
+"""Reads shared by the command line, the admin and the pages."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
 from typing import Any
 
-from backups.models import BackupArtifact
+from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment
 
 
 def iso(value: datetime | None) -> str | None:
@@ -39,3 +46,203 @@ def backup_artifact_summary(artifact: BackupArtifact) -> dict[str, Any]:
         "trigger": artifact.trigger,
         "error": artifact.error,
     }
+
+
+# --- pages ------------------------------------------------------------------------------------------------------
+
+
+class RpoState(StrEnum):
+    OK = "ok"  # the newest verified backup is within the datastore's RPO target
+    LATE = "late"  # older than the target
+    VERY_LATE = "very_late"  # older than twice the target
+    NONE = "none"  # no verified backup at all
+
+
+@dataclass
+class DatastoreDashboardRow:
+    """What the dashboard shows about one datastore."""
+
+    datastore: Datastore
+    last_success: BackupArtifact | None  # newest succeeded backup
+    last_verified: BackupArtifact | None  # newest succeeded and verified backup: the recovery point
+    last_check: BackupArtifact | None  # the newest backup that has been verified, whatever the result
+    active: BackupArtifact | None  # a pending or running backup
+    verifying: BackupArtifact | None  # a backup being verified
+    awaiting_approval: int  # restores into this datastore waiting for approval
+    rpo_state: RpoState
+    rpo_age: timedelta | None
+
+    @property
+    def busy(self) -> bool:
+        return self.active is not None or self.verifying is not None
+
+
+def backup_artifact_recovery_point(artifact: BackupArtifact) -> datetime:
+    """When the data in the backup was read: pg_dump's snapshot is taken as the job starts."""
+    return artifact.started_at or artifact.created_at
+
+
+def rpo_state(*, age: timedelta | None, target: timedelta) -> RpoState:
+    if age is None:
+        return RpoState.NONE
+    if age > 2 * target:
+        return RpoState.VERY_LATE
+    if age > target:
+        return RpoState.LATE
+    return RpoState.OK
+
+
+def _newest(condition: Q) -> Subquery:
+    """The id of the datastore's newest backup meeting `condition`: a walk down the (datastore, -created_at) index
+    that stops at the first match."""
+    newest = BackupArtifact.objects.filter(condition, datastore=OuterRef("pk")).order_by("-created_at", "-pk")
+    return Subquery(newest.values("pk")[:1])
+
+
+def datastore_dashboard_rows(*, datastore_ids: Iterable[int] | None = None) -> list[DatastoreDashboardRow]:
+    """One row per datastore, in a constant number of queries whatever the number of datastores and backups:
+    the ids of the interesting backups come as subqueries on the datastore query, the backups in one more query,
+    and the count of restores awaiting approval as one more subquery."""
+    from restores.models import RestoreRun
+
+    Status, Verification = BackupArtifact.Status, BackupArtifact.Verification
+    awaiting = (
+        RestoreRun.objects.filter(target_datastore=OuterRef("pk"), status=RestoreRun.Status.AWAITING_APPROVAL)
+        .order_by()
+        .values("target_datastore")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    datastores = Datastore.objects.select_related("environment").annotate(
+        last_success_id=_newest(Q(status=Status.SUCCEEDED)),
+        last_verified_id=_newest(Q(status=Status.SUCCEEDED, verification=Verification.VERIFIED)),
+        last_check_id=_newest(Q(verified_at__isnull=False)),
+        active_id=_newest(Q(status__in=BackupArtifact.ACTIVE)),
+        verifying_id=_newest(Q(verification=Verification.VERIFYING)),
+        awaiting_approval=Coalesce(Subquery(awaiting), 0),
+    )
+    if datastore_ids is not None:
+        datastores = datastores.filter(pk__in=list(datastore_ids))
+    datastore_list = list(datastores)
+    id_fields = ("last_success_id", "last_verified_id", "last_check_id", "active_id", "verifying_id")
+    wanted = {getattr(ds, name) for ds in datastore_list for name in id_fields} - {None}
+    artifacts = BackupArtifact.objects.in_bulk(wanted) if wanted else {}
+    now = timezone.now()
+    rows = []
+    for ds in datastore_list:
+        found = {name: artifacts.get(getattr(ds, name)) for name in id_fields}
+        for artifact in found.values():
+            if artifact is not None:
+                artifact.datastore = ds  # no query per artifact for its datastore
+        last_verified = found["last_verified_id"]
+        age = now - backup_artifact_recovery_point(last_verified) if last_verified else None
+        rows.append(
+            DatastoreDashboardRow(
+                datastore=ds,
+                last_success=found["last_success_id"],
+                last_verified=last_verified,
+                last_check=found["last_check_id"],
+                active=found["active_id"],
+                verifying=found["verifying_id"],
+                awaiting_approval=ds.awaiting_approval,
+                rpo_state=rpo_state(age=age, target=ds.rpo_target),
+                rpo_age=age,
+            )
+        )
+    return rows
+
+
+def backup_artifact_in_progress(artifact: BackupArtifact) -> bool:
+    """A backup that is being taken or verified: its row and status on the pages keep polling."""
+    return artifact.is_active or artifact.verification == BackupArtifact.Verification.VERIFYING
+
+
+@dataclass
+class BackupArtifactFilters:
+    environment: Environment | None = None
+    datastore: Datastore | None = None
+    status: str = ""
+    verification: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+
+
+@dataclass
+class BackupArtifactPage:
+    """One page of the backup history. `newer`/`older` are the cursors of the neighbouring pages, None at an end."""
+
+    artifacts: list[BackupArtifact]
+    newer: int | None
+    older: int | None
+
+
+def backup_artifact_filter(filters: BackupArtifactFilters) -> QuerySet[BackupArtifact]:
+    artifacts = BackupArtifact.objects.all()
+    if filters.environment is not None:
+        artifacts = artifacts.filter(datastore__environment=filters.environment)
+    if filters.datastore is not None:
+        artifacts = artifacts.filter(datastore=filters.datastore)
+    if filters.status:
+        artifacts = artifacts.filter(status=filters.status)
+    if filters.verification:
+        artifacts = artifacts.filter(verification=filters.verification)
+    # Dates are days in the user's time zone: "to" includes the whole of that day.
+    if filters.date_from is not None:
+        artifacts = artifacts.filter(created_at__gte=_start_of_day(filters.date_from))
+    if filters.date_to is not None:
+        artifacts = artifacts.filter(created_at__lt=_start_of_day(filters.date_to + timedelta(days=1)))
+    return artifacts
+
+
+def _start_of_day(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def backup_artifact_page(
+    filters: BackupArtifactFilters, *, before: int | None = None, after: int | None = None, size: int = 50
+) -> BackupArtifactPage:
+    """Newest first, by keyset: `before=<id>` is the page of backups older than that one, `after=<id>` the page of
+    those newer than it. No OFFSET and no COUNT, so any page of 100,000 backups costs the same: the cursor's
+    (created_at, id) is looked up, then an index scan from it reads `size + 1` rows.
+    """
+    artifacts = backup_artifact_filter(filters).select_related("datastore__environment", "triggered_by")
+    cursor_id = before if before is not None else after
+    anchor = (
+        BackupArtifact.objects.filter(pk=cursor_id).values_list("created_at", flat=True).first()
+        if cursor_id is not None
+        else None
+    )
+    if anchor is None:  # the first page (also for a cursor that names no backup)
+        rows = list(artifacts.order_by("-created_at", "-pk")[: size + 1])
+        return BackupArtifactPage(
+            artifacts=rows[:size], newer=None, older=rows[size - 1].pk if len(rows) > size else None
+        )
+    if before is not None:
+        older = Q(created_at__lt=anchor) | Q(created_at=anchor, pk__lt=cursor_id)
+        rows = list(artifacts.filter(older).order_by("-created_at", "-pk")[: size + 1])
+        page = rows[:size]
+        return BackupArtifactPage(
+            artifacts=page,
+            newer=page[0].pk if page else None,
+            older=page[-1].pk if len(rows) > size else None,
+        )
+    newer = Q(created_at__gt=anchor) | Q(created_at=anchor, pk__gt=cursor_id)
+    rows = list(artifacts.filter(newer).order_by("created_at", "pk")[: size + 1])
+    page = rows[:size][::-1]
+    return BackupArtifactPage(
+        artifacts=page,
+        newer=page[0].pk if len(rows) > size else None,
+        older=page[-1].pk if page else None,
+    )
+
+
+def backup_artifact_detail_queryset() -> QuerySet[BackupArtifact]:
+    """Backups with what their page shows beside them: datastore, environment, who triggered it (joined), and
+    the events and the restores made from it (prefetched, one query each)."""
+    from restores.models import RestoreRun
+
+    restores = RestoreRun.objects.select_related("target_datastore", "triggered_by").order_by("-created_at", "-pk")
+    return BackupArtifact.objects.select_related("datastore__environment", "triggered_by").prefetch_related(
+        Prefetch("events", queryset=BackupArtifactEvent.objects.order_by("created_at", "pk")),
+        Prefetch("restore_runs", queryset=restores),
+    )

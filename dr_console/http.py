@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.conf import settings
-from django.http import HttpRequest
+from django.contrib.auth.middleware import LoginRequiredMiddleware
+from django.contrib.auth.models import User
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponseBase
+from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
+
+
+class HtmxRequest(HttpRequest):
+    """What the console's views get: the login middleware guarantees a user, HtmxMiddleware adds `htmx`."""
+
+    htmx: HtmxDetails
+    user: User
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -14,3 +29,14 @@ def client_ip(request: HttpRequest) -> str | None:
         if forwarded:
             return forwarded.split(",")[0].strip() or None
     return request.META.get("REMOTE_ADDR") or None
+
+
+class HtmxLoginRequiredMiddleware(LoginRequiredMiddleware):
+    """Every page needs a login. An htmx request (a poll after the session expired) gets an HX-Redirect to the
+    login page, so the whole page goes there instead of the login form being swapped into a table row."""
+
+    def handle_no_permission(self, request: HttpRequest, view_func: Callable[..., HttpResponseBase]) -> Any:
+        if getattr(request, "htmx", False):
+            current = request.htmx.current_url_abs_path or "/"  # type: ignore[attr-defined]
+            return HttpResponseClientRedirect(redirect_to_login(current, self.get_login_url(view_func))["Location"])
+        return super().handle_no_permission(request, view_func)

@@ -1,11 +1,26 @@
-"""Reads shared by the command line, the admin and (later) the pages."""
+"""Reads shared by the command line, the admin and the pages."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db.models import Count, Prefetch, Q, QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from audit.selectors import PER_PAGE, Page, keyset_page
+from backups.models import BackupArtifact, Datastore
 from backups.selectors import iso
-from restores.models import RestoreRun
+from restores.models import RestoreApproval, RestoreRun
+
+Status = RestoreRun.Status
+TargetKind = RestoreRun.TargetKind
+# The run list's status filter: every status, plus "active" for all the ones still going.
+ACTIVE_FILTER = "active"
 
 
 def restore_run_summary(run: RestoreRun) -> dict[str, Any]:
@@ -43,3 +58,174 @@ def restore_run_summary(run: RestoreRun) -> dict[str, Any]:
         "trigger": run.trigger,
         "error": run.error,
     }
+
+
+# --- pages ----------------------------------------------------------------------------------------------------------
+
+
+def restore_run_queryset() -> QuerySet[RestoreRun]:
+    """Runs with what every page shows of them (backup, target, environment, requester) in the same query."""
+    return RestoreRun.objects.select_related(
+        "artifact__datastore", "target_datastore__environment", "triggered_by", "safety_backup"
+    )
+
+
+def restore_run_page(
+    *, status: str = "", before: str = "", after: str = "", per_page: int = PER_PAGE
+) -> Page[RestoreRun]:
+    """The restore history, newest first, optionally one status (or ACTIVE_FILTER), with each run's approvals
+    counted in the same query."""
+    runs = restore_run_queryset().annotate(
+        approvals_count=Count("approvals", filter=Q(approvals__decision=RestoreApproval.Decision.APPROVED))
+    )
+    if status == ACTIVE_FILTER:
+        runs = runs.filter(status__in=RestoreRun.ACTIVE)
+    elif status:
+        runs = runs.filter(status=status)
+    return keyset_page(runs, before=before, after=after, per_page=per_page)
+
+
+def restore_run_approvals(run: RestoreRun) -> list[RestoreApproval]:
+    return list(run.approvals.select_related("approver"))
+
+
+def restore_run_decision_blocker(*, run: RestoreRun, user: User, approvals: list[RestoreApproval]) -> str:
+    """Why `user` cannot approve or reject `run` now, for the page ("" when they can). A hint that decides which
+    buttons to show: the services check again, under a row lock, when a decision is posted."""
+    if run.status != Status.AWAITING_APPROVAL:
+        return _("This restore is not awaiting approval any more.")
+    if run.triggered_by_id == user.pk:
+        return _("You requested this restore, so someone else must approve it: a second pair of eyes is the point.")
+    if not user.has_perm("restores.approve_restorerun"):
+        return _("Someone with the approver role decides on it; you can follow it here.")
+    if any(approval.approver_id == user.pk for approval in approvals):
+        return _("You have already decided on this restore; it waits for another approver.")
+    return ""
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One line of a run's history: a status change, or an approver's decision."""
+
+    at: datetime
+    label: str
+    actor: str = ""
+    message: str = ""
+    status: str = ""  # the status the run entered; "" for a decision
+    decision: str = ""  # "approved" or "rejected" for a decision
+
+
+def restore_run_timeline(run: RestoreRun, approvals: list[RestoreApproval]) -> list[TimelineEntry]:
+    """The request, every status change (RestoreRunEvent rows) and every decision, oldest first."""
+    requester = run.triggered_by.get_username() if run.triggered_by else run.trigger
+    entries = [
+        TimelineEntry(at=run.created_at, label=_("Requested"), actor=requester, status=Status.REQUESTED),
+    ]
+    # Decisions first at equal times: the approval is written before the status change it causes.
+    for approval in approvals:
+        entries.append(
+            TimelineEntry(
+                at=approval.created_at,
+                label=approval.get_decision_display(),
+                actor=approval.approver.get_username(),
+                message=approval.comment,
+                decision=approval.decision,
+            )
+        )
+    for event in run.events.all():
+        label = Status(event.new_status).label if event.new_status in Status.values else event.new_status
+        entries.append(
+            TimelineEntry(at=event.created_at, label=str(label), message=event.message, status=event.new_status)
+        )
+    return sorted(entries, key=lambda entry: entry.at)  # stable: equal times keep the order above
+
+
+@dataclass(frozen=True)
+class AwaitingRun:
+    """A run on the approvals page, with what the page says about it to the reader."""
+
+    run: RestoreRun
+    approvals: list[RestoreApproval]
+    expires_at: datetime
+    blocker: str  # why the reader cannot decide; "" when they can
+
+    @property
+    def approved_count(self) -> int:
+        return sum(1 for approval in self.approvals if approval.decision == RestoreApproval.Decision.APPROVED)
+
+
+def restore_runs_awaiting_approval(*, user: User) -> list[AwaitingRun]:
+    """Runs waiting for a decision, the one expiring first on top. Runs past RESTORE_APPROVAL_TTL are left out:
+    they can no longer be approved (the next approval or worker expires them), so nobody should be asked to."""
+    ttl = timedelta(seconds=settings.RESTORE_APPROVAL_TTL)
+    runs = (
+        restore_run_queryset()
+        .filter(status=Status.AWAITING_APPROVAL, created_at__gte=timezone.now() - ttl)
+        .prefetch_related(Prefetch("approvals", queryset=RestoreApproval.objects.select_related("approver")))
+        .order_by("created_at", "pk")
+    )
+    awaiting = []
+    for run in runs:
+        approvals = list(run.approvals.all())
+        awaiting.append(
+            AwaitingRun(
+                run=run,
+                approvals=approvals,
+                expires_at=run.created_at + ttl,
+                blocker=restore_run_decision_blocker(run=run, user=user, approvals=approvals),
+            )
+        )
+    return awaiting
+
+
+@dataclass(frozen=True)
+class RestoreImpact:
+    """What a restore request would do, for the form to say plainly before anyone submits it."""
+
+    target_kind: str
+    datastore: Datastore  # the datastore overwritten, or the server the new database is created on
+    new_database_name: str
+    protected: bool  # a typed confirmation and approvals are needed
+    required_approvals: int
+    safety_backup: bool
+
+    @property
+    def overwrites(self) -> bool:
+        return self.target_kind != TargetKind.NEW_DATABASE
+
+
+def restore_impact(
+    *, artifact: BackupArtifact, target_kind: str, target_datastore: Datastore | None, new_database_name: str = ""
+) -> RestoreImpact | None:
+    """Resolve the target the way restore_run_request will; None while the choice is incomplete (another
+    datastore, but none chosen yet). `target_datastore` is the server of the new database for NEW_DATABASE."""
+    if (
+        target_kind == TargetKind.DATASTORE
+        and target_datastore is not None
+        and target_datastore.pk == artifact.datastore_id
+    ):
+        target_kind = TargetKind.IN_PLACE
+    if target_kind == TargetKind.IN_PLACE:
+        datastore = artifact.datastore
+    elif target_kind == TargetKind.NEW_DATABASE:
+        datastore = target_datastore or artifact.datastore
+    elif target_kind == TargetKind.DATASTORE and target_datastore is not None:
+        datastore = target_datastore
+    else:
+        return None
+    environment = datastore.environment
+    # As in the service: a new database overwrites nothing, so neither approval nor typed confirmation applies.
+    protected = environment.protected and target_kind != TargetKind.NEW_DATABASE
+    return RestoreImpact(
+        target_kind=target_kind,
+        datastore=datastore,
+        new_database_name=new_database_name if target_kind == TargetKind.NEW_DATABASE else "",
+        protected=protected,
+        required_approvals=environment.required_approvals if protected else 0,
+        safety_backup=target_kind != TargetKind.NEW_DATABASE and environment.takes_safety_backup,
+    )
+
+
+def restore_target_datastores() -> QuerySet[Datastore]:
+    """Datastores a PostgreSQL backup can be restored into."""
+    return Datastore.objects.filter(kind=Datastore.Kind.POSTGRES).select_related("environment")

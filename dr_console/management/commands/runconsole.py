@@ -132,7 +132,7 @@ class Command(BaseCommand):
     def _announce_login(self, addr: str, var: Path) -> None:
         user_model = get_user_model()
         password_file = var / "admin-password.txt"
-        url = f"http://{addr}/admin/"
+        url = f"http://{addr}/"
         if not user_model.objects.filter(is_superuser=True).exists():
             password = secrets.token_urlsafe(12)
             user_model.objects.create_superuser("admin", "", password)

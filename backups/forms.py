@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.http import QueryDict
+from django.utils.translation import gettext_lazy as _
+
+from backups.models import BackupArtifact, Datastore, Environment
+from backups.selectors import BackupArtifactFilters
+
+DATE_WIDGET = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+
+
+class BackupArtifactFilterForm(forms.Form):
+    """The history page's filters, read from the query string. Environments and datastores go by name so a
+    shared URL stays readable. A wrong value is reported on its field and ignored, never fatal."""
+
+    FILTER_FIELDS = ("environment", "datastore", "status", "verification", "date_from", "date_to")
+
+    environment = forms.ModelChoiceField(
+        label=_("Environment"),
+        queryset=Environment.objects.all(),
+        to_field_name="name",
+        required=False,
+        empty_label=_("All"),
+    )
+    datastore = forms.ModelChoiceField(
+        label=_("Datastore"),
+        queryset=Datastore.objects.all(),
+        to_field_name="name",
+        required=False,
+        empty_label=_("All"),
+    )
+    status = forms.ChoiceField(
+        label=_("Status"), choices=[("", _("All")), *BackupArtifact.Status.choices], required=False
+    )
+    verification = forms.ChoiceField(
+        label=_("Verification"), choices=[("", _("All")), *BackupArtifact.Verification.choices], required=False
+    )
+    date_from = forms.DateField(label=_("From"), required=False, widget=DATE_WIDGET)
+    date_to = forms.DateField(label=_("To"), required=False, widget=DATE_WIDGET)
+    # The pager's keyset cursors. The filter form does not send them, so changing a filter starts from the newest.
+    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    after = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        start, end = cleaned.get("date_from"), cleaned.get("date_to")
+        if start and end and start > end:
+            self.add_error("date_to", _("The end date is before the start date."))
+        return cleaned
+
+    def filters(self) -> BackupArtifactFilters:
+        self.is_valid()  # fills cleaned_data with the valid fields only
+        data = self.cleaned_data
+        return BackupArtifactFilters(
+            environment=data.get("environment"),
+            datastore=data.get("datastore"),
+            status=data.get("status") or "",
+            verification=data.get("verification") or "",
+            date_from=data.get("date_from"),
+            date_to=data.get("date_to"),
+        )
+
+    def cursor(self, name: str) -> int | None:
+        self.is_valid()
+        value = self.cleaned_data.get(name)
+        return int(value) if value is not None else None
+
+    def filter_query(self, *, with_cursor: bool = False) -> str:
+        """The query string of the valid, non-empty filters (and the cursor, if asked): the pager's links add
+        their own cursor to it, and the URL pushed to the browser's history is the page's with it."""
+        self.is_valid()
+        query = QueryDict(mutable=True)
+        for name in (*self.FILTER_FIELDS, "before", "after") if with_cursor else self.FILTER_FIELDS:
+            value = self.data.get(name, "")
+            if value and name not in self.errors:
+                query[name] = value
+        return query.urlencode()

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from backups import views
+
+app_name = "backups"
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("datastores/<int:pk>/row/", views.datastore_row, name="datastore_row"),
+    path("datastores/<int:pk>/backup/", views.datastore_backup, name="datastore_backup"),
+    path("backups/", views.artifact_list, name="artifact_list"),
+    path("backups/<int:pk>/", views.artifact_detail, name="artifact_detail"),
+    path("backups/<int:pk>/row/", views.artifact_row, name="artifact_row"),
+    path("backups/<int:pk>/status/", views.artifact_status, name="artifact_status"),
+    path("backups/<int:pk>/verify/", views.artifact_verify, name="artifact_verify"),
+]

@@ -1,0 +1,217 @@
+"""The backup pages: dashboard, history, one backup; and the HTMX endpoints they poll or post to.
+
+Views stay thin: a permission, a selector or one service call, a page or a partial. Every state change is a POST
+(CSRF comes with every htmx request from base.html); partials that poll answer 286 once the job ended, which
+stops htmx polling.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect, push_url
+
+from backups import selectors
+from backups.forms import BackupArtifactFilterForm
+from backups.models import BackupArtifact, Datastore
+from backups.services import BackupRefused, BrokerUnavailable, backup_artifact_request, backup_artifact_verify_request
+from dr_console.http import HtmxRequest, client_ip
+
+VIEW_PERMS = ("backups.view_datastore", "backups.view_backupartifact")
+START_PERM = "backups.add_backupartifact"  # operators: start backups and verifications
+PAGE_SIZE = 50
+# After "Verify", the status keeps polling until a worker has verified the backup, or this long at most.
+VERIFY_WAIT = timedelta(minutes=5)
+
+
+def _partial_wanted(request: HtmxRequest) -> bool:
+    # A boosted link or a history restore (back button, cache miss) needs the whole page.
+    return bool(request.htmx) and not request.htmx.boosted and not request.htmx.history_restore_request
+
+
+def _next_url(request: HtmxRequest, default: str) -> str:
+    url = request.POST.get("next", "")
+    if url and url_has_allowed_host_and_scheme(url, allowed_hosts={request.get_host()}, require_https=False):
+        return url
+    return default
+
+
+# --- dashboard ---------------------------------------------------------------------------------------------------
+
+
+@require_GET
+@permission_required(VIEW_PERMS, raise_exception=True)
+def dashboard(request: HtmxRequest) -> HttpResponse:
+    rows = selectors.datastore_dashboard_rows()
+    context = {"rows": rows, "awaiting_approval": sum(row.awaiting_approval for row in rows)}
+    return render(request, "backups/dashboard.html", context)
+
+
+@require_GET
+@permission_required(VIEW_PERMS, raise_exception=True)
+def datastore_row(request: HtmxRequest, pk: int) -> HttpResponse:
+    """A dashboard row, polled every 3 s while a backup or a verification of the datastore runs."""
+    row = _dashboard_row(pk)
+    return render(
+        request, "backups/partials/dashboard_row.html", {"row": row}, status=200 if row.busy else HTMX_STOP_POLLING
+    )
+
+
+def _dashboard_row(pk: int) -> selectors.DatastoreDashboardRow:
+    rows = selectors.datastore_dashboard_rows(datastore_ids=[pk])
+    if not rows:
+        raise Http404("No such datastore")
+    return rows[0]
+
+
+@require_POST
+@permission_required(START_PERM, raise_exception=True)
+def datastore_backup(request: HtmxRequest, pk: int) -> HttpResponse:
+    """Back up now. From a dashboard row (htmx) the answer is the row itself, now showing the pending backup;
+    otherwise a redirect back, with a message."""
+    datastore = get_object_or_404(Datastore, pk=pk)
+    try:
+        artifact = backup_artifact_request(
+            datastore=datastore,
+            trigger=f"web:{request.user.get_username()}",
+            triggered_by=request.user,
+            client_ip=client_ip(request),
+        )
+    except (BackupRefused, BrokerUnavailable) as exc:
+        ok, notice = False, _("No backup of %(datastore)s: %(reason)s") % {"datastore": datastore.name, "reason": exc}
+    else:
+        ok, notice = True, _("Backup #%(id)s of %(datastore)s queued.") % {"id": artifact.pk, "datastore": datastore}
+    if request.htmx and request.htmx.target == f"datastore-row-{pk}":
+        context = {"row": _dashboard_row(pk), "notice": notice, "notice_ok": ok}
+        return render(request, "backups/partials/dashboard_row.html", context)
+    messages.add_message(request, messages.SUCCESS if ok else messages.ERROR, notice)
+    url = _next_url(request, reverse("backups:dashboard"))
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+# --- history -------------------------------------------------------------------------------------------------------
+
+
+@require_GET
+@permission_required(VIEW_PERMS, raise_exception=True)
+@vary_on_headers("HX-Request")
+def artifact_list(request: HtmxRequest) -> HttpResponse:
+    """All backups, newest first, filtered by the query string. The filter form and the pager ask for the rows
+    partial with htmx (and push the URL, so it stays shareable); anything else gets the whole page."""
+    form = BackupArtifactFilterForm(request.GET)
+    filters = form.filters()
+    page = selectors.backup_artifact_page(
+        filters, before=form.cursor("before"), after=form.cursor("after"), size=PAGE_SIZE
+    )
+    context: dict[str, Any] = {
+        "form": form,
+        "filters": filters,
+        "page": page,
+        "filter_query": form.filter_query(),
+        "filtered": any(form.data.get(name) for name in form.FILTER_FIELDS),
+    }
+    if not _partial_wanted(request):
+        return render(request, "backups/artifact_list.html", context)
+    response = render(request, "backups/partials/artifact_results.html", context)
+    # The form sends its empty fields too; the address shown and shared is the tidy one.
+    query = form.filter_query(with_cursor=True)
+    return push_url(response, f"{request.path}?{query}" if query else request.path)
+
+
+@require_GET
+@permission_required(VIEW_PERMS, raise_exception=True)
+def artifact_row(request: HtmxRequest, pk: int) -> HttpResponse:
+    """A history row, polled every 3 s while the backup is taken or verified."""
+    artifact = get_object_or_404(BackupArtifact.objects.select_related("datastore__environment", "triggered_by"), pk=pk)
+    status = 200 if selectors.backup_artifact_in_progress(artifact) else HTMX_STOP_POLLING
+    return render(request, "backups/partials/artifact_row.html", {"artifact": artifact}, status=status)
+
+
+# --- one backup ----------------------------------------------------------------------------------------------------
+
+
+@require_GET
+@permission_required(VIEW_PERMS, raise_exception=True)
+def artifact_detail(request: HtmxRequest, pk: int) -> HttpResponse:
+    artifact = get_object_or_404(selectors.backup_artifact_detail_queryset(), pk=pk)
+    context = {
+        "artifact": artifact,
+        "row_counts": sorted(artifact.row_counts.items()),
+        "events": artifact.events.all(),
+        "restores": artifact.restore_runs.all(),
+        "in_progress": selectors.backup_artifact_in_progress(artifact),
+    }
+    return render(request, "backups/artifact_detail.html", context)
+
+
+@require_GET
+@permission_required(VIEW_PERMS, raise_exception=True)
+def artifact_status(request: HtmxRequest, pk: int) -> HttpResponse:
+    """The backup page's status box, polled every 3 s while the backup is taken or verified (or a requested
+    verification has not started yet). When the job has ended: 286, and the page reloads to show everything the
+    job recorded."""
+    artifact = get_object_or_404(BackupArtifact.objects.select_related("datastore"), pk=pk)
+    requested_at = _timestamp(request.GET.get("verify_requested", ""))
+    context = _status_context(artifact, requested_at)
+    if context["in_progress"] or context["verify_waiting"]:
+        return render(request, "backups/partials/artifact_status.html", context)
+    response = render(request, "backups/partials/artifact_status.html", context, status=HTMX_STOP_POLLING)
+    if not context["verify_stalled"]:
+        response["HX-Refresh"] = "true"
+    return response
+
+
+def _status_context(artifact: BackupArtifact, verify_requested: datetime | None) -> dict[str, Any]:
+    in_progress = selectors.backup_artifact_in_progress(artifact)
+    not_started = (
+        verify_requested is not None
+        and not in_progress
+        and artifact.status == BackupArtifact.Status.SUCCEEDED
+        and (artifact.verified_at is None or artifact.verified_at < verify_requested)
+    )
+    stalled = not_started and verify_requested is not None and timezone.now() - verify_requested > VERIFY_WAIT
+    return {
+        "artifact": artifact,
+        "in_progress": in_progress,
+        "verify_requested": verify_requested,
+        "verify_waiting": not_started and not stalled,
+        "verify_stalled": stalled,
+    }
+
+
+def _timestamp(value: str) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(value), tz=timezone.get_current_timezone())
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+@require_POST
+@permission_required(START_PERM, raise_exception=True)
+def artifact_verify(request: HtmxRequest, pk: int) -> HttpResponse:
+    """Verify again: queue a job that re-reads the stored file. With htmx the answer is the status box, which
+    polls until a worker has done it."""
+    artifact = get_object_or_404(BackupArtifact.objects.select_related("datastore"), pk=pk)
+    requested_at = timezone.now()
+    try:
+        backup_artifact_verify_request(artifact=artifact, requested_by=request.user, client_ip=client_ip(request))
+    except (BackupRefused, BrokerUnavailable) as exc:
+        ok, notice = False, _("Backup #%(id)s cannot be verified now: %(reason)s") % {"id": artifact.pk, "reason": exc}
+    else:
+        ok, notice = True, _("Verification of backup #%(id)s queued.") % {"id": artifact.pk}
+    if request.htmx:
+        context = _status_context(artifact, requested_at if ok else None)
+        return render(request, "backups/partials/artifact_status.html", {**context, "notice": notice, "notice_ok": ok})
+    messages.add_message(request, messages.SUCCESS if ok else messages.ERROR, notice)
+    return redirect("backups:artifact_detail", pk=artifact.pk)

@@ -1,0 +1,198 @@
+"""Forms of the restore pages. They check what a person typed; the services decide what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.utils.translation import gettext_lazy as _
+
+from backups.models import BackupArtifact, Datastore
+from restores.models import RestoreRun
+from restores.selectors import ACTIVE_FILTER, RestoreImpact, restore_impact, restore_target_datastores
+from restores.services import DATABASE_NAME_RE
+
+TargetKind = RestoreRun.TargetKind
+
+
+class DatastoreChoiceField(forms.ModelChoiceField):
+    """Names the environment, and whether it is protected, next to each datastore."""
+
+    def label_from_instance(self, obj: Any) -> str:
+        environment = obj.environment
+        if environment.protected:
+            return str(_("%(name)s (%(environment)s, protected)") % {"name": obj.name, "environment": environment.name})
+        return f"{obj.name} ({environment.name})"
+
+
+class RestoreRequestForm(forms.Form):
+    """Request a restore of one backup. `impact` says what the choice of target would overwrite."""
+
+    target_kind = forms.ChoiceField(
+        label=_("Restore into"),
+        choices=[
+            (TargetKind.IN_PLACE, _("Its own datastore (in place)")),
+            (TargetKind.DATASTORE, _("Another PostgreSQL datastore")),
+            (TargetKind.NEW_DATABASE, _("A new database")),
+        ],
+        initial=TargetKind.IN_PLACE,
+        widget=forms.RadioSelect,
+    )
+    target_datastore = DatastoreChoiceField(
+        queryset=Datastore.objects.none(),
+        required=False,
+        label=_("Datastore to overwrite"),
+        empty_label=_("Choose a datastore…"),
+        help_text=_("Only with “Another PostgreSQL datastore”."),
+    )
+    new_database_name = forms.CharField(
+        required=False,
+        max_length=63,
+        label=_("New database name"),
+        validators=[
+            RegexValidator(
+                DATABASE_NAME_RE,
+                _("Use letters, digits, _ $ and -, at most 63 characters, starting with a letter or _."),
+            )
+        ],
+        help_text=_("Only with “A new database”. It must not exist yet."),
+    )
+    server_datastore = DatastoreChoiceField(
+        queryset=Datastore.objects.none(),
+        required=False,
+        label=_("Create it on the server of"),
+        empty_label=_("The backup's own datastore"),
+        help_text=_("Only with “A new database”. Optional."),
+    )
+    reason = forms.CharField(
+        label=_("Reason"),
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text=_("Why this restore is needed. Approvers read it, and it stays in the audit log."),
+    )
+    confirm = forms.CharField(
+        required=False,
+        max_length=64,
+        label=_("Type the name of the datastore to confirm"),
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    jobs = forms.IntegerField(
+        label=_("Parallel pg_restore jobs"),
+        min_value=1,
+        max_value=64,
+        help_text=_("pg_restore --jobs: more is faster on a server with spare cores."),
+    )
+    no_owner = forms.BooleanField(
+        required=False,
+        label=_("Skip ownership and privileges (--no-owner)"),
+        help_text=_("For a target that lacks the roles of the original database."),
+    )
+
+    def __init__(self, *args: Any, artifact: BackupArtifact, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.artifact = artifact
+        self.fields["jobs"].initial = settings.RESTORE_JOBS
+        choices = restore_target_datastores()
+        self.fields["target_datastore"].queryset = choices  # type: ignore[attr-defined]
+        self.fields["server_datastore"].queryset = choices  # type: ignore[attr-defined]
+        self.impact: RestoreImpact | None = None
+
+    def current_impact(self) -> RestoreImpact | None:
+        """What the form's current choice would overwrite, from the submitted values when there are any (also
+        for a form that is not valid yet: the page explains the choice while it is being made)."""
+        if self.impact is not None:
+            return self.impact
+        if not self.is_bound:
+            return restore_impact(artifact=self.artifact, target_kind=TargetKind.IN_PLACE, target_datastore=None)
+        if not hasattr(self, "cleaned_data"):
+            self.is_valid()
+        data = self.cleaned_data
+        kind = data.get("target_kind") or TargetKind.IN_PLACE
+        datastore = data.get("server_datastore") if kind == TargetKind.NEW_DATABASE else data.get("target_datastore")
+        return restore_impact(
+            artifact=self.artifact,
+            target_kind=kind,
+            target_datastore=datastore,
+            new_database_name=data.get("new_database_name") or "",
+        )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        kind = data.get("target_kind")
+        if kind == TargetKind.DATASTORE and not data.get("target_datastore"):
+            self.add_error("target_datastore", _("Choose the datastore to restore into."))
+        if kind == TargetKind.NEW_DATABASE and not data.get("new_database_name") and "new_database_name" in data:
+            self.add_error("new_database_name", _("Name the new database."))
+        if kind:
+            datastore = (
+                data.get("server_datastore") if kind == TargetKind.NEW_DATABASE else data.get("target_datastore")
+            )
+            self.impact = restore_impact(
+                artifact=self.artifact,
+                target_kind=kind,
+                target_datastore=datastore,
+                new_database_name=data.get("new_database_name") or "",
+            )
+        impact = self.impact
+        # The typed name is the last guard against restoring over the wrong database; the service checks it
+        # too, this says it in the form, next to the field.
+        if impact is not None and impact.protected and data.get("confirm", "").strip() != impact.datastore.name:
+            self.add_error(
+                "confirm",
+                _("Type %(name)s exactly: it is in the protected environment %(environment)s.")
+                % {"name": impact.datastore.name, "environment": impact.datastore.environment.name},
+            )
+        return data
+
+    def service_kwargs(self) -> dict[str, Any]:
+        """The arguments of restore_run_request this form provides."""
+        data = self.cleaned_data
+        kind = data["target_kind"]
+        if kind == TargetKind.NEW_DATABASE:
+            datastore = data.get("server_datastore")
+        elif kind == TargetKind.DATASTORE:
+            datastore = data.get("target_datastore")
+        else:
+            datastore = None
+        return {
+            "target_kind": kind,
+            "target_datastore": datastore,
+            "new_database_name": data.get("new_database_name", "") if kind == TargetKind.NEW_DATABASE else "",
+            "reason": data["reason"],
+            "confirm": data.get("confirm", "").strip(),
+            "jobs": data["jobs"],
+            "no_owner": data["no_owner"],
+        }
+
+
+class ApproveForm(forms.Form):
+    comment = forms.CharField(
+        required=False, max_length=2000, label=_("Comment (optional)"), widget=forms.Textarea(attrs={"rows": 2})
+    )
+
+
+class RejectForm(forms.Form):
+    reason = forms.CharField(
+        max_length=2000,
+        label=_("Reason for rejecting"),
+        widget=forms.Textarea(attrs={"rows": 2}),
+        error_messages={"required": _("Say why you reject the restore: the requester reads it.")},
+    )
+
+
+class RunFilterForm(forms.Form):
+    """The restore history's filter. An unknown status is ignored (the form is not valid), not an error page."""
+
+    status = forms.ChoiceField(
+        required=False,
+        label=_("Status"),
+        choices=[
+            ("", _("Any status")),
+            (ACTIVE_FILTER, _("Still going (any active status)")),
+            *RestoreRun.Status.choices,
+        ],
+    )
+    before = forms.CharField(required=False, widget=forms.HiddenInput)
+    after = forms.CharField(required=False, widget=forms.HiddenInput)
