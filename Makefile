@@ -15,11 +15,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
-# pg_dump/pg_restore (and initdb for the tests' password-checking server) come from Debian's packages.
+# pg_dump/pg_restore, initdb (the tests' password-checking server) and gettext (translations) come from Debian.
 system-deps:
-	@if ! command -v pg_dump >/dev/null || ! command -v pg_restore >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-		echo "installing the PostgreSQL client tools (apt-get install postgresql-client postgresql)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-client postgresql >/dev/null; \
+	@if ! command -v pg_dump >/dev/null || ! command -v pg_restore >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v msgfmt >/dev/null; then \
+		echo "installing system packages (apt-get install postgresql-client postgresql gettext)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-client postgresql gettext >/dev/null; \
 	fi
 
 install: $(STAMP) system-deps

@@ -25,7 +25,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
-from django.utils import timezone
+from django.utils import timezone, translation
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.models import AuditEvent
@@ -172,7 +172,7 @@ def restore_run_request(
             details={
                 "artifact": artifact.pk,
                 "artifact_sha256": artifact.sha256,
-                "target": str(run.target_label),
+                "target": _in_english(run.target_label),
                 "target_kind": target_kind,
                 "environment": environment.name,
                 "protected": protected,
@@ -187,6 +187,12 @@ def restore_run_request(
             _queue(run.pk, enqueue=enqueue)
     run.refresh_from_db()
     return run
+
+
+def _in_english(text: Any) -> str:
+    """Audit details are data, not UI: the same words whatever language the requester's page was in."""
+    with translation.override("en"):
+        return str(text)
 
 
 def _queue(run_id: int, *, enqueue: bool = True) -> None:
