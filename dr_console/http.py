@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponseBase
+from django.utils import timezone
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
@@ -40,3 +42,23 @@ class HtmxLoginRequiredMiddleware(LoginRequiredMiddleware):
             current = request.htmx.current_url_abs_path or "/"  # type: ignore[attr-defined]
             return HttpResponseClientRedirect(redirect_to_login(current, self.get_login_url(view_func))["Location"])
         return super().handle_no_permission(request, view_func)
+
+
+class BrowserTimezoneMiddleware:
+    """Show times in the user's timezone: base.html stores the browser's IANA zone in the `tz` cookie; an unknown
+    or missing zone falls back to TIME_ZONE."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        name = request.COOKIES.get("tz", "")
+        try:
+            zone = zoneinfo.ZoneInfo(name) if name else None
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            zone = None
+        if zone is not None:
+            timezone.activate(zone)
+        else:
+            timezone.deactivate()
+        return self.get_response(request)
