@@ -1,0 +1,154 @@
+#!/usr/bin/env python
+"""Backups list server time with 100,000 artifacts: first page, a deep page, filtered pages. Median and p95.
+
+Runs the real view in-process (Django's test client: URL routing, middleware, queries, template rendering; no
+network), against its own PostgreSQL database `drc_bench_pages`, which it creates, fills and drops.
+
+    .venv/bin/python bench/pages.py --artifacts 100000 --repeat 40
+
+Target (issue 4): p95 under 100 ms on this machine. This is a script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DB = "drc_bench_pages"
+os.environ.update(
+    {
+        "DJANGO_SETTINGS_MODULE": "dr_console.settings",
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
+        "DJANGO_DEBUG": "False",
+        "DJANGO_SECRET_KEY": "bench-only",
+        "DJANGO_SECURE_SSL_REDIRECT": "False",
+        "DJANGO_ALLOWED_HOSTS": "testserver",
+    }
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifacts", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=40)
+    args = parser.parse_args()
+
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB}"')
+    try:
+        run(args)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+
+
+def run(args: argparse.Namespace) -> None:
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth.models import Group, User
+    from django.core.management import call_command
+    from django.test import Client
+    from django.test.utils import override_settings, setup_test_environment
+    from django.utils import timezone
+
+    from backups.models import BackupArtifact, Datastore, Environment
+
+    setup_test_environment()
+    call_command("migrate", verbosity=0)
+    envs = [Environment.objects.create(name=name, protected=name == "prod") for name in ("prod", "staging", "dev")]
+    stores = [
+        Datastore.objects.create(environment=envs[i % 3], name=f"db-{i}", kind="postgres", url_env=f"DB{i}_URL")
+        for i in range(20)
+    ]
+    rng = random.Random(7)
+    now = timezone.now()
+    started = time.perf_counter()
+    batch: list[BackupArtifact] = []
+    statuses = ["succeeded"] * 90 + ["failed"] * 9 + ["running"]
+    seen_active: set[int] = set()
+    for i in range(args.artifacts):
+        store = stores[i % 20]
+        status = rng.choice(statuses)
+        if status == "running" and store.pk in seen_active:  # one active backup per datastore (constraint)
+            status = "succeeded"
+        if status == "running":
+            seen_active.add(store.pk)
+        created = now - timedelta(minutes=(args.artifacts - i) * 10)
+        batch.append(
+            BackupArtifact(
+                datastore=store,
+                status=status,
+                created_at=created,
+                started_at=created,
+                finished_at=None if status == "running" else created + timedelta(minutes=3),
+                duration=None if status == "running" else timedelta(minutes=3),
+                size_bytes=rng.randint(10**6, 10**10),
+                sha256=f"{i:064x}",
+                storage_key=f"k/{i}.dump",
+                verification=rng.choice(["verified", "verified", "unverified", "corrupt"]),
+                row_counts={"public.documents": rng.randint(0, 10**6)},
+                trigger="schedule",
+            )
+        )
+        if len(batch) == 5000:
+            BackupArtifact.objects.bulk_create(batch)
+            batch = []
+    BackupArtifact.objects.bulk_create(batch)
+    with django.db.connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    print(f"{args.artifacts:,} artifacts in 20 datastores created in {time.perf_counter() - started:.1f} s")
+
+    viewer = User.objects.create_user("vera", password="x")
+    viewer.groups.set(Group.objects.filter(name="viewer"))
+    client = Client()
+    client.force_login(viewer)
+    ids = list(BackupArtifact.objects.order_by("created_at", "pk").values_list("pk", flat=True)[:2000])
+    deep_cursor = ids[1000]  # a page among the oldest: the far end of the history
+    store = stores[3]
+    cases = {
+        "first page": "/backups/",
+        "deep page (oldest)": f"/backups/?before={deep_cursor}",
+        "filtered: datastore + succeeded": f"/backups/?datastore={store.pk}&status=succeeded",
+        "filtered: environment + corrupt": f"/backups/?environment={envs[1].pk}&verification=corrupt",
+        "filtered, htmx rows partial": f"/backups/?datastore={store.pk}&status=failed",
+        "dashboard": "/",
+    }
+    static = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    print(f"server time per request, {args.repeat} requests each (after 3 warm-ups):")
+    worst = 0.0
+    with override_settings(STORAGES=static):
+        for label, url in cases.items():
+            headers = {"HX-Request": "true"} if "htmx" in label else {}
+            for _ in range(3):
+                client.get(url, headers=headers)
+            times = []
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                response = client.get(url, headers=headers)
+                times.append((time.perf_counter() - t0) * 1000)
+                assert response.status_code == 200, (url, response.status_code)
+            times.sort()
+            p95 = times[max(0, int(len(times) * 0.95) - 1)]
+            worst = max(worst, p95)
+            print(f"  {label:36} median {statistics.median(times):6.1f} ms   p95 {p95:6.1f} ms")
+    print(f"=> worst p95 {worst:.1f} ms (target < 100 ms)")
+
+
+if __name__ == "__main__":
+    main()
