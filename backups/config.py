@@ -27,7 +27,14 @@ ENVIRONMENT_KEYS = {
     "description": str,
     "safety_backup": bool,
     "webhook_url": str,
+    "api_token_env": str,
+    "reprocess_concurrency": int,
+    "reprocess_query": str,
+    "postgres_datastore": str,
+    "redis_datastore": str,
 }
+# Environment keys naming a datastore: set once the file's datastores exist, and checked against them.
+ENVIRONMENT_DATASTORE_KEYS = {"postgres_datastore": Datastore.Kind.POSTGRES, "redis_datastore": Datastore.Kind.REDIS}
 DATASTORE_KEYS = {
     "name": str,
     "environment": str,
@@ -112,13 +119,16 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
         errors.append("environments: expected [environments.NAME] tables")
         environments_in = {}
     planned_envs: dict[str, Environment] = {}
+    env_links: dict[str, dict[str, str]] = {}  # environment -> {"redis_datastore": "prod-redis", ...}
     for name, entry in environments_in.items():
         where = f"environments.{name}"
         values = _check_types(where, entry, ENVIRONMENT_KEYS, errors)
         env = Environment.objects.filter(name=name).first() or Environment(name=name)
+        # Like every key, a link left out of the file leaves the environment's current one; "" unlinks.
+        env_links[name] = {key: values.pop(key) for key in ENVIRONMENT_DATASTORE_KEYS if key in values}
         for key, value in values.items():
             setattr(env, key, value)
-        _validate(where, env, errors, exclude=[])
+        _validate(where, env, errors, exclude=list(ENVIRONMENT_DATASTORE_KEYS))
         planned_envs[name] = env
 
     datastores_in = data.get("datastores", [])
@@ -179,16 +189,30 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
                 "the workers that run its backups must have it"
             )
 
+    planned_by_name = {store.name: (store, env_name) for store, env_name in planned_stores}
+    for env_name, links in env_links.items():
+        for key, store_name in links.items():
+            if store_name:
+                _check_link(f"environments.{env_name}.{key}", env_name, store_name, key, planned_by_name, errors)
+
     if errors:
         raise ConfigError(errors)
 
     with transaction.atomic():
         for name, env in planned_envs.items():
-            report.changes.append(_save(f"environment {name}", env))
+            if env.pk is None:
+                env.postgres_datastore = env.redis_datastore = None  # linked below, once the datastores are saved
+            report.changes.append(_save(f"environment {name}", env, skip=tuple(ENVIRONMENT_DATASTORE_KEYS)))
         for store, env_name in planned_stores:
             env = planned_envs.get(env_name) or Environment.objects.get(name=env_name)
             store.environment = env
             report.changes.append(_save(f"datastore {store.name}", store))
+        for name, env in planned_envs.items():
+            for key, store_name in env_links[name].items():
+                setattr(env, key, Datastore.objects.get(name=store_name) if store_name else None)
+            linked = _save(f"environment {name}", env, only=tuple(ENVIRONMENT_DATASTORE_KEYS))
+            if not linked.endswith("unchanged"):
+                report.changes.append(linked)
         audit_record(
             action=AuditEvent.Action.CONFIG_LOADED,
             actor_label=actor_label or "console",
@@ -197,7 +221,33 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
     return report
 
 
-def _save(label: str, obj: Environment | Datastore) -> str:
+def _check_link(
+    where: str,
+    env_name: str,
+    store_name: str,
+    key: str,
+    planned: dict[str, tuple[Datastore, str]],
+    errors: list[str],
+) -> None:
+    """An environment's postgres_datastore/redis_datastore must name a datastore of that kind in that environment."""
+    if store_name in planned:
+        store, store_env = planned[store_name]
+    else:
+        existing = Datastore.objects.select_related("environment").filter(name=store_name).first()
+        if existing is None:
+            errors.append(f"{where}: no datastore {store_name!r} in this file or in the console")
+            return
+        store, store_env = existing, existing.environment.name
+    kind = ENVIRONMENT_DATASTORE_KEYS[key]
+    if store.kind != kind:
+        errors.append(f"{where}: {store_name} is a {store.kind} datastore, not {kind}")
+    elif store_env != env_name:
+        errors.append(f"{where}: {store_name} belongs to environment {store_env}, not {env_name}")
+
+
+def _save(
+    label: str, obj: Environment | Datastore, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None
+) -> str:
     if obj.pk is None:
         obj.save()
         return f"{label}: created"
@@ -207,10 +257,11 @@ def _save(label: str, obj: Environment | Datastore) -> str:
         f.name
         for f in model._meta.concrete_fields
         if not f.auto_created
-        and f.name not in ("created_at", "updated_at")
+        and f.name not in ("created_at", "updated_at", *skip)
+        and (only is None or f.name in only)
         and getattr(stored, f.attname) != getattr(obj, f.attname)
     ]
     if not changed:
         return f"{label}: unchanged"
-    obj.save()
+    obj.save(update_fields=[*changed, "updated_at"])
     return f"{label}: updated ({', '.join(changed)})"

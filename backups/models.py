@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
@@ -13,6 +14,12 @@ env_var_name_validator = RegexValidator(
 )
 slug_name_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9_.-]*$", _("Use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit.")
+)
+
+
+# Documents whose queue job may have been lost with Redis: still waiting, or half-way through processing.
+DEFAULT_REPROCESS_QUERY = (
+    "SELECT workspace_id, id AS document_id FROM documents WHERE status IN ('PENDING', 'PROCESSING') ORDER BY id"
 )
 
 
@@ -40,6 +47,46 @@ class Environment(models.Model):
     webhook_url = models.URLField(
         blank=True, help_text=_("Optional: restore notifications are also posted here as JSON (Slack-compatible).")
     )
+    api_token_env = models.CharField(
+        _("API token environment variable"),
+        max_length=128,
+        blank=True,
+        validators=[env_var_name_validator],
+        help_text=_(
+            "Name of the environment variable holding the application's bearer token, e.g. PROD_API_TOKEN. "
+            "The token itself is never stored, shown or logged."
+        ),
+    )
+    postgres_datastore = models.ForeignKey(
+        "Datastore",
+        models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        limit_choices_to={"kind": "postgres"},
+        help_text=_("The PostgreSQL datastore holding the application's data (documents)."),
+    )
+    redis_datastore = models.ForeignKey(
+        "Datastore",
+        models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        limit_choices_to={"kind": "redis"},
+        help_text=_("The Redis datastore holding the application's RQ queues."),
+    )
+    reprocess_concurrency = models.PositiveSmallIntegerField(
+        default=16,
+        validators=[MinValueValidator(1), MaxValueValidator(256)],
+        help_text=_("How many reprocess calls are in flight at once."),
+    )
+    reprocess_query = models.TextField(
+        blank=True,
+        help_text=_(
+            "SQL returning workspace_id, document_id for the documents to reprocess, run read-only against the "
+            "PostgreSQL datastore. Empty: documents in PENDING or PROCESSING."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -52,6 +99,23 @@ class Environment(models.Model):
     @property
     def takes_safety_backup(self) -> bool:
         return self.protected if self.safety_backup is None else self.safety_backup
+
+    @property
+    def effective_reprocess_query(self) -> str:
+        return self.reprocess_query.strip() or DEFAULT_REPROCESS_QUERY
+
+    def clean(self) -> None:
+        errors = {}
+        for field_name, kind in (("postgres_datastore", "postgres"), ("redis_datastore", "redis")):
+            store = getattr(self, field_name)
+            if store is None:
+                continue
+            if store.kind != kind:
+                errors[field_name] = _("%(name)s is not a %(kind)s datastore.") % {"name": store.name, "kind": kind}
+            elif self.pk and store.environment_id != self.pk:
+                errors[field_name] = _("%(name)s belongs to another environment.") % {"name": store.name}
+        if errors:
+            raise ValidationError(errors)
 
 
 class Datastore(models.Model):

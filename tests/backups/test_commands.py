@@ -133,6 +133,33 @@ def test_loadconfig_is_idempotent_and_warns_about_unset_variables(
     assert "environment prod: updated (required_approvals)" in capsys.readouterr().out
 
 
+def test_loadconfig_links_the_application_datastores_of_an_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "dr.toml"
+    config.write_text(
+        '[environments.prod]\napi_token_env = "PROD_API_TOKEN"\npostgres_datastore = "prod-db"\n'
+        'redis_datastore = "prod-redis"\nreprocess_concurrency = 32\n\n'
+        '[[datastores]]\nname = "prod-db"\nenvironment = "prod"\nkind = "postgres"\nurl_env = "PROD_DATABASE_URL"\n'
+        '[[datastores]]\nname = "prod-redis"\nenvironment = "prod"\nkind = "redis"\nurl_env = "PROD_REDIS_URL"\n'
+    )
+    call_command("loadconfig", str(config))
+    prod = Environment.objects.get(name="prod")
+    assert prod.postgres_datastore and prod.postgres_datastore.name == "prod-db"
+    assert prod.redis_datastore and prod.redis_datastore.name == "prod-redis"
+    assert (prod.api_token_env, prod.reprocess_concurrency) == ("PROD_API_TOKEN", 32)
+    assert "FROM documents WHERE status IN ('PENDING', 'PROCESSING')" in prod.effective_reprocess_query
+    capsys.readouterr()
+
+    call_command("loadconfig", str(config))
+    assert "updated" not in capsys.readouterr().out
+
+    config.write_text(config.read_text().replace('redis_datastore = "prod-redis"', 'redis_datastore = ""'))
+    call_command("loadconfig", str(config))
+    assert "environment prod: updated (redis_datastore)" in capsys.readouterr().out
+    assert Environment.objects.get(name="prod").redis_datastore is None
+
+
 @pytest.mark.parametrize(
     ("toml", "error"),
     [
@@ -163,6 +190,21 @@ def test_loadconfig_is_idempotent_and_warns_about_unset_variables(
             '[environments.prod]\n[[datastores]]\nname = "x"\nenvironment = "prod"\nkind = "postgres"\n',
             "datastores[0] (x): missing required key 'url_env'",
         ),
+        (
+            '[environments.prod]\npostgres_datastore = "ghost"\n',
+            "environments.prod.postgres_datastore: no datastore 'ghost' in this file or in the console",
+        ),
+        (
+            '[environments.prod]\nredis_datastore = "x"\n[[datastores]]\nname = "x"\nenvironment = "prod"\n'
+            'kind = "postgres"\nurl_env = "X_URL"\n',
+            "environments.prod.redis_datastore: x is a postgres datastore, not redis",
+        ),
+        (
+            '[environments.prod]\npostgres_datastore = "x"\n[environments.other]\n[[datastores]]\nname = "x"\n'
+            'environment = "other"\nkind = "postgres"\nurl_env = "X_URL"\n',
+            "environments.prod.postgres_datastore: x belongs to environment other, not prod",
+        ),
+        ('[environments.prod]\napi_token_env = "secret-token"\n', "environments.prod.api_token_env: Use the name"),
         ("[environment.prod]\n", "unknown top-level key 'environment'"),
         ("[environments.prod\n", "not valid TOML"),
     ],
