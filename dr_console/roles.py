@@ -14,8 +14,14 @@ VIEWER = [
     "restores.view_restoreapproval",
     "audit.view_auditevent",
 ]
-# Start backups and verifications, request restores (and cancel their own).
-OPERATOR = [*VIEWER, "backups.add_backupartifact", "restores.add_restorerun"]
+# Start backups and verifications, request restores (and cancel their own), pin backups, set retention.
+OPERATOR = [
+    *VIEWER,
+    "backups.add_backupartifact",
+    "restores.add_restorerun",
+    "backups.pin_backupartifact",
+    "backups.change_datastore_retention",
+]
 # Approve or reject restores requested by someone else.
 APPROVER = [*VIEWER, "restores.approve_restorerun"]
 

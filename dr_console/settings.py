@@ -176,6 +176,8 @@ BACKUP_TIME_LIMIT = env_int("BACKUP_TIME_LIMIT", default=6 * 3600)  # seconds
 RESTORE_TIME_LIMIT = env_int("RESTORE_TIME_LIMIT", default=6 * 3600)
 RESTORE_JOBS = env_int("RESTORE_JOBS", default=2)
 JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", default=15)
+# A scheduled fire time with no firing this long after it is shown as missed (beat down, or workers all busy).
+SCHEDULE_MISSED_AFTER_SECONDS = env_int("SCHEDULE_MISSED_AFTER_SECONDS", default=600)
 # A running job whose heartbeat is older than this is presumed lost (its worker died).
 JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", default=300)
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")  # where pg_dump/pg_restore live; empty means $PATH
