@@ -48,3 +48,11 @@ def backup_scheduled_task(self: Any, *, datastore_id: int) -> None:
     from backups.scheduling import backup_schedule_fire
 
     backup_schedule_fire(datastore_id=datastore_id, task_id=self.request.id)
+
+
+@shared_task(ignore_result=True, soft_time_limit=1800, time_limit=1900)
+def retention_apply_task() -> None:
+    """Periodic (beat): expire the backups each datastore's retention policy does not keep."""
+    from backups.retention import retention_apply_all
+
+    retention_apply_all()
