@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -320,3 +321,89 @@ def retention_apply_all(*, actor_label: str = "retention") -> dict[str, Retentio
     for datastore in Datastore.objects.filter(with_policy | pending_files).distinct():
         outcomes[datastore.name] = retention_apply(datastore=datastore, actor_label=actor_label)
     return outcomes
+
+
+# --- what people do: pin, unpin, change the policy ------------------------------------------------------------------
+
+
+class RetentionRefused(Exception):
+    """A pin, unpin or policy change that cannot be done; nothing was changed."""
+
+
+PIN_PERM = "backups.pin_backupartifact"
+POLICY_PERM = "backups.change_datastore_retention"
+
+
+def _require(user: User, perm: str, what: str) -> None:
+    if not user.is_active or not user.has_perm(perm):
+        raise RetentionRefused(f"{user.get_username()} may not {what} (needs the operator role)")
+
+
+def backup_artifact_pin(*, artifact: BackupArtifact, user: User, reason: str, client_ip: str | None = None) -> None:
+    """Pin a stored backup: the retention policy never expires it while it is pinned."""
+    _require(user, PIN_PERM, "pin backups")
+    reason = " ".join(reason.split())
+    if not reason:
+        raise RetentionRefused("say why this backup must be kept (e.g. legal hold)")
+    with transaction.atomic():
+        pinned = BackupArtifact.objects.filter(pk=artifact.pk, status=Status.SUCCEEDED, pinned_at__isnull=True).update(
+            pinned_at=timezone.now(), pinned_by=user, pin_reason=reason[:500]
+        )
+        if not pinned:
+            current = BackupArtifact.objects.get(pk=artifact.pk)
+            if current.pinned_at:
+                raise RetentionRefused(f"backup #{artifact.pk} is already pinned")
+            raise RetentionRefused(f"backup #{artifact.pk} is {current.status}; only a stored backup can be pinned")
+        audit_record(
+            action=AuditEvent.Action.BACKUP_PINNED,
+            actor=user,
+            obj=artifact,
+            client_ip=client_ip,
+            details={"reason": reason},
+        )
+
+
+def backup_artifact_unpin(*, artifact: BackupArtifact, user: User, client_ip: str | None = None) -> None:
+    _require(user, PIN_PERM, "unpin backups")
+    with transaction.atomic():
+        current = BackupArtifact.objects.select_for_update().get(pk=artifact.pk)
+        if current.pinned_at is None:
+            raise RetentionRefused(f"backup #{artifact.pk} is not pinned")
+        audit_record(
+            action=AuditEvent.Action.BACKUP_UNPINNED,
+            actor=user,
+            obj=artifact,
+            client_ip=client_ip,
+            details={
+                "pinned_by": current.pinned_by.get_username() if current.pinned_by else "",
+                "reason": current.pin_reason,
+            },
+        )
+        BackupArtifact.objects.filter(pk=artifact.pk).update(pinned_at=None, pinned_by=None, pin_reason="")
+
+
+def datastore_retention_save(
+    *, datastore: Datastore, policy: RetentionPolicy, user: User, client_ip: str | None = None
+) -> bool:
+    """Save a datastore's retention policy. False when it is the policy it already had."""
+    _require(user, POLICY_PERM, "change retention policies")
+    before = RetentionPolicy.of(datastore)
+    if before == policy:
+        return False
+    with transaction.atomic():
+        Datastore.objects.filter(pk=datastore.pk).update(
+            retention_keep_last=policy.keep_last,
+            retention_keep_daily=policy.keep_daily,
+            retention_keep_weekly=policy.keep_weekly,
+            retention_keep_monthly=policy.keep_monthly,
+            updated_at=timezone.now(),
+        )
+        audit_record(
+            action=AuditEvent.Action.RETENTION_CHANGED,
+            actor=user,
+            obj=datastore,
+            client_ip=client_ip,
+            details={"before": asdict(before), "after": asdict(policy)},
+        )
+    datastore.refresh_from_db()
+    return True
