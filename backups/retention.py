@@ -173,6 +173,9 @@ def retention_plan(facts: Iterable[ArtifactFacts], policy: RetentionPolicy, tz: 
 # --- the database side -------------------------------------------------------------------------------------------
 
 
+PREVIEW_EXPIRED_SHOWN = 200  # a first policy on a long history may expire thousands: the page lists the newest
+
+
 @dataclass
 class RetentionPreview:
     """A plan with the backups it is about, for the page and the command."""
@@ -192,6 +195,21 @@ class RetentionPreview:
 
     def rows(self) -> list[tuple[BackupArtifact, Decision]]:
         return [(self.artifacts[d.artifact_id], d) for d in self.decisions]
+
+    def shown_rows(self) -> list[tuple[BackupArtifact, Decision]]:
+        """What a page lists: every kept backup, and the newest expired ones up to PREVIEW_EXPIRED_SHOWN."""
+        rows, expired = [], 0
+        for decision in self.decisions:
+            if not decision.keep:
+                expired += 1
+                if expired > PREVIEW_EXPIRED_SHOWN:
+                    continue
+            rows.append((self.artifacts[decision.artifact_id], decision))
+        return rows
+
+    @property
+    def hidden_count(self) -> int:
+        return max(0, len(self.to_expire) - PREVIEW_EXPIRED_SHOWN)
 
 
 def _restores_using(artifact_ids: Sequence[int] | None, datastore: Datastore) -> dict[int, str]:
