@@ -15,8 +15,16 @@ VIEWER = [
     "audit.view_auditevent",
     "reprocess.view_reprocessbatch",
 ]
-# Start backups and verifications, request restores (and cancel their own).
-OPERATOR = [*VIEWER, "backups.add_backupartifact", "restores.add_restorerun", "reprocess.add_reprocessbatch"]
+# Start backups and verifications, request restores (and cancel their own), pin backups, set retention,
+# build and send reprocess batches.
+OPERATOR = [
+    *VIEWER,
+    "backups.add_backupartifact",
+    "restores.add_restorerun",
+    "reprocess.add_reprocessbatch",
+    "backups.pin_backupartifact",
+    "backups.change_datastore_retention",
+]
 # Approve or reject restores requested by someone else.
 APPROVER = [*VIEWER, "restores.approve_restorerun"]
 
