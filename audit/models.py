@@ -38,6 +38,8 @@ class AuditEvent(models.Model):
         RESTORE_FINISHED = "restore.finished", _("Restore finished")
         CONFIG_CHANGED = "config.changed", _("Configuration changed")
         CONFIG_DELETED = "config.deleted", _("Configuration deleted")
+        QUEUE_JOB_REQUEUED = "queue.job_requeued", _("Failed queue job requeued")
+        QUEUE_FAILED_REQUEUED = "queue.failed_requeued", _("Failed queue jobs requeued")
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # PROTECT: the log never loses its actors (SET_NULL would be an update, which the table refuses anyway).

@@ -14,19 +14,37 @@ VIEWER = [
     "restores.view_restoreapproval",
     "audit.view_auditevent",
 ]
-# Start backups and verifications, request restores (and cancel their own).
-OPERATOR = [*VIEWER, "backups.add_backupartifact", "restores.add_restorerun"]
+# Start backups and verifications, request restores (and cancel their own), requeue the application's failed jobs.
+OPERATOR = [*VIEWER, "backups.add_backupartifact", "restores.add_restorerun", "queues.requeue_job"]
 # Approve or reject restores requested by someone else.
 APPROVER = [*VIEWER, "restores.approve_restorerun"]
 
 ROLES = {"viewer": VIEWER, "operator": OPERATOR, "approver": APPROVER}
 
 
-def roles_ensure(group_model: Any, permission_model: Any) -> None:
-    """Create the groups and give them their permissions; idempotent. Takes the models so the data migration
-    can pass its historical ones."""
+def roles_ensure(group_model: Any, permission_model: Any, *, skip_missing: bool = False) -> None:
+    """Create the groups and give them their permissions; idempotent. Takes the models so the data migrations
+    can pass their historical ones. `skip_missing` passes over permissions that do not exist yet."""
     for name, perms in ROLES.items():
         group, _ = group_model.objects.get_or_create(name=name)
         for perm in perms:
             app_label, codename = perm.split(".")
-            group.permissions.add(permission_model.objects.get(content_type__app_label=app_label, codename=codename))
+            found = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if found is None and not skip_missing:
+                raise permission_model.DoesNotExist(f"permission {perm} does not exist")
+            if found is not None:
+                group.permissions.add(found)
+
+
+def roles_migrate(apps: Any, schema_editor: Any) -> None:
+    """The roles data migrations: create the permissions of the apps migrated so far, then the groups.
+    A permission of an app that a fresh database migrates later is skipped here: the migration that adds it to a
+    role depends on that app and runs this again."""
+    from django.contrib.auth.management import create_permissions
+
+    # Permissions are normally created after all migrations ran; the groups need them now.
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+    roles_ensure(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"), skip_missing=True)

@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "audit",
     "backups",
     "restores",
+    "queues",
 ]
 
 MIDDLEWARE = [
