@@ -204,7 +204,8 @@ def queue_job_page(connection: redis.Redis, *, queue_name: str, job_list: JobLis
     for job_id, job in zip(job_ids, jobs, strict=True):
         detail = _job_detail(job_id, job)
         detail.scheduled_for = scheduled_for.get(job_id)
-        detail.exception = exceptions.get(job_id, "")
+        # rq keeps a failed job's error in its results; a job put in the registry another way keeps it on itself.
+        detail.exception = exceptions.get(job_id) or _shorten_exception(getattr(job, "_exc_info", None) or "")
         details.append(detail)
     return JobPage(queue=queue_name, job_list=job_list, jobs=details, total=total, page=page)
 
@@ -264,9 +265,14 @@ def _latest_exceptions(connection: redis.Redis, job_ids: list[str]) -> dict[str,
         except Exception:  # a result written by another rq version, or a return value we will not decode
             continue
         if result.exc_string:
-            text = result.exc_string.strip()
-            exceptions[job_id] = text if len(text) <= EXCEPTION_SHOWN_CHARS else "…" + text[-EXCEPTION_SHOWN_CHARS:]
+            exceptions[job_id] = _shorten_exception(result.exc_string)
     return exceptions
+
+
+def _shorten_exception(text: str) -> str:
+    """The end of a traceback is what says what went wrong."""
+    text = text.strip()
+    return text if len(text) <= EXCEPTION_SHOWN_CHARS else "…" + text[-EXCEPTION_SHOWN_CHARS:]
 
 
 # --- for building reprocess batches -------------------------------------------------------------------------------

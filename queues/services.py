@@ -14,8 +14,8 @@ from audit.services import audit_record
 from backups.models import Environment
 from queues.rqclient import OpaqueSerializer, environment_redis
 
-# "Requeue all" moves at most this many jobs per click, so a web request stays short however many failed
-# (about 0.1 ms each on a local Redis, see docs/benchmarks.md); the page says how many remain.
+# "Requeue all" moves at most this many jobs per click, so a web request stays a few seconds however many failed
+# (about 0.7 ms a job on a local Redis, see docs/benchmarks.md); the page says how many remain.
 REQUEUE_ALL_LIMIT = 5000
 _CHUNK = 500
 

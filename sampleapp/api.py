@@ -105,6 +105,9 @@ def _parse_ids(workspace: str, document: str) -> tuple[str, int] | None:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a client sending many requests reuses its connections
+    # Headers and body go out as two writes; with Nagle's algorithm the second waits for the client's delayed ACK
+    # (about 40 ms a response on a kept-alive connection).
+    disable_nagle_algorithm = True
     server: Server
 
     def do_GET(self) -> None:

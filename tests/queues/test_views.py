@@ -16,6 +16,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
@@ -195,6 +196,17 @@ def test_a_job_whose_arguments_would_run_code_is_not_unpickled(
     assert detail.undecodable and detail.func_name is None
     assert "Not decoded" in response.content.decode() and "process(payload, 1)" in response.content.decode()
     assert not witness.exists()
+
+
+def test_jobs_of_an_application_using_rqs_json_serializer_are_decoded(
+    viewer_client: Client, queue_env: QueueEnv
+) -> None:
+    from rq.serializers import JSONSerializer
+
+    Queue("json-queue", connection=queue_env.connection, serializer=JSONSerializer).enqueue(jobs.process, "ws-2", 3)
+    response = viewer_client.get(_list_url(queue_env, "queued", queue="json-queue"), headers=HTMX)
+    [detail] = response.context["job_page"].jobs
+    assert (detail.func_name, detail.args, detail.undecodable) == ("tests.queues.jobs.process", "'ws-2', 3", False)
 
 
 def test_unknown_environment_queue_or_list_is_404(viewer_client: Client, queue_env: QueueEnv) -> None:
