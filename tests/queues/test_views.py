@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -366,3 +367,34 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_the_sample_applications_running_job_shows_as_started_with_its_worker(
+    viewer_client: Client, sampleapp_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from tests.conftest import AppRedis
+
+    app = sampleapp_factory(job_seconds=3.0)
+    monkeypatch.setenv("TEST_SAMPLEAPP_REDIS_URL", app.redis_url)
+    environment = queue_environment(AppRedis(url=app.redis_url, url_env="TEST_SAMPLEAPP_REDIS_URL", client=app.redis()))
+    [(workspace_id, document_id)] = app.seed(1)
+    job_id = httpx.post(app.reprocess_url(workspace_id, document_id), headers=app.headers).json()["job_id"]
+    deadline = time.monotonic() + 10
+    while app.statuses()[document_id] != "PROCESSING" and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    page = viewer_client.get(reverse("queues:environment_queues", args=[environment.name]))
+    [queue] = page.context["overview"].queues
+    assert (queue.name, queue.counts[JobList.STARTED]) == ("documents", 1)
+    [worker] = page.context["overview"].workers
+    assert worker.current_job_id == job_id and worker.state == "busy"
+    url = reverse("queues:job_list", args=[environment.name, "documents", "started"])
+    [started] = viewer_client.get(url, headers=HTMX).context["job_page"].jobs
+    assert (started.id, started.func_name, started.worker_name) == (
+        job_id,
+        "sampleapp.jobs.reprocess_document",
+        worker.name,
+    )
+    assert started.args == f"{workspace_id!r}, {document_id}"
