@@ -39,7 +39,7 @@ SAMPLEAPP_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/sampleapp
 SAMPLEAPP_REDIS_URL ?= redis://127.0.0.1:6379/1
 SAMPLEAPP_TOKEN ?= sampleapp-dev-token
 sampleapp: install
-	SAMPLEAPP_DATABASE_URL='$(SAMPLEAPP_DATABASE_URL)' SAMPLEAPP_REDIS_URL='$(SAMPLEAPP_REDIS_URL)' \
+	@SAMPLEAPP_DATABASE_URL='$(SAMPLEAPP_DATABASE_URL)' SAMPLEAPP_REDIS_URL='$(SAMPLEAPP_REDIS_URL)' \
 	SAMPLEAPP_TOKEN='$(SAMPLEAPP_TOKEN)' $(BIN)/python -m sampleapp api --port 8001 --with-worker --create-database \
 		--print-token $(if $(SEED),--seed $(SEED))
 

@@ -24,7 +24,7 @@ from rq.registry import FailedJobRegistry
 from audit.models import AuditEvent
 from queues import services
 from queues.selectors import JobList
-from tests.factories import EnvironmentFactory, user_in_groups
+from tests.factories import EnvironmentFactory, UserFactory, user_in_groups
 from tests.queues import jobs
 from tests.queues.conftest import QUEUE, QueueEnv, queue_environment
 
@@ -398,3 +398,23 @@ def test_the_sample_applications_running_job_shows_as_started_with_its_worker(
         worker.name,
     )
     assert started.args == f"{workspace_id!r}, {document_id}"
+
+
+def test_every_page_needs_a_login_and_the_view_permission(queue_env: QueueEnv) -> None:
+    [job] = queue_env.fail(1)
+    name = queue_env.environment.name
+    pages = [
+        reverse("queues:environment_list"),
+        _page_url(queue_env),
+        reverse("queues:overview", args=[name]),
+        _list_url(queue_env),
+    ]
+    anonymous = Client()
+    for url in pages:
+        assert anonymous.get(url).status_code == 302, url
+    assert anonymous.post(_requeue_url(queue_env, job.id)).status_code == 302
+    nobody = _client(UserFactory(username="nobody"))
+    for url in pages:
+        assert nobody.get(url).status_code == 403, url
+    assert nobody.post(_requeue_all_url(queue_env)).status_code == 403
+    assert _failed_ids(queue_env) == [job.id]

@@ -280,3 +280,22 @@ def _restart_api(app: SampleApp, *, redis_url: str) -> None:
     app.env = {**app.env, "SAMPLEAPP_REDIS_URL": redis_url}
     app.redis_url = redis_url
     _start_api(app)
+
+
+def test_a_restore_under_the_running_app_leaves_it_working(sampleapp: SampleApp, tmp_path: Path) -> None:
+    """What the DR drill does: pg_restore --clean over the app's database while its API and worker hold pooled
+    connections. The app needs no restart (no server-side prepared statements survive a dropped table)."""
+    documents = sampleapp.seed(4)
+    for doc in documents[:2]:  # the pooled connections have run these statements before the restore
+        for _ in range(3):
+            assert httpx.post(sampleapp.reprocess_url(*doc), headers=sampleapp.headers).status_code == 202
+    dump = tmp_path / "app.dump"
+    subprocess.run(["pg_dump", "-Fc", "-f", str(dump), sampleapp.database_url], check=True)
+    with sampleapp.connect() as conn:
+        conn.execute("UPDATE documents SET status = 'FAILED'")
+    subprocess.run(["pg_restore", "--clean", "--if-exists", "-d", sampleapp.database_url, str(dump)], check=True)
+    assert "FAILED" not in sampleapp.statuses().values()
+    assert httpx.get(f"{sampleapp.url}/readyz").status_code == 200
+    for doc in documents:
+        assert httpx.post(sampleapp.reprocess_url(*doc), headers=sampleapp.headers).status_code == 202
+    sampleapp.wait_for_statuses("READY")
