@@ -37,18 +37,13 @@ from backups.retention import (
     retention_preview,
 )
 from backups.services import BackupRefused, BrokerUnavailable, backup_artifact_request, backup_artifact_verify_request
-from dr_console.http import HtmxRequest, client_ip
+from dr_console.http import HtmxRequest, client_ip, partial_wanted
 
 VIEW_PERMS = ("backups.view_datastore", "backups.view_backupartifact")
 START_PERM = "backups.add_backupartifact"  # operators: start backups and verifications
 PAGE_SIZE = 50
 # After "Verify", the status keeps polling until a worker has verified the backup, or this long at most.
 VERIFY_WAIT = timedelta(minutes=5)
-
-
-def _partial_wanted(request: HtmxRequest) -> bool:
-    # A boosted link or a history restore (back button, cache miss) needs the whole page.
-    return bool(request.htmx) and not request.htmx.boosted and not request.htmx.history_restore_request
 
 
 def _next_url(request: HtmxRequest, default: str) -> str:
@@ -201,7 +196,7 @@ def artifact_list(request: HtmxRequest) -> HttpResponse:
         "filter_query": form.filter_query(),
         "filtered": any(form.data.get(name) for name in form.FILTER_FIELDS),
     }
-    if not _partial_wanted(request):
+    if not partial_wanted(request):
         return render(request, "backups/artifact_list.html", context)
     response = render(request, "backups/partials/artifact_results.html", context)
     # The form sends its empty fields too; the address shown and shared is the tidy one.

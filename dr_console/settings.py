@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "backups",
     "restores",
     "reprocess",
+    "queues",
 ]
 
 MIDDLEWARE = [

@@ -29,5 +29,6 @@ urlpatterns = [
     path("restores/", include("restores.urls")),
     path("audit/", include("audit.urls")),
     path("reprocess/", include("reprocess.urls")),
+    path("queues/", include("queues.urls")),
     path("", include("backups.urls")),
 ]
