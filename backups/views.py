@@ -187,7 +187,7 @@ def artifact_list(request: HtmxRequest) -> HttpResponse:
     form = BackupArtifactFilterForm(request.GET)
     filters = form.filters()
     page = selectors.backup_artifact_page(
-        filters, before=form.cursor("before"), after=form.cursor("after"), size=PAGE_SIZE
+        filters, before=form.cursor("before"), after=form.cursor("after"), per_page=PAGE_SIZE
     )
     context: dict[str, Any] = {
         "form": form,

@@ -12,9 +12,9 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from audit.selectors import PER_PAGE, Page, keyset_page
 from backups.models import BackupArtifact, Datastore
 from backups.selectors import iso
+from dr_console.history import PER_PAGE, Page, keyset_page
 from restores.models import RestoreApproval, RestoreRun
 
 Status = RestoreRun.Status
