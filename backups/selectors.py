@@ -203,11 +203,26 @@ def backup_artifact_filter(filters: BackupArtifactFilters) -> QuerySet[BackupArt
     return created_within_days(artifacts, filters.date_from, filters.date_to)
 
 
+LIST_DEFERRED_FIELDS = (
+    "row_counts",
+    "stderr_tail",
+    "verification_error",
+    "datastore__description",
+    "datastore__environment__description",
+    "datastore__environment__reprocess_query",
+)
+
+
 def backup_artifact_page(
     filters: BackupArtifactFilters, *, before: str = "", after: str = "", per_page: int = PER_PAGE
 ) -> Page[BackupArtifact]:
-    """Newest first, by keyset (dr_console.history): any page of 100,000 backups costs what the first one does."""
-    artifacts = backup_artifact_filter(filters).select_related("datastore__environment", "triggered_by")
+    """Newest first, by keyset (dr_console.history): any page of 100,000 backups costs what the first one does.
+    The list never shows the per-table row counts or the logs, so they are not read (they can be large)."""
+    artifacts = (
+        backup_artifact_filter(filters)
+        .select_related("datastore__environment", "triggered_by")
+        .defer(*LIST_DEFERRED_FIELDS)
+    )
     return keyset_page(artifacts, before=before, after=after, per_page=per_page)
 
 
