@@ -23,6 +23,10 @@ import redis
 from psycopg import sql
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Redis database numbers of the datastores tests back up and restore (the broker has its own, CELERY_BROKER_URL).
+# Each is emptied with FLUSHDB on its own number, never FLUSHALL: other suites may share the server.
+REDIS_APP_DB = int(os.environ.get("TEST_REDIS_APP_DB", "14"))
+REDIS_SECOND_DB = int(os.environ.get("TEST_REDIS_SECOND_DB", "13"))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -257,6 +261,80 @@ def password_server() -> Iterator[PasswordServer]:
             as_postgres + [f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], capture_output=True
         )
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- Redis datastores ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RedisDb:
+    """A Redis database of the tests' Redis server, its URL in an environment variable (as in production)."""
+
+    url_env: str
+    url: str
+    client: redis.Redis
+
+
+def redis_url(db: int) -> str:
+    """The broker's server, another database number."""
+    parts = urlsplit(os.environ["CELERY_BROKER_URL"])
+    return parts._replace(path=f"/{db}").geturl()
+
+
+@contextlib.contextmanager
+def _redis_db(monkeypatch: pytest.MonkeyPatch, db: int, url_env: str) -> Iterator[RedisDb]:
+    url = redis_url(db)
+    assert url != os.environ["CELERY_BROKER_URL"], f"Redis database {db} is the tests' broker: choose another"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    monkeypatch.setenv(url_env, url)
+    try:
+        yield RedisDb(url_env=url_env, url=url, client=client)
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@pytest.fixture
+def redis_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisDb]:
+    """The application's Redis (database TEST_REDIS_APP_DB), empty."""
+    with _redis_db(monkeypatch, REDIS_APP_DB, "TEST_REDIS_APP_URL") as db:
+        yield db
+
+
+@pytest.fixture
+def redis_second(monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisDb]:
+    """A second Redis (database TEST_REDIS_SECOND_DB), empty: another datastore to restore into."""
+    with _redis_db(monkeypatch, REDIS_SECOND_DB, "TEST_REDIS_SECOND_URL") as db:
+        yield db
+
+
+def redis_fill_all_types(client: redis.Redis) -> None:
+    """15 keys of every type, in their small and large encodings, some with a TTL."""
+    client.set("s:plain", "hello")
+    client.set("s:ttl", "bye", px=600_000)
+    client.set(b"s:bin\xff\x00", b"\x00\x01\xfe")
+    client.set("s:int", 12345)
+    client.set("s:long", "x" * 5000)  # DUMP compresses it
+    client.set("s:utf8 ñandú ✓", "ü")
+    client.rpush("l:small", "a", "b", "c")
+    client.rpush("l:big", *[f"item{i}" for i in range(2000)])
+    client.expire("l:big", 3600)
+    client.hset("h:small", mapping={"a": "1", "b": "2"})
+    client.hset("h:big", mapping={f"f{i}": "v" * 100 for i in range(600)})
+    client.sadd("set:ints", *range(100))
+    client.sadd("set:strs", "x", "y", "z")
+    client.zadd("z:small", {"a": 1.5, "b": -2})
+    client.zadd("z:big", {f"m{i}": i for i in range(300)})
+    client.xadd("st:events", {"k": "v1"})
+    client.xadd("st:events", {"k": "v2"})
+    client.xgroup_create("st:events", "workers", id="0")
+    client.pexpire("st:events", 900_000)
+
+
+def redis_contents(client: redis.Redis) -> dict[bytes, bytes]:
+    """Every key's DUMP: equal on one server means equal type, encoding and value."""
+    return {key: client.dump(key) for key in client.scan_iter(count=1000)}  # type: ignore[misc]
 
 
 # --- a real Celery worker --------------------------------------------------------------------------------------
