@@ -332,9 +332,21 @@ def redis_fill_all_types(client: redis.Redis) -> None:
     client.pexpire("st:events", 900_000)
 
 
-def redis_contents(client: redis.Redis) -> dict[bytes, bytes]:
-    """Every key's DUMP: equal on one server means equal type, encoding and value."""
-    return {key: client.dump(key) for key in client.scan_iter(count=1000)}  # type: ignore[misc]
+def redis_contents(client: redis.Redis) -> dict[bytes, tuple[bytes, Any]]:
+    """Every key's type and value, compared as values (DUMP bytes of a hash or a set depend on insertion order)."""
+    readers: dict[bytes, Any] = {
+        b"string": client.get,
+        b"list": lambda key: client.lrange(key, 0, -1),
+        b"hash": client.hgetall,
+        b"set": client.smembers,
+        b"zset": lambda key: client.zrange(key, 0, -1, withscores=True),
+        b"stream": lambda key: (client.xrange(key), client.xinfo_groups(key)),
+    }
+    contents = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        contents[key] = (kind, readers[kind](key))
+    return contents
 
 
 # --- a real Celery worker --------------------------------------------------------------------------------------
