@@ -174,15 +174,11 @@ class RedisRestoreResult:
     def expected(self) -> int:
         return self.matched - self.expired
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "records": self.records,
-            "matched": self.matched,
-            "restored": self.restored,
-            "expired": self.expired,
-            "conflicts": self.conflicts.count,
-            "refused": self.refused.count,
-        }
+    def summary(self) -> str:
+        return (
+            f"{self.records} keys in the backup, {self.matched} matching: {self.restored} restored, "
+            f"{self.expired} expired since the backup, {self.conflicts.count} conflicts, {self.refused.count} refused"
+        )
 
 
 def redis_restore(

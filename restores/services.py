@@ -22,7 +22,7 @@ import logging
 import re
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -47,7 +47,7 @@ from backups.postgres import (
     scratch_dir,
     tool_version,
 )
-from backups.redis_snapshot import RedisTarget, SnapshotCorrupt, SnapshotReader
+from backups.redis_snapshot import RedisTarget, SnapshotCorrupt, SnapshotReader, SnapshotRecord
 from backups.services import (
     EXPECTED_ERRORS,
     FORMAT_BY_KIND,
@@ -606,8 +606,7 @@ def _restore_redis(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
                 client, _records(artifact), match=match, replace=replace, checkpoint=heartbeat.check
             )
             heartbeat.check()
-            notes = f"RESTORE: {result.as_dict()}"
-            RestoreRun.objects.filter(pk=run.pk).update(stderr_tail=notes)
+            RestoreRun.objects.filter(pk=run.pk).update(stderr_tail=result.summary())
             _advance(run, Status.VERIFYING)
             checks = redis_restore.redis_checks(
                 client, _records(artifact), match=match, result=result, target_label=datastore.name
@@ -619,7 +618,7 @@ def _restore_redis(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
         raise target.error("the restore failed; the target may be partly restored", exc) from None
 
 
-def _records(artifact: BackupArtifact) -> Any:
+def _records(artifact: BackupArtifact) -> Iterator[SnapshotRecord]:
     return SnapshotReader(artifacts.iter_chunks(artifact.storage_key)).records()
 
 
