@@ -110,3 +110,60 @@ def test_prod_restore_requested_on_the_command_line_approved_by_another_user_run
         ("restore.finished", "console"),
     ]
     assert AuditEvent.objects.filter(action="backup.requested", actor_label="olga").exists()
+
+
+def test_a_lost_redis_queue_is_restored_after_approval_through_a_worker(
+    celery_worker_thread: None,
+    redis_app: Any,
+    operator: Any,
+    approver: Any,
+    http_stub: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.conftest import redis_contents, redis_fill_all_types
+    from tests.factories import EnvironmentFactory
+
+    prod = EnvironmentFactory(name="prod", protected=True, api_url=http_stub.url)
+    DatastoreFactory(name="prod-queue", environment=prod, kind="redis", url_env=redis_app.url_env)
+    redis_fill_all_types(redis_app.client)
+    before = redis_contents(redis_app.client)
+    call_command("backup", "prod-queue", "--as", "olga", "--wait", "--json", "--timeout", "120")
+    backup = json.loads(capsys.readouterr().out)
+    assert backup["status"] == "succeeded", backup["error"]
+    assert backup["format"] == "redis_snapshot" and backup["archive_entries"] == 15
+    call_command("verify", str(backup["id"]), "--wait", "--json", "--timeout", "120")
+    assert json.loads(capsys.readouterr().out)["verification"] == "verified"
+    redis_app.client.flushdb()  # the incident: the queue's Redis is lost
+    redis_app.client.set("s:plain", "written after the incident")
+
+    call_command(
+        "restore",
+        str(backup["id"]),
+        "--into",
+        "prod-queue",
+        "--replace",
+        "--as",
+        "olga",
+        "--reason",
+        "Redis lost its data",
+        "--confirm",
+        "prod-queue",
+        "--json",
+    )
+    run = json.loads(capsys.readouterr().out)
+    assert run["status"] == "awaiting_approval"
+    call_command("approve", str(run["id"]), "--as", "abel", "--wait", "--json", "--timeout", "180")
+    run = json.loads(capsys.readouterr().out)
+
+    assert run["status"] == "succeeded", run["error"]
+    assert [(c["name"], c["ok"]) for c in run["checks"]] == [
+        ("PING", True),
+        ("keys restored", True),
+        ("keys present", True),
+        ("GET /healthz", True),
+        ("GET /readyz", True),
+    ]
+    assert run["options"] == {"replace": True, "key_pattern": ""}
+    assert redis_contents(redis_app.client) == before
+    safety = BackupArtifact.objects.get(pk=run["safety_backup_id"])
+    assert (safety.format, safety.archive_entries) == ("redis_snapshot", 1)
