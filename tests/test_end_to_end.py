@@ -15,6 +15,18 @@ from tests.factories import DatastoreFactory
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
+def restore_into_protected_after_approval(
+    capsys: pytest.CaptureFixture[str], backup_id: int, target: str, *options: str
+) -> dict[str, Any]:
+    """olga requests the restore on the command line (typed confirmation), it waits; abel approves and waits for
+    the worker to run it. Returns the run as `--json` prints it."""
+    call_command("restore", str(backup_id), "--into", target, "--as", "olga", "--confirm", target, "--json", *options)
+    run = json.loads(capsys.readouterr().out)
+    assert run["status"] == "awaiting_approval"
+    call_command("approve", str(run["id"]), "--as", "abel", "--wait", "--json", "--timeout", "180")
+    return dict(json.loads(capsys.readouterr().out))
+
+
 def test_backup_verify_and_restore_through_a_worker(
     celery_worker_thread: None,
     source_db: SourceDb,
@@ -68,24 +80,9 @@ def test_prod_restore_requested_on_the_command_line_approved_by_another_user_run
     backup = json.loads(capsys.readouterr().out)
     with source_db.connect() as conn:
         conn.execute("TRUNCATE chunks")  # the incident
-    call_command(
-        "restore",
-        str(backup["id"]),
-        "--into",
-        "prod-db",
-        "--as",
-        "olga",
-        "--reason",
-        "chunks truncated by a bad job",
-        "--confirm",
-        "prod-db",
-        "--json",
+    run = restore_into_protected_after_approval(
+        capsys, backup["id"], "prod-db", "--reason", "chunks truncated by a bad job"
     )
-    run = json.loads(capsys.readouterr().out)
-    assert run["status"] == "awaiting_approval"
-
-    call_command("approve", str(run["id"]), "--as", "abel", "--wait", "--json", "--timeout", "180")
-    run = json.loads(capsys.readouterr().out)
 
     assert run["status"] == "succeeded", run["error"]
     assert {c["name"] for c in run["checks"] if c["ok"]} == {
@@ -136,24 +133,9 @@ def test_a_lost_redis_queue_is_restored_after_approval_through_a_worker(
     redis_app.client.flushdb()  # the incident: the queue's Redis is lost
     redis_app.client.set("s:plain", "written after the incident")
 
-    call_command(
-        "restore",
-        str(backup["id"]),
-        "--into",
-        "prod-queue",
-        "--replace",
-        "--as",
-        "olga",
-        "--reason",
-        "Redis lost its data",
-        "--confirm",
-        "prod-queue",
-        "--json",
+    run = restore_into_protected_after_approval(
+        capsys, backup["id"], "prod-queue", "--replace", "--reason", "Redis lost its data"
     )
-    run = json.loads(capsys.readouterr().out)
-    assert run["status"] == "awaiting_approval"
-    call_command("approve", str(run["id"]), "--as", "abel", "--wait", "--json", "--timeout", "180")
-    run = json.loads(capsys.readouterr().out)
 
     assert run["status"] == "succeeded", run["error"]
     assert [(c["name"], c["ok"]) for c in run["checks"]] == [
