@@ -4,8 +4,8 @@ time, and the checks after it.
 restores/services.py decides when and whether a restore runs; this module only knows how. Three passes over the
 stored file, none holding more than a batch of keys:
 
-1. `redis_preflight`, before anything is written: the file's sha256, every record's checksum, and (unless
-   existing keys are to be replaced) which keys of the backup already exist in the target: conflicts.
+1. `redis_preflight`, before anything is written: the file's sha256 and (unless existing keys are to be replaced,
+   or the target is empty) which keys of the backup already exist in the target: conflicts.
 2. `redis_restore`: RESTORE key ttl payload ABSTTL [REPLACE]. Expiry is absolute, so a key that would have expired
    by now is not revived; an existing key without REPLACE is a conflict, counted and named, not an error.
 3. `redis_checks`: PING, what RESTORE answered against what the file holds, and an independent count of the
@@ -84,6 +84,19 @@ def key_matcher(pattern: str) -> Callable[[bytes], bool]:
     return lambda key: regex.fullmatch(key) is not None
 
 
+def _exist(conn: Any, keys: list[bytes]) -> list[bool]:
+    """Whether each key exists: one multi-key EXISTS (a count) for the batch, and one EXISTS per key only when
+    that count says some are there, to tell which (the common cases, all or none, cost one reply)."""
+    if not keys:
+        return []
+    (count,) = pipelined(conn, [("EXISTS", *keys)])
+    if count == 0:
+        return [False] * len(keys)
+    if count == len(keys) and len(set(keys)) == len(keys):
+        return [True] * len(keys)
+    return [reply == 1 for reply in pipelined(conn, [("EXISTS", key) for key in keys])]
+
+
 def _shown(key: bytes) -> str:
     return key.decode("utf-8", "backslashreplace")
 
@@ -114,8 +127,6 @@ class KeyList:
 @dataclass
 class Preflight:
     sha256: str
-    records: int
-    matched: int
     conflicts: KeyList
 
 
@@ -127,36 +138,35 @@ def redis_preflight(
     check_conflicts: bool,
     checkpoint: Callable[[], None],
 ) -> Preflight:
-    """Read the whole file before anything is written: sha256, every record's checksum (SnapshotCorrupt if one is
-    damaged) and, with `check_conflicts`, the keys of the backup that exist in the target already."""
+    """Read the whole file before anything is written: its sha256 (which the run compares with the one it was
+    requested for: the records are then those the verification checked) and, with `check_conflicts`, the keys of
+    the backup that exist in the target already (reading every record, its checksum included)."""
     digest = hashlib.sha256()
 
     def hashed() -> Iterator[bytes]:
         for chunk in chunks:
+            checkpoint()
             digest.update(chunk)
             yield chunk
 
-    reader = SnapshotReader(hashed())
-    records = matched = 0
     conflicts = KeyList()
+    if not check_conflicts:  # nothing to look up: the checksum alone, without parsing a record
+        for _chunk in hashed():
+            pass
+        return Preflight(sha256=digest.hexdigest(), conflicts=conflicts)
     conn = client.connection_pool.get_connection()
     try:
-        for batch in _batches(reader.records()):
-            checkpoint()
-            records += len(batch)
+        for batch in _batches(SnapshotReader(hashed()).records()):
             wanted = [record.key for record in batch if match(record.key)]
-            matched += len(wanted)
-            if check_conflicts and wanted:
-                replies = pipelined(conn, [("EXISTS", key) for key in wanted])
-                for key, exists in zip(wanted, replies, strict=True):
-                    if exists == 1:
-                        conflicts.add(key)
+            for key, exists in zip(wanted, _exist(conn, wanted), strict=True):
+                if exists:
+                    conflicts.add(key)
     except BaseException:
         conn.disconnect()
         raise
     finally:
         client.connection_pool.release(conn)
-    return Preflight(sha256=digest.hexdigest(), records=records, matched=matched, conflicts=conflicts)
+    return Preflight(sha256=digest.hexdigest(), conflicts=conflicts)
 
 
 @dataclass
@@ -236,9 +246,9 @@ def redis_keys_present(
     try:
         for batch in _batches(records):
             wanted = [record for record in batch if match(record.key)]
-            replies = pipelined(conn, [("TIME",)] + [("EXISTS", record.key) for record in wanted])
-            now_ms = server_time_ms(replies[0])
-            for record, exists in zip(wanted, replies[1:], strict=True):
+            (server_time,) = pipelined(conn, [("TIME",)])
+            now_ms = server_time_ms(server_time)
+            for record, exists in zip(wanted, _exist(conn, [record.key for record in wanted]), strict=True):
                 if exists == 1:
                     present += 1
                 elif record.expire_at_ms != NO_EXPIRY and record.expire_at_ms <= now_ms:
