@@ -160,14 +160,20 @@ class SnapshotStats:
     """What a snapshot saw; the end record carries it, and the backup row records it."""
 
     keys: int = 0
-    types: Counter[str] = field(default_factory=Counter)
+    rdb_types: Counter[int] = field(default_factory=Counter)  # by the payload's first byte; named by `types()`
     vanished: int = 0  # SCAN named them, but they were gone (deleted or expired) by the time of DUMP
     repeats: int = 0  # SCAN returned them a second time
     payload_bytes: int = 0
 
+    def types(self) -> dict[str, int]:
+        named: Counter[str] = Counter()
+        for rdb_type, count in self.rdb_types.items():
+            named[RDB_TYPES.get(rdb_type, "other")] += count
+        return dict(sorted(named.items()))
+
     def summary(self) -> dict[str, Any]:
         return {
-            "types": dict(sorted(self.types.items())),
+            "types": self.types(),
             "vanished": self.vanished,
             "repeats": self.repeats,
             "payload_bytes": self.payload_bytes,
@@ -197,7 +203,7 @@ class SnapshotWriter:
         buffer += _CRC.pack(crc)
         stats = self.stats
         stats.keys += 1
-        stats.types[payload_type(payload)] += 1
+        stats.rdb_types[payload[0]] += 1  # a DUMP payload is never empty: it ends with its version and CRC
         stats.payload_bytes += len(payload)
 
     @property
@@ -236,36 +242,37 @@ def snapshot_chunks(
     yield writer.header()
     conn = client.connection_pool.get_connection()
     stats = writer.stats
-    recent: deque[set[bytes]] = deque(maxlen=DEDUPE_WINDOW)
+    recent: deque[list[bytes]] = deque()  # the keys of the last DEDUPE_WINDOW replies...
+    window: set[bytes] = set()  # ...and the same keys as one set, for one lookup per key
     try:
         cursor = b"0"
         while True:
             checkpoint()
             ((cursor, keys),) = pipelined(conn, [("SCAN", cursor, "COUNT", scan_count)])
             fresh: list[bytes] = []
-            batch_keys: set[bytes] = set()
             for key in keys:
-                if key in batch_keys or any(key in seen for seen in recent):
+                if key in window:
                     stats.repeats += 1
                 else:
-                    batch_keys.add(key)
+                    window.add(key)
                     fresh.append(key)
-            recent.append(batch_keys)
+            recent.append(fresh)
+            if len(recent) > DEDUPE_WINDOW:
+                window.difference_update(recent.popleft())
             commands: list[tuple[Any, ...]] = [("TIME",)]
             for key in fresh:
                 commands.append(("DUMP", key))
                 commands.append(("PTTL", key))
             replies = pipelined(conn, commands)
             now_ms = server_time_ms(replies[0])
-            for index, key in enumerate(fresh):
-                payload, pttl = replies[1 + 2 * index], replies[2 + 2 * index]
-                for reply in (payload, pttl):
-                    if isinstance(reply, redis.ResponseError):
-                        raise reply
+            add = writer.add
+            for key, payload, pttl in zip(fresh, replies[1::2], replies[2::2], strict=True):
                 if payload is None or pttl == -2:
                     stats.vanished += 1
-                    continue
-                writer.add(key, NO_EXPIRY if pttl < 0 else now_ms + pttl, payload)
+                elif type(payload) is bytes and type(pttl) is int:
+                    add(key, NO_EXPIRY if pttl < 0 else now_ms + pttl, payload)
+                else:  # an error reply (a module type without DUMP support, say): the snapshot cannot be complete
+                    raise payload if isinstance(payload, redis.ResponseError) else pttl
             if writer.buffered >= CHUNK_SIZE and (data := writer.take()):
                 yield data
             if cursor in (b"0", 0):

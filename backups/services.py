@@ -519,7 +519,7 @@ def _take_redis_snapshot(artifact: BackupArtifact, heartbeat: JobHeartbeat, prog
         tool_version=f"DR Console Redis snapshot format {redis_snapshot.FORMAT_VERSION} (redis-py {redis.__version__})",
         server_version=version,
         archive_entries=stats.keys,
-        row_counts=dict(sorted(stats.types.items())),
+        row_counts=stats.types(),
         stderr_tail="\n".join(notes),
     )
 

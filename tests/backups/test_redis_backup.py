@@ -234,3 +234,20 @@ def test_compression_pays_on_queue_like_keys_and_is_the_datastores_choice(redis_
     assert compressed.size_bytes is not None and plain.size_bytes is not None
     assert compressed.size_bytes < plain.size_bytes / 2
     assert backup_artifact_verify(artifact_id=compressed.pk) == Verification.VERIFIED
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_records_that_straddle_chunk_boundaries_read_back_the_same(
+    redis_app: RedisDb, artifact_dir: Path, level: int
+) -> None:
+    redis_fill_all_types(redis_app.client)
+    artifact = take_backup(redis_app, compression_level=level)
+    data = (artifact_dir / artifact.storage_key).read_bytes()
+
+    whole = list(redis_snapshot.SnapshotReader([data]).records())
+    reader = redis_snapshot.SnapshotReader(data[i : i + 7] for i in range(0, len(data), 7))
+    pieces = list(reader.records())
+
+    assert pieces == whole and len(whole) == 15
+    assert reader.count == 15 and reader.summary["types"] == artifact.row_counts
+    assert reader.meta["db"] == redis_app.client.connection_pool.connection_kwargs["db"]
