@@ -305,12 +305,13 @@ class SnapshotReader:
 
     `meta` is the header's metadata (after the first record is read); `count` and `summary` come from the end
     record once `records()` is exhausted. Any damage raises SnapshotCorrupt naming the record and what is wrong.
-    The buffer holds about one chunk: records are parsed in bulk from what is there, then it is refilled.
+    The buffer (immutable bytes: slicing it gives the key and payload with one copy each) holds about one chunk:
+    records are parsed in bulk from what is there, then the partial record left and the next chunk are joined.
     """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._raw = iter(chunks)
-        self._buffer = bytearray()
+        self._buffer = b""
         self._pos = 0
         self._decompressor: Any = None
         self._raw_done = False
@@ -320,11 +321,9 @@ class SnapshotReader:
         self.count = 0
         self.summary: dict[str, Any] = {}
 
-    def _pull(self) -> bool:
-        """Append more body bytes to the buffer; False at the end of the file."""
-        while True:
-            if self._raw_done:
-                return False
+    def _next_chunk(self) -> bytes | None:
+        """The next non-empty piece of the body (decompressed); None at the end of the file."""
+        while not self._raw_done:
             chunk = next(self._raw, None)
             if chunk is None:
                 self._raw_done = True
@@ -333,9 +332,8 @@ class SnapshotReader:
                     if not self._decompressor.eof:
                         raise SnapshotCorrupt("the compressed stream is cut short (the file is truncated)")
                     if tail:
-                        self._buffer += tail
-                        return True
-                return False
+                        return bytes(tail)
+                return None
             if self._decompressor is not None:
                 if self._decompressor.eof:
                     raise SnapshotCorrupt("data after the end of the compressed stream")
@@ -344,18 +342,25 @@ class SnapshotReader:
                 except zlib.error as exc:
                     raise SnapshotCorrupt(f"the compressed stream is damaged ({exc})") from None
             if chunk:
-                self._buffer += chunk
-                return True
+                return bytes(chunk)
+        return None
 
     def _need(self, size: int) -> bool:
-        """At least `size` unparsed bytes in the buffer (dropping what was parsed first); False at the end."""
-        if self._pos:
-            del self._buffer[: self._pos]
-            self._pos = 0
-        while len(self._buffer) < size:
-            if not self._pull():
-                return False
-        return True
+        """At least `size` unparsed bytes from `_pos` on; False at the end of the file. Joins once, whatever the
+        number of chunks a large record spans."""
+        have = len(self._buffer) - self._pos
+        if have >= size:
+            return True
+        parts, enough = [self._buffer[self._pos :]], True
+        while have < size:
+            chunk = self._next_chunk()
+            if chunk is None:
+                enough = False
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        self._buffer, self._pos = b"".join(parts), 0
+        return enough
 
     def _read_header(self) -> None:
         if not self._need(_HEADER.size):
@@ -372,19 +377,18 @@ class SnapshotReader:
         if zlib.crc32(self._buffer[:end]) != crc:
             raise SnapshotCorrupt("the header's checksum does not match")
         try:
-            self.meta = json.loads(bytes(self._buffer[_HEADER.size : end]))
+            self.meta = json.loads(self._buffer[_HEADER.size : end])
         except ValueError:
             raise SnapshotCorrupt("the header's metadata is not valid JSON") from None
         self.version = version
-        body = bytes(self._buffer[end + _CRC.size :])
-        self._buffer, self._pos = bytearray(), 0
+        body = self._buffer[end + _CRC.size :]
         if flags & FLAG_ZLIB:
             self._decompressor = zlib.decompressobj()
             try:
                 body = self._decompressor.decompress(body)
             except zlib.error as exc:
                 raise SnapshotCorrupt(f"the compressed stream is damaged ({exc})") from None
-        self._buffer += body
+        self._buffer, self._pos = body, 0
 
     def records(self) -> Iterator[SnapshotRecord]:
         self._read_header()
@@ -404,65 +408,62 @@ class SnapshotReader:
 
     def _parse_buffered(self, number: int) -> list[SnapshotRecord]:
         """Every complete record in the buffer from the current position; stops at a partial one."""
-        buffer, pos = self._buffer, self._pos
-        size = len(buffer)
+        data, pos = self._buffer, self._pos
+        size = len(data)
         parsed: list[SnapshotRecord] = []
         append, crc32 = parsed.append, zlib.crc32
         key_head, key_mid, crc_unpack = _KEY_HEAD.unpack_from, _KEY_MID.unpack_from, _CRC.unpack_from
         new_record = tuple.__new__  # the NamedTuple's own __new__ is a Python function: a third of the parse time
-        view = memoryview(buffer)
-        try:
-            while pos + _KEY_HEAD.size <= size:
-                tag = buffer[pos]
-                if tag == KEY_TAG[0]:
-                    _tag, key_len = key_head(buffer, pos)
-                    mid = pos + _KEY_HEAD.size + key_len
-                    if mid + _KEY_MID.size > size:
-                        break
-                    expire_at_ms, payload_len = key_mid(buffer, mid)
-                    end = mid + _KEY_MID.size + payload_len
-                    if end + _CRC.size > size:
-                        break
-                    if crc32(view[pos:end]) != crc_unpack(buffer, end)[0]:
-                        raise SnapshotCorrupt(
-                            f"record {number + len(parsed) + 1}: checksum mismatch (the record is damaged)"
-                        )
-                    key = bytes(view[pos + _KEY_HEAD.size : mid])
-                    payload = bytes(view[mid + _KEY_MID.size : end])
-                    append(new_record(SnapshotRecord, (key, expire_at_ms, payload)))
-                    pos = end + _CRC.size
-                elif tag == END_TAG[0]:
-                    self._pos = pos
-                    view.release()
-                    self._end_record(number + len(parsed) + 1)
-                    return parsed
-                else:
-                    raise SnapshotCorrupt(f"record {number + len(parsed) + 1}: unknown record type {bytes([tag])!r}")
-        finally:
-            view.release()  # the buffer can only be resized once no view of it is left
+        head_size, mid_size, key_tag = _KEY_HEAD.size, _KEY_MID.size, KEY_TAG[0]
+        while pos + head_size <= size:
+            tag = data[pos]
+            if tag == key_tag:
+                key_len = key_head(data, pos)[1]
+                mid = pos + head_size + key_len
+                if mid + mid_size > size:
+                    break
+                expire_at_ms, payload_len = key_mid(data, mid)
+                end = mid + mid_size + payload_len
+                if end + 4 > size:
+                    break
+                payload = data[mid + mid_size : end]
+                if crc32(payload, crc32(data[pos : mid + mid_size])) != crc_unpack(data, end)[0]:
+                    raise SnapshotCorrupt(
+                        f"record {number + len(parsed) + 1}: checksum mismatch (the record is damaged)"
+                    )
+                append(new_record(SnapshotRecord, (data[pos + head_size : mid], expire_at_ms, payload)))
+                pos = end + 4
+            elif tag == END_TAG[0]:
+                self._pos = pos
+                self._end_record(number + len(parsed) + 1)
+                return parsed
+            else:
+                raise SnapshotCorrupt(f"record {number + len(parsed) + 1}: unknown record type {bytes([tag])!r}")
         self._pos = pos
         return parsed
 
     def _end_record(self, number: int) -> None:
         if not self._need(_END_HEAD.size):
             raise SnapshotCorrupt("the end record is truncated")
-        _tag, count, summary_len = _END_HEAD.unpack_from(self._buffer, 0)
-        end = _END_HEAD.size + summary_len
-        if not self._need(end + _CRC.size):
+        _tag, count, summary_len = _END_HEAD.unpack_from(self._buffer, self._pos)
+        start = self._pos
+        end = start + _END_HEAD.size + summary_len
+        if not self._need(end - start + _CRC.size):
             raise SnapshotCorrupt("the end record is truncated")
+        start, end = self._pos, self._pos + (end - start)  # _need may have moved the record to the front
         (crc,) = _CRC.unpack_from(self._buffer, end)
-        if zlib.crc32(self._buffer[:end]) != crc:
+        if zlib.crc32(self._buffer[start:end]) != crc:
             raise SnapshotCorrupt("the end record's checksum does not match")
         if count != number - 1:
             raise SnapshotCorrupt(f"the end record counts {count} keys, the file holds {number - 1}")
         try:
-            self.summary = json.loads(bytes(self._buffer[_END_HEAD.size : end]))
+            self.summary = json.loads(self._buffer[start + _END_HEAD.size : end])
         except ValueError:
             raise SnapshotCorrupt("the end record's summary is not valid JSON") from None
         self.count = count
         self._pos = end + _CRC.size
         self._ended = True
-        if len(self._buffer) > self._pos or self._pull():
+        if len(self._buffer) > self._pos or self._next_chunk() is not None:
             raise SnapshotCorrupt("data after the end record")
 
 

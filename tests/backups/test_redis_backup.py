@@ -251,3 +251,18 @@ def test_records_that_straddle_chunk_boundaries_read_back_the_same(
     assert pieces == whole and len(whole) == 15
     assert reader.count == 15 and reader.summary["types"] == artifact.row_counts
     assert reader.meta["db"] == redis_app.client.connection_pool.connection_kwargs["db"]
+
+
+def test_a_value_larger_than_a_chunk_backs_up_and_verifies(redis_app: RedisDb, artifact_dir: Path) -> None:
+    import os
+
+    big = os.urandom(3 * 1024 * 1024 + 17)  # random: neither DUMP's LZF nor zlib can shrink it below a chunk
+    redis_app.client.set("big", big)
+    redis_app.client.set("small", "after the big one")
+
+    artifact = take_backup(redis_app)
+
+    assert artifact.status == Status.SUCCEEDED, artifact.error
+    assert backup_artifact_verify(artifact_id=artifact.pk) == Verification.VERIFIED
+    records = {record.key: record for record in stored_records(artifact_dir, artifact)}
+    assert records[b"big"].payload == redis_app.client.dump("big")
