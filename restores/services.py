@@ -569,7 +569,7 @@ def _record_checks(run: RestoreRun, checks: list[dict[str, Any]]) -> None:
 
 def _restore_redis(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
     """Preconditions first (the target answers, is not the console's broker, runs a Redis at least as new as the
-    source, has room); then a read of the whole file (checksums, and conflicts unless replacing) before anything
+    source, has room); then a read of the whole file (its sha256, and conflicts unless replacing) before anything
     is written; the safety backup; RESTORE of every matching key; the checks."""
     _check_artifact_unchanged(run)
     artifact, datastore = run.artifact, run.target_datastore
@@ -581,6 +581,7 @@ def _restore_redis(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
     replace = bool(run.options.get("replace"))
     match = redis_restore.key_matcher(str(run.options.get("key_pattern") or ""))
     client = target.client()
+    writing = False
     try:
         with client:
             empty = _check_redis_can_take(client, target, artifact)
@@ -602,6 +603,7 @@ def _restore_redis(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
             if datastore.environment.takes_safety_backup:
                 _take_safety_backup(run)
                 heartbeat.check()
+            writing = True
             result = redis_restore.redis_restore(
                 client, _records(artifact), match=match, replace=replace, checkpoint=heartbeat.check
             )
@@ -613,9 +615,11 @@ def _restore_redis(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
             )
             _record_checks(run, checks)
     except SnapshotCorrupt as exc:
-        raise JobFailed(f"the backup file is corrupt: {exc}") from None
+        partly = "; the target may be partly restored" if writing else "; nothing was restored"
+        raise JobFailed(f"the backup file is corrupt: {exc}{partly}") from None
     except redis.RedisError as exc:
-        raise target.error("the restore failed; the target may be partly restored", exc) from None
+        partly = "; the target may be partly restored" if writing else "; nothing was restored"
+        raise redis_snapshot.RedisDatastoreError(f"{target.error('the restore failed', exc)}{partly}") from None
 
 
 def _records(artifact: BackupArtifact) -> Iterator[SnapshotRecord]:
