@@ -291,3 +291,25 @@ def test_key_patterns_match_like_redis(pattern: str, matches: list[bytes], misse
 
     assert all(match(key) for key in matches)
     assert not any(match(key) for key in misses)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "message"),
+    [
+        ({"server_version": "Redis 99.0.0"}, "older than the Redis 99.0.0 the backup was taken from"),
+        ({"size_bytes": 10**15}, "of memory to spare, less than the"),
+    ],
+)
+def test_a_target_that_cannot_take_the_snapshot_is_refused_before_anything_is_written(
+    redis_app: RedisDb, redis_second: RedisDb, recorded: dict[str, Any], message: str
+) -> None:
+    redis_app.client.set("k", "v")
+    artifact = backup_of(redis_datastore(redis_app))
+    BackupArtifact.objects.filter(pk=artifact.pk).update(**recorded)
+    artifact.refresh_from_db()
+
+    run = restore(artifact, target_kind=Kind.DATASTORE, target_datastore=redis_datastore(redis_second))
+
+    assert run.status == Status.FAILED
+    assert message in run.error
+    assert redis_second.client.dbsize() == 0
