@@ -223,6 +223,7 @@ def artifact_detail(request: HtmxRequest, pk: int) -> HttpResponse:
     context = {
         "artifact": artifact,
         "row_counts": sorted(artifact.row_counts.items()),
+        "is_redis": artifact.format == BackupArtifact.Format.REDIS_SNAPSHOT,
         "events": artifact.events.all(),
         "restores": artifact.restore_runs.all(),
         "in_progress": selectors.backup_artifact_in_progress(artifact),

@@ -24,6 +24,8 @@ import redis
 from psycopg import sql
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# Redis database numbers of the datastores tests back up and restore (the broker has its own, CELERY_BROKER_URL).
+# Each is emptied with FLUSHDB on its own number, never FLUSHALL: other suites may share the server.
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -260,6 +262,49 @@ def password_server() -> Iterator[PasswordServer]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+# --- Redis datastores ------------------------------------------------------------------------------------------
+
+
+def redis_fill_all_types(client: redis.Redis) -> None:
+    """15 keys of every type, in their small and large encodings, some with a TTL."""
+    client.set("s:plain", "hello")
+    client.set("s:ttl", "bye", px=600_000)
+    client.set(b"s:bin\xff\x00", b"\x00\x01\xfe")
+    client.set("s:int", 12345)
+    client.set("s:long", "x" * 5000)  # DUMP compresses it
+    client.set("s:utf8 ñandú ✓", "ü")
+    client.rpush("l:small", "a", "b", "c")
+    client.rpush("l:big", *[f"item{i}" for i in range(2000)])
+    client.expire("l:big", 3600)
+    client.hset("h:small", mapping={"a": "1", "b": "2"})
+    client.hset("h:big", mapping={f"f{i}": "v" * 100 for i in range(600)})
+    client.sadd("set:ints", *range(100))
+    client.sadd("set:strs", "x", "y", "z")
+    client.zadd("z:small", {"a": 1.5, "b": -2})
+    client.zadd("z:big", {f"m{i}": i for i in range(300)})
+    client.xadd("st:events", {"k": "v1"})
+    client.xadd("st:events", {"k": "v2"})
+    client.xgroup_create("st:events", "workers", id="0")
+    client.pexpire("st:events", 900_000)
+
+
+def redis_contents(client: redis.Redis) -> dict[bytes, tuple[bytes, Any]]:
+    """Every key's type and value, compared as values (DUMP bytes of a hash or a set depend on insertion order)."""
+    readers: dict[bytes, Any] = {
+        b"string": client.get,
+        b"list": lambda key: client.lrange(key, 0, -1),
+        b"hash": client.hgetall,
+        b"set": client.smembers,
+        b"zset": lambda key: client.zrange(key, 0, -1, withscores=True),
+        b"stream": lambda key: (client.xrange(key), client.xinfo_groups(key)),
+    }
+    contents = {}
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        contents[key] = (kind, readers[kind](key))
+    return contents
+
+
 # --- a real Celery worker --------------------------------------------------------------------------------------
 
 
@@ -378,6 +423,7 @@ class AppRedis:
 
 def _app_redis(monkeypatch: pytest.MonkeyPatch, db_number: int, url_env: str) -> Iterator[AppRedis]:
     url = redis_db_url(db_number)
+    assert url != os.environ["CELERY_BROKER_URL"], f"Redis database {db_number} is the tests' broker: choose another"
     client = redis.Redis.from_url(url)
     client.flushdb()  # only this test run's own database number
     monkeypatch.setenv(url_env, url)

@@ -385,13 +385,16 @@ def test_back_up_now_never_redirects_off_site(operator_client: Client):
 
 
 @pytest.mark.parametrize("headers", [{}, HTMX])
-def test_a_refused_backup_says_why_and_creates_nothing(operator_client: Client, headers: dict):
+def test_a_refused_backup_says_why_and_creates_nothing(
+    operator_client: Client, headers: dict, monkeypatch: pytest.MonkeyPatch, settings: Any
+):
     datastore = DatastoreFactory(name="prod-db")
     active = running(datastore)
-    redis_store = DatastoreFactory(name="queue", kind=Datastore.Kind.REDIS)
+    monkeypatch.setenv("QUEUE_URL", settings.CELERY_BROKER_URL)
+    redis_store = DatastoreFactory(name="queue", kind=Datastore.Kind.REDIS, url_env="QUEUE_URL")
     for target, reason in [
         (datastore, f"a backup of prod-db is already running (#{active.pk})"),
-        (redis_store, "queue is a Redis datastore; only PostgreSQL backups are available in this version"),
+        (redis_store, "queue (QUEUE_URL) is the console&#x27;s own task broker"),
     ]:
         response = operator_client.post(
             reverse("backups:datastore_backup", args=[target.pk]),
