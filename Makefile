@@ -8,18 +8,23 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install system-deps check bench clean
+.PHONY: run test screenshots install system-deps check bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
-# pg_dump/pg_restore, initdb (the tests' password-checking server) and gettext (translations) come from Debian.
+# pg_dump/pg_restore, initdb (the tests' password-checking server), gettext (translations) and Chromium (the
+# browser tests drive it with Playwright, which cannot download a browser of its own here) come from Debian.
 system-deps:
 	@if ! command -v pg_dump >/dev/null || ! command -v pg_restore >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v msgfmt >/dev/null; then \
 		echo "installing system packages (apt-get install postgresql-client postgresql gettext)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-client postgresql gettext >/dev/null; \
+	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing Chromium for the browser tests (apt-get install chromium)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
 	fi
 
 install: $(STAMP) system-deps
@@ -32,6 +37,10 @@ test: install
 	$(BIN)/mypy .
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run >/dev/null 2>&1 || { echo "models changed without a migration: run manage.py makemigrations"; exit 1; }
 	$(BIN)/python -m pytest
+
+# The browser tests alone, saving a PNG of every page (English, and Spanish under es/) for the README and runbook.
+screenshots: install
+	DR_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/browser
 
 check: install
 	DJANGO_DEBUG=False DJANGO_SECRET_KEY=$$(head -c 48 /dev/urandom | base64) $(BIN)/python manage.py check --deploy --fail-level WARNING
