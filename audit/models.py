@@ -36,6 +36,12 @@ class AuditEvent(models.Model):
         RESTORE_LAUNCHED = "restore.launched", _("Restore launched")
         RESTORE_CANCELLED = "restore.cancelled", _("Restore cancelled")
         RESTORE_FINISHED = "restore.finished", _("Restore finished")
+        REPROCESS_CREATED = "reprocess.created", _("Reprocess batch built")
+        REPROCESS_QUEUED = "reprocess.queued", _("Reprocess batch sent")
+        REPROCESS_STARTED = "reprocess.started", _("Reprocess batch started")
+        REPROCESS_FINISHED = "reprocess.finished", _("Reprocess batch finished")
+        REPROCESS_CANCELLED = "reprocess.cancelled", _("Reprocess batch cancelled")
+        REPROCESS_DISCARDED = "reprocess.discarded", _("Reprocess batch discarded")
         CONFIG_CHANGED = "config.changed", _("Configuration changed")
         CONFIG_DELETED = "config.deleted", _("Configuration deleted")
 

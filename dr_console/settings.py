@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "audit",
     "backups",
     "restores",
+    "reprocess",
 ]
 
 MIDDLEWARE = [
@@ -182,6 +183,15 @@ PG_BIN_DIR = env.str("PG_BIN_DIR", default="")  # where pg_dump/pg_restore live;
 RESTORE_APPROVAL_TTL = env_int("RESTORE_APPROVAL_TTL", default=4 * 3600)  # seconds
 APP_CHECK_TIMEOUT = float(env_int("APP_CHECK_TIMEOUT", default=5))  # seconds per /healthz, /readyz request
 APP_CHECK_CONNECT_RETRIES = env_int("APP_CHECK_CONNECT_RETRIES", default=3)
+
+# Reprocess batches (re-sending documents whose queue jobs were lost).
+REPROCESS_TIMEOUT = float(env_int("REPROCESS_TIMEOUT", default=10))  # seconds per reprocess call
+REPROCESS_MAX_ATTEMPTS = env_int("REPROCESS_MAX_ATTEMPTS", default=6)  # per item and run, the first call included
+REPROCESS_BACKOFF_SECONDS = float(env_int("REPROCESS_BACKOFF_MS", default=500)) / 1000  # first retry's base wait
+REPROCESS_BACKOFF_MAX_SECONDS = float(env_int("REPROCESS_BACKOFF_MAX_SECONDS", default=30))
+REPROCESS_QUERY_TIMEOUT = env_int("REPROCESS_QUERY_TIMEOUT", default=30)  # seconds for the batch-building query
+REPROCESS_MAX_ITEMS = env_int("REPROCESS_MAX_ITEMS", default=200_000)
+REPROCESS_TIME_LIMIT = env_int("REPROCESS_TIME_LIMIT", default=6 * 3600)
 
 # Notifications: EMAIL_URL (e.g. smtp://user:password@mail.internal:587/?tls=True) or, unset, the worker's log.
 if env.str("EMAIL_URL", default=""):

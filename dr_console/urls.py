@@ -28,5 +28,6 @@ urlpatterns = [
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),  # the login page switches too
     path("restores/", include("restores.urls")),
     path("audit/", include("audit.urls")),
+    path("reprocess/", include("reprocess.urls")),
     path("", include("backups.urls")),
 ]

@@ -39,6 +39,10 @@ BADGE_CLASSES = {
     "rejected": "muted",
     "expired": "muted",
     "cancelled": "muted",
+    # reprocess batches and their items
+    "draft": "warn",
+    "discarded": "muted",
+    "accepted": "ok",
 }
 
 EXACT_TIME_FORMAT = "Y-m-d H:i:s T"
