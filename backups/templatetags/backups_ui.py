@@ -111,7 +111,8 @@ def duration_short(value: timedelta | float | int | None) -> str:
         return "–"
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds < 60:
-        return _("%(s).1f s") % {"s": seconds}
+        # number_format: "3.1" in English, "3,1" in Spanish, like the sizes next to it.
+        return _("%(seconds)s s") % {"seconds": formats.number_format(seconds, 1)}
     whole = int(seconds)
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)

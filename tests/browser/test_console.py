@@ -11,6 +11,9 @@ from playwright.sync_api import Locator, Page, expect
 from tests.browser.conftest import JOB_TIMEOUT_MS, PHONE, Console, Screenshots
 from tests.conftest import SourceDb
 
+# Every test starts its ids at 1, so the pages (and screenshots) look the same whichever test runs first.
+pytestmark = pytest.mark.django_db(transaction=True, reset_sequences=True)
+
 
 def mark_page(page: Page) -> None:
     """Leave a mark in the loaded document: it is gone once the page is reloaded or left."""
