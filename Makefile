@@ -1,5 +1,6 @@
 # DR Console. `make run` starts the console and a worker; `make test` runs the whole suite.
-# Both install what is missing first (the virtualenv, pip packages, the PostgreSQL client tools).
+# Both install what is missing first (the virtualenv, pip packages, the PostgreSQL client tools; for the tests,
+# Chromium).
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -8,20 +9,23 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test screenshots install system-deps check bench clean
+.PHONY: run test screenshots install system-deps browser-deps check bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
-# pg_dump/pg_restore, initdb (the tests' password-checking server), gettext (translations) and Chromium (the
-# browser tests drive it with Playwright, which cannot download a browser of its own here) come from Debian.
+# pg_dump/pg_restore, initdb (the tests' password-checking server) and gettext (translations) come from Debian.
 system-deps:
 	@if ! command -v pg_dump >/dev/null || ! command -v pg_restore >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v msgfmt >/dev/null; then \
 		echo "installing system packages (apt-get install postgresql-client postgresql gettext)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-client postgresql gettext >/dev/null; \
 	fi
+
+# Chromium from Debian for the browser tests (Playwright drives it; `playwright install` cannot download a browser
+# here). Only the tests need it, so `make run` does not install it.
+browser-deps:
 	@if [ ! -x /usr/bin/chromium ]; then \
 		echo "installing Chromium for the browser tests (apt-get install chromium)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
@@ -32,14 +36,14 @@ install: $(STAMP) system-deps
 run: install
 	DJANGO_DEBUG=True $(BIN)/python manage.py runconsole
 
-test: install
+test: install browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run >/dev/null 2>&1 || { echo "models changed without a migration: run manage.py makemigrations"; exit 1; }
 	$(BIN)/python -m pytest
 
 # The browser tests alone, saving a PNG of every page (English, and Spanish under es/) for the README and runbook.
-screenshots: install
+screenshots: install browser-deps
 	DR_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/browser
 
 check: install
