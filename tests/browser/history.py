@@ -86,14 +86,17 @@ def console_history(*, prod_db_url_env: str, api_url: str, language: str = "en")
     prod_db_backups = [
         _backup(prod_db, nightly - timedelta(days=day - 1), 190_000 + day * 37, PROD_DB_ROWS) for day in range(6, 0, -1)
     ]
-    for hours in range(30, 0, -6):  # every 6 h, the newest verified one now over its 6 h target
-        _backup(analytics, nightly - timedelta(hours=hours), 3_401_220_000 + hours * 1_000_003, ANALYTICS_ROWS)
-    latest_analytics = _backup(analytics, now - timedelta(hours=7, minutes=10), 3_431_501_312, ANALYTICS_ROWS)
-    latest_analytics.verification, latest_analytics.verification_error = (
-        Verification.CORRUPT,
-        ("size mismatch: 3431498752 bytes stored, 3431501312 recorded"),
+    # Every 6 h; the newest is corrupt, so the newest verified one is 9 h old: over its 6 h target, not twice.
+    for hours in (33, 27, 21, 15, 9):
+        _backup(analytics, now - timedelta(hours=hours, minutes=15), 3_401_220_000 + hours * 1_000_003, ANALYTICS_ROWS)
+    _backup(
+        analytics,
+        now - timedelta(hours=3, minutes=15),
+        3_431_501_312,
+        ANALYTICS_ROWS,
+        verification=Verification.CORRUPT,
+        verification_error="size mismatch: 3431498752 bytes stored, 3431501312 recorded",
     )
-    latest_analytics.save(update_fields=["verification", "verification_error"])
     for day in range(6, 2, -1):
         _backup(billing, nightly - timedelta(days=day), 612_300_000 + day * 90_001, BILLING_ROWS)
     for day in (2, 1, 0):  # failing since: the role lost its CONNECT privilege
@@ -119,7 +122,7 @@ def console_history(*, prod_db_url_env: str, api_url: str, language: str = "en")
     _restore(
         staging_backups[4],
         users["maria"],
-        at=now - timedelta(days=1, hours=4),
+        at=staging_backups[4].finished_at + timedelta(hours=2),  # type: ignore[operator]
         reason=words["premigration"],
         new_database_name="staging_premigration",
         outcome=RunStatus.FAILED,
@@ -130,7 +133,7 @@ def console_history(*, prod_db_url_env: str, api_url: str, language: str = "en")
     _restore(
         analytics_backups[0],
         users["maria"],
-        at=now - timedelta(days=2, hours=1),
+        at=now - timedelta(days=1),
         reason=words["duplicates"],
         in_place=True,
         decided_by=users["abel"],
@@ -195,7 +198,9 @@ def _backup(
     error: str = "",
     by: User | None = None,
     trigger: str = "schedule",
+    **recorded: Any,
 ) -> BackupArtifact:
+    """A backup as the services record it, started at `started`; `recorded` overrides any field."""
     seconds = 4 + (size or 0) / 40_000_000
     finished = started + timedelta(seconds=seconds)
     fields: dict[str, Any] = {
@@ -222,7 +227,7 @@ def _backup(
             archive_entries=12 + 4 * len(rows),
             row_counts=rows,
         )
-    artifact = BackupArtifactFactory(**fields)
+    artifact = BackupArtifactFactory(**{**fields, **recorded})
     if not error:
         artifact.storage_key = artifact_storage_key(artifact)
         artifact.save(update_fields=["storage_key"])
