@@ -64,6 +64,13 @@ def status_badge(obj: Any, field: str = "status") -> SafeString:
 
 
 @register.filter
+def backup_status_label(value: str) -> str:
+    """A backup status value ("running") in the reader's language; an unknown value as it is."""
+    choices = BackupArtifact.Status
+    return str(choices(value).label) if value in choices.values else value
+
+
+@register.filter
 def in_progress(artifact: BackupArtifact) -> bool:
     """Being taken or verified: its row or status box keeps polling."""
     return backup_artifact_in_progress(artifact)
