@@ -59,6 +59,17 @@ def _fast_password_hasher(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _default_language() -> Iterator[None]:
+    """Each test starts in the default language. The test client's LocaleMiddleware leaves the last request's
+    language active in this thread, so after a Spanish page a later test got Spanish words from gettext."""
+    from django.utils import translation
+
+    translation.deactivate()
+    yield
+    translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
 def artifact_dir(settings: Any, tmp_path: Path) -> Path:
     """Each test gets its own artifact storage folder (a fresh local storage backend)."""
     location = tmp_path / "artifacts"

@@ -70,6 +70,13 @@ def status_badge(obj: Any, field: str = "status") -> SafeString:
 
 
 @register.filter
+def backup_status_label(value: str) -> str:
+    """A backup status value ("running") in the reader's language; an unknown value as it is."""
+    choices = BackupArtifact.Status
+    return str(choices(value).label) if value in choices.values else value
+
+
+@register.filter
 def in_progress(artifact: BackupArtifact) -> bool:
     """Being taken or verified: its row or status box keeps polling."""
     return backup_artifact_in_progress(artifact)
@@ -117,7 +124,8 @@ def duration_short(value: timedelta | float | int | None) -> str:
         return "–"
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds < 60:
-        return _("%(s).1f s") % {"s": seconds}
+        # number_format: "3.1" in English, "3,1" in Spanish, like the sizes next to it.
+        return _("%(seconds)s s") % {"seconds": formats.number_format(seconds, 1)}
     whole = int(seconds)
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)
