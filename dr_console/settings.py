@@ -48,6 +48,13 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={env.str(name)!r}: expected a whole number") from None
 
 
+def env_float(name: str, default: float) -> float:
+    try:
+        return env.float(name, default=default)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={env.str(name)!r}: expected a number") from None
+
+
 DEBUG = env_flag("DJANGO_DEBUG", default=False)
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or ("insecure-dev-key-do-not-use-in-production" if DEBUG else "")
 if not SECRET_KEY:
@@ -182,6 +189,14 @@ PG_BIN_DIR = env.str("PG_BIN_DIR", default="")  # where pg_dump/pg_restore live;
 RESTORE_APPROVAL_TTL = env_int("RESTORE_APPROVAL_TTL", default=4 * 3600)  # seconds
 APP_CHECK_TIMEOUT = float(env_int("APP_CHECK_TIMEOUT", default=5))  # seconds per /healthz, /readyz request
 APP_CHECK_CONNECT_RETRIES = env_int("APP_CHECK_CONNECT_RETRIES", default=3)
+
+# The console's own readiness (/readyz, `manage.py checkworker`): how long to wait for the broker and for a
+# worker's answer to a ping, in seconds.
+READYZ_BROKER_TIMEOUT = env_int("READYZ_BROKER_TIMEOUT", default=2)
+READYZ_WORKER_TIMEOUT = env_float("READYZ_WORKER_TIMEOUT", default=2.0)
+# /metrics: a Prometheus scraper sends `Authorization: Bearer <this>`. Unset: only signed-in users with the
+# viewer role can read it (a person checking in a browser); scrapers are refused.
+METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN")
 
 # Notifications: EMAIL_URL (e.g. smtp://user:password@mail.internal:587/?tls=True) or, unset, the worker's log.
 if env.str("EMAIL_URL", default=""):
