@@ -74,6 +74,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_htmx",
+    "django_celery_beat",  # beat's schedule lives in the database, editable while beat runs
     "dr_console",  # project-wide commands (runconsole)
     "audit",
     "backups",
@@ -235,6 +236,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
+# Per-datastore schedules are PeriodicTask rows (dr_console/schedules.py); the entries below are synced into the
+# same table when beat starts.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "backups.tasks.jobs_reap_stale_task", "schedule": 60.0},
 }
