@@ -36,6 +36,11 @@ class AuditEvent(models.Model):
         RESTORE_LAUNCHED = "restore.launched", _("Restore launched")
         RESTORE_CANCELLED = "restore.cancelled", _("Restore cancelled")
         RESTORE_FINISHED = "restore.finished", _("Restore finished")
+        DRILL_REQUESTED = "drill.requested", _("Drill requested")
+        DRILL_FINISHED = "drill.finished", _("Drill finished")
+        DRILL_CANCELLED = "drill.cancelled", _("Drill cancelled")
+        OBJECTIVE_BREACHED = "objective.breached", _("Objective breached")
+        OBJECTIVE_RECOVERED = "objective.recovered", _("Objective recovered")
         CONFIG_CHANGED = "config.changed", _("Configuration changed")
         CONFIG_DELETED = "config.deleted", _("Configuration deleted")
 

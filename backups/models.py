@@ -8,6 +8,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from dr_console.jobs import JobEvent, JobModel
+from dr_console.schedules import InvalidSchedule, cron_schedule_parse
 
 env_var_name_validator = RegexValidator(
     r"^[A-Z_][A-Z0-9_]*$", _("Use the name of an environment variable (A-Z, 0-9, _), not a URL.")
@@ -15,6 +16,13 @@ env_var_name_validator = RegexValidator(
 slug_name_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9_.-]*$", _("Use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit.")
 )
+
+
+def cron_expression_validator(value: str) -> None:
+    try:
+        cron_schedule_parse(value)
+    except InvalidSchedule as exc:
+        raise ValidationError(str(exc)) from None
 
 
 # Documents whose queue job may have been lost with Redis: still waiting, or half-way through processing.
@@ -149,6 +157,40 @@ class Datastore(models.Model):
         validators=[MinValueValidator(timedelta(minutes=1))],
         help_text=_("Maximum age of the newest verified backup"),
     )
+    rto_target = models.DurationField(
+        _("RTO target"),
+        default=timedelta(hours=1),
+        validators=[MinValueValidator(timedelta(minutes=1))],
+        help_text=_("Maximum restore duration, as a drill measures it"),
+    )
+    drill_schedule = models.CharField(
+        _("drill schedule"),
+        max_length=120,
+        blank=True,
+        validators=[cron_expression_validator],
+        help_text=_(
+            "Cron expression for restore drills (minute hour day-of-month month day-of-week), e.g. 0 5 * * 0 for "
+            "05:00 every Sunday. Empty: no scheduled drills."
+        ),
+    )
+    drill_server_url_env = models.CharField(
+        _("drill server URL environment variable"),
+        max_length=128,
+        blank=True,
+        validators=[env_var_name_validator],
+        help_text=_(
+            "Name of the environment variable holding the URL of the server drills restore into (a scratch "
+            "database is created there and dropped after). Empty: the datastore's own server."
+        ),
+    )
+    drill_probes = models.TextField(
+        _("drill probes"),
+        blank=True,
+        help_text=_(
+            "SQL probes a drill runs against the restored copy, one per line; each must return true, e.g. "
+            "SELECT count(*) > 0 FROM documents"
+        ),
+    )
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -158,6 +200,15 @@ class Datastore(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def drill_probe_list(self) -> list[str]:
+        return [line.strip() for line in self.drill_probes.splitlines() if line.strip()]
+
+    @property
+    def drill_url_env(self) -> str:
+        """The variable naming the server drills restore into."""
+        return self.drill_server_url_env or self.url_env
 
 
 class BackupArtifact(JobModel):

@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "audit",
     "backups",
     "restores",
+    "drills",
 ]
 
 MIDDLEWARE = [
@@ -205,6 +206,9 @@ if env.str("EMAIL_URL", default=""):
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="dr-console@localhost")
+# Who is told about failed backups, failed drills and objective breaches (besides the environment's webhook and
+# the person who started the job): comma-separated addresses.
+ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
 
 # Celery. The broker must never be the Redis the console protects (backups.services refuses such a datastore).
 # CELERY_BROKER_URL=embedded selects kombu's filesystem transport under var/broker, for a laptop with no Redis.

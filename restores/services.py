@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import socket
 from datetime import timedelta
 from typing import Any
@@ -24,7 +23,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone, translation
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -37,9 +35,6 @@ from backups.postgres import (
     PostgresError,
     describe_exit,
     pg_connection_from_env,
-    pg_tool,
-    scratch_dir,
-    tool_version,
 )
 from backups.services import (
     BackupRefused,
@@ -55,6 +50,8 @@ from dr_console.jobs import (
     IllegalTransition,
     JobHeartbeat,
     JobStopped,
+    job_claim,
+    job_fail,
     job_heartbeat,
     job_transition,
     stale_cutoff,
@@ -338,22 +335,14 @@ def restore_run_execute(*, run_id: int) -> None:
     """Run a queued restore. Never twice: only the caller that wins QUEUED -> RUNNING works, and a restore that
     was interrupted is failed by the reaper, never re-run."""
     restore_runs_expire()
-    try:
-        claimed = job_transition(
-            RestoreRun,
-            pk=run_id,
-            to=Status.RUNNING,
-            fields={"started_at": timezone.now()},
-            event_message=f"launched on {socket.gethostname()}",
-        )
-    except IllegalTransition as exc:
-        logger.info("restore #%s not started: it is %s", run_id, exc.old)
-        return
-    except RestoreRun.DoesNotExist:
-        logger.warning("restore #%s does not exist; nothing to do", run_id)
-        return
-    if not claimed:
-        logger.info("restore #%s was claimed by another worker", run_id)
+    if not job_claim(
+        RestoreRun,
+        pk=run_id,
+        to=Status.RUNNING,
+        label=f"restore #{run_id}",
+        fields={"started_at": timezone.now()},
+        event_message=f"launched on {socket.gethostname()}",
+    ):
         return
     run = RestoreRun.objects.select_related("artifact__datastore", "target_datastore__environment", "triggered_by").get(
         pk=run_id
@@ -414,10 +403,7 @@ def _execute_locked(run: RestoreRun) -> None:
 
 def _fail(run_id: int, message: str, stderr_tail: str = "") -> None:
     fields: dict[str, Any] = {"stderr_tail": stderr_tail} if stderr_tail else {}
-    try:
-        job_transition(RestoreRun, pk=run_id, to=Status.FAILED, error=message, fields=fields)
-    except IllegalTransition:
-        logger.info("restore #%s already ended; not recording: %s", run_id, message)
+    job_fail(RestoreRun, pk=run_id, to=Status.FAILED, label=f"restore #{run_id}", error=message, **fields)
 
 
 def _advance(run: RestoreRun, to: str) -> None:
@@ -437,17 +423,7 @@ def _restore_postgres(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
     if artifact.status != BackupArtifact.Status.SUCCEEDED or artifact.sha256 != run.artifact_sha256:
         raise JobFailed(f"backup #{artifact.pk} is no longer the succeeded backup this run was requested for")
     target = pg_connection_from_env(run.target_datastore.url_env)
-    pg_restore = pg_tool("pg_restore")
-    _text, restore_major = tool_version(pg_restore)
-    archive_major = primitive.archive_major(artifact.server_version)
-    if archive_major and restore_major < archive_major:
-        raise JobFailed(
-            f"pg_restore {restore_major} on this worker cannot read an archive made by "
-            f"PostgreSQL {archive_major}; install a newer client or set PG_BIN_DIR"
-        )
-    _check_room_for_copy(artifact)
-    with target.connect() as conn:  # reachable, and a server that can take the archive
-        primitive.check_server_can_take(conn, archive_major, target)
+    pg_restore, archive_major = primitive.restore_preflight(artifact, target)
 
     database = target
     created = False
@@ -494,19 +470,6 @@ def _restore_postgres(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
                     f"{exc} (the new database {run.new_database_name} was dropped)", exc.stderr_tail
                 ) from None
         raise
-
-
-def _check_room_for_copy(artifact: BackupArtifact) -> None:
-    """A remote artifact is copied to the scratch folder first: make sure it fits, before touching anything."""
-    if artifacts.local_path(artifact.storage_key) is not None:
-        return
-    needed = int((artifact.size_bytes or 0) * 1.05) + 64 * 1024 * 1024
-    free = shutil.disk_usage(scratch_dir()).free
-    if free < needed:
-        raise JobFailed(
-            f"not enough room for a temporary copy in DR_SCRATCH_DIR ({settings.DR_SCRATCH_DIR}): "
-            f"{filesizeformat(needed)} needed, {filesizeformat(free)} free; nothing was restored"
-        )
 
 
 def _take_safety_backup(run: RestoreRun) -> None:

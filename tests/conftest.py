@@ -176,6 +176,20 @@ def source_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[SourceDb]:
     drop_database(name)
 
 
+def backup_taken(url_env: str, **datastore_fields: Any) -> Any:
+    """A succeeded backup of the database in `url_env`, taken for real, of a new datastore."""
+    from backups.models import BackupArtifact
+    from backups.services import backup_artifact_execute, backup_artifact_request
+    from tests.factories import DatastoreFactory
+
+    datastore = DatastoreFactory(url_env=url_env, **datastore_fields)
+    artifact = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
+    backup_artifact_execute(artifact_id=artifact.pk, verify_after=False)
+    artifact.refresh_from_db()
+    assert artifact.status == BackupArtifact.Status.SUCCEEDED, artifact.error
+    return artifact
+
+
 @pytest.fixture
 def new_database_name() -> Iterator[str]:
     """A database name nobody uses yet; dropped after the test whatever happened."""
