@@ -43,6 +43,11 @@ class AuditEvent(models.Model):
         OBJECTIVE_RECOVERED = "objective.recovered", _("Objective recovered")
         CONFIG_CHANGED = "config.changed", _("Configuration changed")
         CONFIG_DELETED = "config.deleted", _("Configuration deleted")
+        BACKUP_SKIPPED = "backup.skipped", _("Scheduled backup skipped")
+        BACKUP_PINNED = "backup.pinned", _("Backup pinned")
+        BACKUP_UNPINNED = "backup.unpinned", _("Backup unpinned")
+        BACKUP_EXPIRED = "backup.expired", _("Backup expired by retention")
+        RETENTION_CHANGED = "retention.changed", _("Retention policy changed")
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # PROTECT: the log never loses its actors (SET_NULL would be an update, which the table refuses anyway).

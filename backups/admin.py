@@ -5,11 +5,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db import transaction
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 
 from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment
+from backups.scheduling import datastore_schedule_delete, datastore_schedule_sync
 from backups.services import (
     BackupRefused,
     BrokerUnavailable,
@@ -27,10 +29,14 @@ class EnvironmentAdmin(AuditedConfigAdmin):
     search_fields = ["name"]
 
 
+# Retention is set on the datastore's page, which previews what a policy would delete before it is saved.
+RETENTION_FIELDS = ["retention_keep_last", "retention_keep_daily", "retention_keep_weekly", "retention_keep_monthly"]
+
+
 class DatastoreForm(forms.ModelForm):
     class Meta:
         model = Datastore
-        fields = "__all__"
+        exclude = RETENTION_FIELDS
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -45,10 +51,23 @@ class DatastoreForm(forms.ModelForm):
 @admin.register(Datastore)
 class DatastoreAdmin(AuditedConfigAdmin):
     form = DatastoreForm
-    list_display = ["name", "environment", "kind", "url_env", "url_env_is_set", "compression_level"]
+    list_display = ["name", "environment", "kind", "url_env", "url_env_is_set", "backup_schedule", "compression_level"]
     list_filter = ["environment", "kind"]
     search_fields = ["name"]
     actions = ["back_up_now"]
+    readonly_fields = ["backup_schedule_since"]
+
+    def save_model(self, request: HttpRequest, obj: Model, form: forms.ModelForm, change: bool) -> None:
+        assert isinstance(obj, Datastore)
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            datastore_schedule_sync(datastore=obj)
+
+    def delete_model(self, request: HttpRequest, obj: Model) -> None:
+        with transaction.atomic():
+            datastore_id = obj.pk
+            super().delete_model(request, obj)
+            datastore_schedule_delete(datastore_id=datastore_id)
 
     @admin.display(boolean=True, description="URL variable set in the web process")
     def url_env_is_set(self, obj: Datastore) -> bool:

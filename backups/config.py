@@ -19,6 +19,7 @@ from django.db import transaction
 from audit.models import AuditEvent
 from audit.services import audit_record
 from backups.models import Datastore, Environment
+from dr_console.schedules import DEFAULT_TIMEZONE
 
 ENVIRONMENT_KEYS = {
     "protected": bool,
@@ -46,8 +47,13 @@ DATASTORE_KEYS = {
     "drill_schedule": str,
     "drill_server_url_env": str,
     "drill_probes": list,
+    "schedule": str,
+    "schedule_timezone": str,
     "description": str,
 }
+# File keys whose model field has another name: errors name the key the file uses.
+DATASTORE_KEY_FIELDS = {"schedule": "backup_schedule", "schedule_timezone": "backup_schedule_timezone"}
+DATASTORE_FIELD_KEYS = {field: key for key, field in DATASTORE_KEY_FIELDS.items()} | {"rpo_target": "rpo_hours"}
 DATASTORE_REQUIRED = ("name", "environment", "kind", "url_env")
 DEFAULT_RPO_HOURS = 24  # the model's default: a file without `rpo_hours` means 24 h, as a new datastore gets
 MAX_RPO_HOURS = 24 * 366
@@ -103,18 +109,25 @@ def _check_types(where: str, entry: Any, schema: dict[str, type], errors: list[s
     return clean
 
 
-def _validate(where: str, obj: Environment | Datastore, errors: list[str], exclude: list[str]) -> None:
+def _validate(
+    where: str,
+    obj: Environment | Datastore,
+    errors: list[str],
+    exclude: list[str],
+    keys: dict[str, str] | None = None,
+) -> None:
     try:
         obj.full_clean(exclude=exclude, validate_unique=False)
     except ValidationError as exc:
         for name, messages in exc.message_dict.items():
-            label = where if name == "__all__" else f"{where}.{name}"
+            label = where if name == "__all__" else f"{where}.{(keys or {}).get(name, name)}"
             errors.extend(f"{label}: {message}" for message in messages)
 
 
 def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") -> ConfigReport:
     """Check everything, then create or update in one transaction. Raises ConfigError and applies nothing
     if any entry is wrong."""
+    from backups.scheduling import datastore_schedule_sync
     from backups.services import BackupRefused, datastore_check_not_broker
 
     errors: list[str] = []
@@ -180,9 +193,12 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
         values["drill_probes"] = "\n".join(probe.strip() for probe in probes if isinstance(probe, str))
         for key, value in {**DATASTORE_DEFAULTS, **values}.items():
             if key not in ("environment", "rpo_hours", "rto_minutes"):
-                setattr(store, key, value)
+                setattr(store, DATASTORE_KEY_FIELDS.get(key, key), value)
         if "compression_level" not in values:
             store.compression_level = None
+        # Like compression_level, a schedule left out of the file means none (and UTC).
+        store.backup_schedule = values.get("schedule", "")
+        store.backup_schedule_timezone = values.get("schedule_timezone") or DEFAULT_TIMEZONE
         rpo_hours = values.get("rpo_hours", DEFAULT_RPO_HOURS)
         if not 1 <= rpo_hours <= MAX_RPO_HOURS:
             errors.append(f"{where}.rpo_hours: must be 1 to {MAX_RPO_HOURS} hours, got {rpo_hours}")
@@ -193,7 +209,7 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
             errors.append(f"{where}.rto_minutes: must be 1 to {MAX_RTO_MINUTES} minutes, got {rto_minutes}")
         else:
             store.rto_target = timedelta(minutes=rto_minutes)
-        _validate(where, store, errors, exclude=["environment"])
+        _validate(where, store, errors, exclude=["environment"], keys=DATASTORE_FIELD_KEYS)
         if store.kind == Datastore.Kind.REDIS and store.url_env:
             try:
                 datastore_check_not_broker(store)
@@ -224,6 +240,7 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
             env = planned_envs.get(env_name) or Environment.objects.get(name=env_name)
             store.environment = env
             report.changes.append(_save(f"datastore {store.name}", store))
+            datastore_schedule_sync(datastore=store)
         for name, env in planned_envs.items():
             for key, store_name in env_links[name].items():
                 setattr(env, key, Datastore.objects.get(name=store_name) if store_name else None)

@@ -7,6 +7,7 @@ from django.http import QueryDict
 from django.utils.translation import gettext_lazy as _
 
 from backups.models import BackupArtifact, Datastore, Environment
+from backups.retention import RetentionPolicy
 from backups.selectors import BackupArtifactFilters
 
 DATE_WIDGET = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
@@ -78,3 +79,15 @@ class BackupArtifactFilterForm(forms.Form):
             if value and name not in self.errors:
                 query[name] = value
         return query.urlencode()
+
+
+class RetentionPolicyForm(forms.Form):
+    """A datastore's retention policy, as the datastore page previews and saves it."""
+
+    keep_last = forms.IntegerField(label=_("Keep the newest"), min_value=0, max_value=1000, initial=0)
+    keep_daily = forms.IntegerField(label=_("Daily"), min_value=0, max_value=1000, initial=0)
+    keep_weekly = forms.IntegerField(label=_("Weekly"), min_value=0, max_value=1000, initial=0)
+    keep_monthly = forms.IntegerField(label=_("Monthly"), min_value=0, max_value=1000, initial=0)
+
+    def policy(self) -> RetentionPolicy:
+        return RetentionPolicy(**self.cleaned_data)

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from dr_console.jobs import JobEvent, JobModel
-from dr_console.schedules import InvalidSchedule, cron_schedule_parse
+from dr_console.schedules import DEFAULT_TIMEZONE, CronSchedule, InvalidSchedule, cron_schedule_parse, timezone_check
 
 env_var_name_validator = RegexValidator(
     r"^[A-Z_][A-Z0-9_]*$", _("Use the name of an environment variable (A-Z, 0-9, _), not a URL.")
@@ -16,13 +17,6 @@ env_var_name_validator = RegexValidator(
 slug_name_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9_.-]*$", _("Use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit.")
 )
-
-
-def cron_expression_validator(value: str) -> None:
-    try:
-        cron_schedule_parse(value)
-    except InvalidSchedule as exc:
-        raise ValidationError(str(exc)) from None
 
 
 # Documents whose queue job may have been lost with Redis: still waiting, or half-way through processing.
@@ -167,7 +161,6 @@ class Datastore(models.Model):
         _("drill schedule"),
         max_length=120,
         blank=True,
-        validators=[cron_expression_validator],
         help_text=_(
             "Cron expression for restore drills (minute hour day-of-month month day-of-week), e.g. 0 5 * * 0 for "
             "05:00 every Sunday. Empty: no scheduled drills."
@@ -191,12 +184,55 @@ class Datastore(models.Model):
             "SELECT count(*) > 0 FROM documents"
         ),
     )
+    backup_schedule = models.CharField(
+        _("backup schedule"),
+        max_length=120,
+        blank=True,
+        help_text=_(
+            "Cron expression (minute hour day-of-month month day-of-week), e.g. 0 3 * * * for 03:00 every day. "
+            "Empty: no scheduled backups."
+        ),
+    )
+    backup_schedule_timezone = models.CharField(
+        _("schedule time zone"),
+        max_length=64,
+        default=DEFAULT_TIMEZONE,
+        help_text=_(
+            "IANA time zone the backup and drill schedules are read in, e.g. Europe/Madrid; also the day of retention."
+        ),
+    )
+    backup_schedule_since = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text=_("When the current schedule was set: runs are due from here.")
+    )
+    # Retention (grandfather-father-son): a backup is kept if any rule keeps it. All zero: keep everything.
+    retention_keep_last = models.PositiveSmallIntegerField(
+        _("keep last"), default=0, validators=[MaxValueValidator(1000)], help_text=_("The newest N backups.")
+    )
+    retention_keep_daily = models.PositiveSmallIntegerField(
+        _("keep daily"),
+        default=0,
+        validators=[MaxValueValidator(1000)],
+        help_text=_("The newest backup of each of the last N days that have one."),
+    )
+    retention_keep_weekly = models.PositiveSmallIntegerField(
+        _("keep weekly"),
+        default=0,
+        validators=[MaxValueValidator(1000)],
+        help_text=_("The newest backup of each of the last N weeks (Monday to Sunday) that have one."),
+    )
+    retention_keep_monthly = models.PositiveSmallIntegerField(
+        _("keep monthly"),
+        default=0,
+        validators=[MaxValueValidator(1000)],
+        help_text=_("The newest backup of each of the last N months that have one."),
+    )
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["environment__name", "name"]
+        permissions = [("change_datastore_retention", "Can change a datastore's retention policy")]
 
     def __str__(self) -> str:
         return self.name
@@ -210,6 +246,54 @@ class Datastore(models.Model):
         """The variable naming the server drills restore into."""
         return self.drill_server_url_env or self.url_env
 
+    @property
+    def drill_cron(self) -> CronSchedule | None:
+        """The drill schedule, read in the schedule time zone; None when there is none."""
+        if not self.drill_schedule:
+            return None
+        return cron_schedule_parse(self.drill_schedule, self.backup_schedule_timezone)
+
+    def clean(self) -> None:
+        self.backup_schedule_timezone = self.backup_schedule_timezone.strip() or DEFAULT_TIMEZONE
+        try:
+            timezone_check(self.backup_schedule_timezone)
+        except InvalidSchedule as exc:
+            raise ValidationError({"backup_schedule_timezone": str(exc)}) from None
+        if self.backup_schedule.strip():
+            try:
+                self.backup_schedule = cron_schedule_parse(
+                    self.backup_schedule, self.backup_schedule_timezone
+                ).expression
+            except InvalidSchedule as exc:
+                raise ValidationError({"backup_schedule": str(exc)}) from None
+        else:
+            self.backup_schedule = ""
+        if self.drill_schedule.strip():
+            try:
+                self.drill_schedule = cron_schedule_parse(self.drill_schedule, self.backup_schedule_timezone).expression
+            except InvalidSchedule as exc:
+                raise ValidationError({"drill_schedule": str(exc)}) from None
+        else:
+            self.drill_schedule = ""
+
+    @property
+    def backup_cron(self) -> CronSchedule | None:
+        """The backup schedule; None when there is none. Raises InvalidSchedule (it was checked when saved)."""
+        if not self.backup_schedule:
+            return None
+        return cron_schedule_parse(self.backup_schedule, self.backup_schedule_timezone)
+
+    @property
+    def has_retention_policy(self) -> bool:
+        return any(
+            (
+                self.retention_keep_last,
+                self.retention_keep_daily,
+                self.retention_keep_weekly,
+                self.retention_keep_monthly,
+            )
+        )
+
 
 class BackupArtifact(JobModel):
     """One backup of a datastore: the job that takes it and, once it succeeded, the stored file."""
@@ -219,6 +303,7 @@ class BackupArtifact(JobModel):
         RUNNING = "running", _("Running")
         SUCCEEDED = "succeeded", _("Succeeded")
         FAILED = "failed", _("Failed")
+        EXPIRED = "expired", _("Expired")  # deleted by the retention policy; the row stays for history
 
     class Verification(models.TextChoices):
         UNVERIFIED = "unverified", _("Not verified")
@@ -231,10 +316,11 @@ class BackupArtifact(JobModel):
         REDIS_SNAPSHOT = "redis_snapshot", _("Redis logical snapshot")
 
     ACTIVE = frozenset({Status.PENDING, Status.RUNNING})
-    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED})
+    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.EXPIRED})
     TRANSITIONS = {
         Status.PENDING: frozenset({Status.RUNNING, Status.FAILED}),
         Status.RUNNING: frozenset({Status.SUCCEEDED, Status.FAILED}),
+        Status.SUCCEEDED: frozenset({Status.EXPIRED}),
     }
 
     datastore = models.ForeignKey(Datastore, models.PROTECT, related_name="artifacts")
@@ -257,9 +343,19 @@ class BackupArtifact(JobModel):
     row_counts = models.JSONField(
         default=dict, blank=True, help_text=_("Exact rows per table, counted in the dump's own snapshot.")
     )
+    pinned_at = models.DateTimeField(null=True, blank=True)
+    pinned_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+")
+    pin_reason = models.CharField(
+        max_length=500, blank=True, help_text=_("Why the retention policy must never delete it, e.g. legal hold.")
+    )
+    expired_at = models.DateTimeField(null=True, blank=True)
+    file_deleted_at = models.DateTimeField(
+        null=True, blank=True, help_text=_("When the expired backup's stored file was deleted.")
+    )
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        permissions = [("pin_backupartifact", "Can pin and unpin backups")]
         constraints = [
             # The database, not a check in Python, guarantees one running backup per datastore.
             models.UniqueConstraint(
@@ -273,11 +369,47 @@ class BackupArtifact(JobModel):
     def __str__(self) -> str:
         return f"backup #{self.pk} of {self.datastore_id and self.datastore.name}"
 
+    @property
+    def is_pinned(self) -> bool:
+        return self.pinned_at is not None
+
 
 class BackupArtifactEvent(JobEvent):
     """A status change of a backup artifact."""
 
     job = models.ForeignKey(BackupArtifact, models.CASCADE, related_name="events")
+
+
+class ScheduledBackup(models.Model):
+    """One firing of a datastore's backup schedule, as the worker received it: what it started, or why not."""
+
+    class Outcome(models.TextChoices):
+        STARTED = "started", _("Started")
+        SKIPPED = "skipped", _("Skipped: the previous backup was still running")
+        REFUSED = "refused", _("Refused")
+
+    datastore = models.ForeignKey(Datastore, models.CASCADE, related_name="scheduled_backups")
+    expected_at = models.DateTimeField(help_text=_("The schedule's fire time this run answers."))
+    fired_at = models.DateTimeField(help_text=_("When the worker received it."))
+    missed_before = models.PositiveIntegerField(
+        default=0, help_text=_("Fire times between the previous run and this one that had no run (beat was down).")
+    )
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    artifact = models.ForeignKey(BackupArtifact, models.SET_NULL, null=True, blank=True, related_name="+")
+    message = models.TextField(blank=True)
+    # Unique: a message the broker delivers twice (acks_late) is handled once.
+    task_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+
+    class Meta:
+        ordering = ["-expected_at", "-pk"]
+        indexes = [models.Index(fields=["datastore", "-expected_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.datastore_id and self.datastore.name} at {self.expected_at:%Y-%m-%d %H:%M}: {self.outcome}"
+
+    @property
+    def late_by(self) -> timedelta:
+        return self.fired_at - self.expected_at
 
 
 class TargetLock(models.Model):

@@ -12,7 +12,8 @@ from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment
+from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment, ScheduledBackup
+from backups.scheduling import ScheduleState, datastore_schedule_state
 
 
 def iso(value: datetime | None) -> str | None:
@@ -71,6 +72,7 @@ class DatastoreDashboardRow:
     awaiting_approval: int  # restores into this datastore waiting for approval
     rpo_state: RpoState
     rpo_age: timedelta | None
+    schedule: ScheduleState | None = None  # None: no backup schedule
 
     @property
     def busy(self) -> bool:
@@ -120,6 +122,9 @@ def datastore_dashboard_rows(*, datastore_ids: Iterable[int] | None = None) -> l
         active_id=_newest(Q(status__in=BackupArtifact.ACTIVE)),
         verifying_id=_newest(Q(verification=Verification.VERIFYING)),
         awaiting_approval=Coalesce(Subquery(awaiting), 0),
+        last_scheduled_id=Subquery(
+            ScheduledBackup.objects.filter(datastore=OuterRef("pk")).order_by("-expected_at", "-pk").values("pk")[:1]
+        ),
     )
     if datastore_ids is not None:
         datastores = datastores.filter(pk__in=list(datastore_ids))
@@ -127,6 +132,8 @@ def datastore_dashboard_rows(*, datastore_ids: Iterable[int] | None = None) -> l
     id_fields = ("last_success_id", "last_verified_id", "last_check_id", "active_id", "verifying_id")
     wanted = {getattr(ds, name) for ds in datastore_list for name in id_fields} - {None}
     artifacts = BackupArtifact.objects.in_bulk(wanted) if wanted else {}
+    scheduled_ids = {ds.last_scheduled_id for ds in datastore_list} - {None}
+    scheduled = ScheduledBackup.objects.in_bulk(scheduled_ids) if scheduled_ids else {}
     now = timezone.now()
     rows = []
     for ds in datastore_list:
@@ -147,9 +154,23 @@ def datastore_dashboard_rows(*, datastore_ids: Iterable[int] | None = None) -> l
                 awaiting_approval=ds.awaiting_approval,
                 rpo_state=rpo_state(age=age, target=ds.rpo_target),
                 rpo_age=age,
+                schedule=datastore_schedule_state(ds, scheduled.get(ds.last_scheduled_id), now),
             )
         )
     return rows
+
+
+def datastore_dashboard_row(datastore_id: int) -> DatastoreDashboardRow | None:
+    rows = datastore_dashboard_rows(datastore_ids=[datastore_id])
+    return rows[0] if rows else None
+
+
+def scheduled_backup_recent(datastore: Datastore, limit: int = 10) -> list[ScheduledBackup]:
+    return list(datastore.scheduled_backups.select_related("artifact").order_by("-expected_at", "-pk")[:limit])
+
+
+def backup_artifact_pinned(datastore: Datastore) -> list[BackupArtifact]:
+    return list(datastore.artifacts.filter(pinned_at__isnull=False).select_related("pinned_by").order_by("-created_at"))
 
 
 def backup_artifact_in_progress(artifact: BackupArtifact) -> bool:

@@ -3,6 +3,8 @@ no-op (the service claims the row first) and nothing here retries a backup behin
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import shared_task
 from django.conf import settings
 
@@ -38,3 +40,19 @@ def jobs_reap_stale_task() -> None:
     restore_runs_reap_stale()
     restore_runs_expire()
     backup_artifacts_reap_stale()  # last: it also releases the target locks of the jobs failed above
+
+
+@shared_task(bind=True, ignore_result=True, soft_time_limit=60, time_limit=90)
+def backup_scheduled_task(self: Any, *, datastore_id: int) -> None:
+    """Run by beat at each fire time of the datastore's backup schedule (its PeriodicTask)."""
+    from backups.scheduling import backup_schedule_fire
+
+    backup_schedule_fire(datastore_id=datastore_id, task_id=self.request.id)
+
+
+@shared_task(ignore_result=True, soft_time_limit=1800, time_limit=1900)
+def retention_apply_task() -> None:
+    """Periodic (beat): expire the backups each datastore's retention policy does not keep."""
+    from backups.retention import retention_apply_all
+
+    retention_apply_all()

@@ -7,6 +7,7 @@ stops htmx polling.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,8 +24,18 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect, push_url
 
 from backups import selectors
-from backups.forms import BackupArtifactFilterForm
+from backups.forms import BackupArtifactFilterForm, RetentionPolicyForm
 from backups.models import BackupArtifact, Datastore
+from backups.retention import (
+    PIN_PERM,
+    POLICY_PERM,
+    RetentionPolicy,
+    RetentionRefused,
+    backup_artifact_pin,
+    backup_artifact_unpin,
+    datastore_retention_save,
+    retention_preview,
+)
 from backups.services import BackupRefused, BrokerUnavailable, backup_artifact_request, backup_artifact_verify_request
 from dr_console.http import HtmxRequest, client_ip
 
@@ -69,10 +80,10 @@ def datastore_row(request: HtmxRequest, pk: int) -> HttpResponse:
 
 
 def _dashboard_row(pk: int) -> selectors.DatastoreDashboardRow:
-    rows = selectors.datastore_dashboard_rows(datastore_ids=[pk])
-    if not rows:
+    row = selectors.datastore_dashboard_row(pk)
+    if row is None:
         raise Http404("No such datastore")
-    return rows[0]
+    return row
 
 
 @require_POST
@@ -97,6 +108,75 @@ def datastore_backup(request: HtmxRequest, pk: int) -> HttpResponse:
         return render(request, "backups/partials/dashboard_row.html", context)
     messages.add_message(request, messages.SUCCESS if ok else messages.ERROR, notice)
     url = _next_url(request, reverse("backups:dashboard"))
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+# --- one datastore: schedule and retention -------------------------------------------------------------------------
+
+
+def _datastore(name: str) -> Datastore:
+    return get_object_or_404(Datastore.objects.select_related("environment"), name=name)
+
+
+def _datastore_context(datastore: Datastore, form: RetentionPolicyForm, proposed: bool = False) -> dict[str, Any]:
+    policy = form.policy() if proposed else RetentionPolicy.of(datastore)
+    return {
+        "datastore": datastore,
+        "row": _dashboard_row(datastore.pk),
+        "scheduled_runs": selectors.scheduled_backup_recent(datastore),
+        "pinned": selectors.backup_artifact_pinned(datastore),
+        "form": form,
+        "preview": retention_preview(datastore=datastore, policy=policy),
+        "proposed": proposed,
+    }
+
+
+@require_GET
+@permission_required(VIEW_PERMS, raise_exception=True)
+def datastore_detail(request: HtmxRequest, name: str) -> HttpResponse:
+    """The datastore's schedule (next, last and missed runs) and its retention policy, with what that policy
+    keeps and expires now, and why."""
+    datastore = _datastore(name)
+    form = RetentionPolicyForm(initial=asdict(RetentionPolicy.of(datastore)))
+    return render(request, "backups/datastore_detail.html", _datastore_context(datastore, form))
+
+
+@require_POST
+@permission_required(POLICY_PERM, raise_exception=True)
+def datastore_retention_preview(request: HtmxRequest, name: str) -> HttpResponse:
+    """What the policy in the form would do now, before it is saved. Changes nothing."""
+    datastore = _datastore(name)
+    form = RetentionPolicyForm(request.POST)
+    if not form.is_valid():
+        context = {"datastore": datastore, "form": form, "preview": None, "proposed": True}
+        return render(request, "backups/partials/retention_preview.html", context, status=400)
+    if not request.htmx:
+        return render(request, "backups/datastore_detail.html", _datastore_context(datastore, form, proposed=True))
+    preview = retention_preview(datastore=datastore, policy=form.policy())
+    context = {"datastore": datastore, "form": form, "preview": preview, "proposed": True}
+    return render(request, "backups/partials/retention_preview.html", context)
+
+
+@require_POST
+@permission_required(POLICY_PERM, raise_exception=True)
+def datastore_retention_update(request: HtmxRequest, name: str) -> HttpResponse:
+    datastore = _datastore(name)
+    form = RetentionPolicyForm(request.POST)
+    if not form.is_valid():
+        context = _datastore_context(datastore, RetentionPolicyForm(initial=asdict(RetentionPolicy.of(datastore))))
+        return render(request, "backups/datastore_detail.html", {**context, "form": form}, status=400)
+    try:
+        changed = datastore_retention_save(
+            datastore=datastore, policy=form.policy(), user=request.user, client_ip=client_ip(request)
+        )
+    except RetentionRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        if changed:
+            messages.success(request, _("Retention policy of %(name)s saved.") % {"name": datastore.name})
+        else:
+            messages.info(request, _("The retention policy of %(name)s is unchanged.") % {"name": datastore.name})
+    url = reverse("backups:datastore_detail", args=[datastore.name])
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
@@ -195,6 +275,37 @@ def _timestamp(value: str) -> datetime | None:
         return datetime.fromtimestamp(float(value), tz=timezone.get_current_timezone())
     except (ValueError, OverflowError, OSError):
         return None
+
+
+@require_POST
+@permission_required(PIN_PERM, raise_exception=True)
+def artifact_pin(request: HtmxRequest, pk: int) -> HttpResponse:
+    """Pin a backup (legal hold, an investigation): retention never expires it while it is pinned."""
+    artifact = get_object_or_404(BackupArtifact, pk=pk)
+    try:
+        backup_artifact_pin(
+            artifact=artifact, user=request.user, reason=request.POST.get("reason", ""), client_ip=client_ip(request)
+        )
+    except RetentionRefused as exc:
+        messages.error(request, _("Backup #%(id)s was not pinned: %(reason)s") % {"id": pk, "reason": exc})
+    else:
+        messages.success(request, _("Backup #%(id)s is pinned: retention will keep it.") % {"id": pk})
+    return redirect("backups:artifact_detail", pk=pk)
+
+
+@require_POST
+@permission_required(PIN_PERM, raise_exception=True)
+def artifact_unpin(request: HtmxRequest, pk: int) -> HttpResponse:
+    artifact = get_object_or_404(BackupArtifact, pk=pk)
+    try:
+        backup_artifact_unpin(artifact=artifact, user=request.user, client_ip=client_ip(request))
+    except RetentionRefused as exc:
+        messages.error(request, _("Backup #%(id)s was not unpinned: %(reason)s") % {"id": pk, "reason": exc})
+    else:
+        messages.success(
+            request, _("Backup #%(id)s is unpinned: the retention policy applies to it again.") % {"id": pk}
+        )
+    return redirect("backups:artifact_detail", pk=pk)
 
 
 @require_POST

@@ -113,10 +113,11 @@ def job_transition(
     now = timezone.now()
     changes: dict[str, Any] = {"status": to, **(fields or {})}
     if to in model.TERMINAL:
-        changes["finished_at"] = now
+        if old not in model.TERMINAL:  # a finished job moving on (succeeded -> expired) keeps its timings
+            changes["finished_at"] = now
+            if started_at is not None:
+                changes["duration"] = now - started_at
         changes["heartbeat_at"] = None
-        if started_at is not None:
-            changes["duration"] = now - started_at
         if error:
             changes["error"] = error
     else:

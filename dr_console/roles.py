@@ -16,8 +16,15 @@ VIEWER = [
     "drills.view_drillrun",
     "drills.view_objectivebreach",
 ]
-# Start backups, verifications and drills, request restores (and cancel their own).
-OPERATOR = [*VIEWER, "backups.add_backupartifact", "restores.add_restorerun", "drills.add_drillrun"]
+# Start backups, verifications and drills, request restores (and cancel their own), pin backups, set retention.
+OPERATOR = [
+    *VIEWER,
+    "backups.add_backupartifact",
+    "restores.add_restorerun",
+    "backups.pin_backupartifact",
+    "backups.change_datastore_retention",
+    "drills.add_drillrun",
+]
 # Approve or reject restores requested by someone else.
 APPROVER = [*VIEWER, "restores.approve_restorerun"]
 

@@ -88,6 +88,13 @@ class CronSchedule:
         return fires
 
 
+def timezone_check(name: str) -> str:
+    """`name` if it is an IANA time zone, else InvalidSchedule."""
+    if name not in _timezone_names():
+        raise InvalidSchedule(f"{name!r} is not an IANA time zone (e.g. UTC, Europe/Madrid, America/New_York)")
+    return name
+
+
 def cron_schedule_parse(expression: str, timezone: str = "") -> CronSchedule:
     """Check a five-field cron expression and an IANA time zone (empty: UTC). Raises InvalidSchedule.
 
@@ -96,9 +103,7 @@ def cron_schedule_parse(expression: str, timezone: str = "") -> CronSchedule:
       so the schedule would not mean what it says;
     - `7` for Sunday, `L`, `?`, `@daily` and other extensions Celery's crontab does not read.
     """
-    timezone = timezone.strip() or DEFAULT_TIMEZONE
-    if timezone not in _timezone_names():
-        raise InvalidSchedule(f"{timezone!r} is not an IANA time zone (e.g. UTC, Europe/Madrid, America/New_York)")
+    timezone = timezone_check(timezone.strip() or DEFAULT_TIMEZONE)
     parts = expression.split()
     if len(parts) != len(CRON_FIELDS):
         raise InvalidSchedule(

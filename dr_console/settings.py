@@ -184,6 +184,8 @@ BACKUP_TIME_LIMIT = env_int("BACKUP_TIME_LIMIT", default=6 * 3600)  # seconds
 RESTORE_TIME_LIMIT = env_int("RESTORE_TIME_LIMIT", default=6 * 3600)
 RESTORE_JOBS = env_int("RESTORE_JOBS", default=2)
 JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", default=15)
+# A scheduled fire time with no firing this long after it is shown as missed (beat down, or workers all busy).
+SCHEDULE_MISSED_AFTER_SECONDS = env_int("SCHEDULE_MISSED_AFTER_SECONDS", default=600)
 # A running job whose heartbeat is older than this is presumed lost (its worker died).
 JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", default=300)
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")  # where pg_dump/pg_restore live; empty means $PATH
@@ -245,6 +247,7 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "backups.tasks.jobs_reap_stale_task", "schedule": 60.0},
+    "apply-retention": {"task": "backups.tasks.retention_apply_task", "schedule": 3600.0},
 }
 # How long publishing a task may retry before the caller gets a clear "broker unreachable" error.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}

@@ -12,8 +12,10 @@ from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from backups.models import BackupArtifact
+from backups.scheduling import ScheduleState
 from backups.selectors import DatastoreDashboardRow, RpoState, backup_artifact_in_progress
 
 register = template.Library()
@@ -39,6 +41,10 @@ BADGE_CLASSES = {
     "rejected": "muted",
     "expired": "muted",
     "cancelled": "muted",
+    # scheduled backups
+    "started": "ok",
+    "skipped": "warn",
+    "refused": "bad",
 }
 
 EXACT_TIME_FORMAT = "Y-m-d H:i:s T"
@@ -118,3 +124,19 @@ def duration_short(value: timedelta | float | int | None) -> str:
         hours += days * 24
         return _("%(h)d h %(m)d min") % {"h": hours, "m": minutes} if minutes else _("%(h)d h") % {"h": hours}
     return _("%(d)d d %(h)d h") % {"d": days, "h": hours} if hours else _("%(d)d d") % {"d": days}
+
+
+@register.filter
+def schedule_badge(state: ScheduleState | None) -> SafeString:
+    """Whether the datastore's backup schedule runs as it should: missed fire times, a skipped or refused last
+    run, or on schedule."""
+    if state is None:
+        return badge("muted", _("No schedule"))
+    if state.overdue:
+        count = len(state.missed)
+        title = _("No scheduled run since %(time)s: is Celery beat running?") % {"time": exact_time(state.missed[0])}
+        return badge("bad", ngettext("Missed %(n)d run", "Missed %(n)d runs", count) % {"n": count}, title)
+    last = state.last_run
+    if last is not None and last.outcome != last.Outcome.STARTED:
+        return badge(BADGE_CLASSES[last.outcome], last.get_outcome_display(), last.message)
+    return badge("ok", _("On schedule"))

@@ -1,7 +1,8 @@
 """manage.py runconsole: what `make run` starts on a laptop or a fresh machine.
 
 Migrates, makes sure someone can log in, picks a broker (Redis if one answers, else the embedded filesystem
-broker under var/), then runs the web console and a Celery worker (with beat, for the job reaper) until Ctrl-C.
+broker under var/), then runs the web console and a Celery worker until Ctrl-C. The worker also runs beat:
+backup schedules, retention and the job reaper.
 Production runs gunicorn, `celery worker` and `celery beat` separately (see docker-compose.yml).
 """
 
@@ -62,10 +63,10 @@ class Command(BaseCommand):
                     "-A",
                     "dr_console",
                     "worker",
-                    "--beat",
+                    "--beat",  # the reaper, retention and every datastore's backup schedule
+                    f"--scheduler={settings.CELERY_BEAT_SCHEDULER}",
                     "--loglevel=INFO",
                     "--concurrency=2",
-                    f"--schedule={var / 'celerybeat-schedule'}",
                 ],
                 env=child_env,
             ),

@@ -1,0 +1,409 @@
+"""Retention: which stored backups a datastore's policy keeps, and why; expiring the rest.
+
+`retention_plan` is a pure function (facts about backups in, one decision with its reasons per backup out): the
+datastore page's preview, `manage.py retention --dry-run` and the periodic expiry all use it, so what an operator
+is shown is what runs.
+
+The policy is grandfather-father-son, rule by rule as restic's `forget` reads it: keep the newest N backups; the
+newest backup of each of the last N days (weeks, months) that have one; a backup is kept if any rule keeps it.
+Days, weeks (ISO, Monday to Sunday) and months are those of the datastore's schedule time zone.
+
+Never expired, whatever the policy: pinned backups, the newest verified backup, backups a restore is using or
+waiting to use, backups being verified. A corrupt backup fills no rule's slot (it is not a backup anyone can
+restore), so it is expired unless something above protects it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from audit.models import AuditEvent
+from audit.services import audit_record
+from backups import artifacts
+from backups.models import BackupArtifact, Datastore
+from dr_console.jobs import IllegalTransition, job_transition
+
+logger = logging.getLogger(__name__)
+Status = BackupArtifact.Status
+Verification = BackupArtifact.Verification
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    keep_last: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+
+    @property
+    def active(self) -> bool:
+        """A policy of all zeros is no policy: everything is kept (it never means "keep nothing")."""
+        return any((self.keep_last, self.keep_daily, self.keep_weekly, self.keep_monthly))
+
+    @classmethod
+    def of(cls, datastore: Datastore) -> RetentionPolicy:
+        return cls(
+            keep_last=datastore.retention_keep_last,
+            keep_daily=datastore.retention_keep_daily,
+            keep_weekly=datastore.retention_keep_weekly,
+            keep_monthly=datastore.retention_keep_monthly,
+        )
+
+
+@dataclass(frozen=True)
+class ArtifactFacts:
+    """What the policy needs to know about one stored backup."""
+
+    id: int
+    taken_at: datetime  # its recovery point
+    verified: bool = False
+    corrupt: bool = False
+    verifying: bool = False
+    pin_reason: str | None = None  # None: not pinned
+    used_by: str = ""  # e.g. "restore #5": a restore running or waiting to run from it
+
+
+class Why(StrEnum):
+    # kept
+    LAST = "last"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    PINNED = "pinned"
+    NEWEST_VERIFIED = "newest_verified"
+    RESTORE = "restore"
+    VERIFYING = "verifying"
+    NO_POLICY = "no_policy"
+    # expired
+    OUTSIDE = "outside"
+    CORRUPT = "corrupt"
+
+
+@dataclass(frozen=True, order=True)
+class Reason:
+    why: Why
+    detail: str = ""  # the period ("2026-03-10", "2026-W11", "2026-03"), the rank, the pin's reason, the restore
+
+    def __str__(self) -> str:
+        texts: dict[Why, Callable[[], str]] = {
+            Why.LAST: lambda: _("one of the %(count)s newest") % {"count": self.detail},
+            Why.DAILY: lambda: _("newest of day %(period)s") % {"period": self.detail},
+            Why.WEEKLY: lambda: _("newest of week %(period)s") % {"period": self.detail},
+            Why.MONTHLY: lambda: _("newest of month %(period)s") % {"period": self.detail},
+            Why.PINNED: lambda: _("pinned: %(reason)s") % {"reason": self.detail},
+            Why.NEWEST_VERIFIED: lambda: _("newest verified backup"),
+            Why.RESTORE: lambda: _("used by %(restore)s") % {"restore": self.detail},
+            Why.VERIFYING: lambda: _("being verified"),
+            Why.NO_POLICY: lambda: _("no retention policy"),
+            Why.OUTSIDE: lambda: _("outside the policy"),
+            Why.CORRUPT: lambda: _("corrupt: counts for no rule"),
+        }
+        return texts[self.why]()
+
+
+@dataclass(frozen=True)
+class Decision:
+    artifact_id: int
+    keep: bool
+    reasons: tuple[Reason, ...]
+
+    @property
+    def reasons_text(self) -> str:
+        return "; ".join(str(reason) for reason in self.reasons)
+
+
+PERIODS: tuple[tuple[Why, str, Callable[[datetime], str]], ...] = (
+    (Why.DAILY, "keep_daily", lambda t: t.strftime("%Y-%m-%d")),
+    (Why.WEEKLY, "keep_weekly", lambda t: "{}-W{:02d}".format(*t.isocalendar()[:2])),
+    (Why.MONTHLY, "keep_monthly", lambda t: t.strftime("%Y-%m")),
+)
+
+
+def retention_plan(facts: Iterable[ArtifactFacts], policy: RetentionPolicy, tz: ZoneInfo) -> list[Decision]:
+    """One decision per backup, newest first. Pure: no database, no clock."""
+    ordered = sorted(facts, key=lambda a: (a.taken_at, a.id), reverse=True)
+    reasons: dict[int, list[Reason]] = {a.id: [] for a in ordered}
+    newest_verified = next((a for a in ordered if a.verified and not a.corrupt), None)
+    for artifact in ordered:
+        if artifact.pin_reason is not None:
+            reasons[artifact.id].append(Reason(Why.PINNED, artifact.pin_reason))
+        if artifact is newest_verified:
+            reasons[artifact.id].append(Reason(Why.NEWEST_VERIFIED))
+        if artifact.used_by:
+            reasons[artifact.id].append(Reason(Why.RESTORE, artifact.used_by))
+        if artifact.verifying:
+            reasons[artifact.id].append(Reason(Why.VERIFYING))
+    if not policy.active:
+        for artifact in ordered:
+            reasons[artifact.id].append(Reason(Why.NO_POLICY))
+    good = [a for a in ordered if not a.corrupt]
+    for artifact in good[: policy.keep_last]:
+        reasons[artifact.id].append(Reason(Why.LAST, str(policy.keep_last)))
+    for why, count_name, period_of in PERIODS:
+        wanted = getattr(policy, count_name)
+        seen: set[str] = set()
+        for artifact in good:  # newest first: the first backup met in a period is that period's newest
+            if len(seen) >= wanted:
+                break
+            period = period_of(artifact.taken_at.astimezone(tz))
+            if period not in seen:
+                seen.add(period)
+                reasons[artifact.id].append(Reason(why, period))
+    decisions = []
+    for artifact in ordered:
+        kept = reasons[artifact.id]
+        if kept:
+            decisions.append(Decision(artifact.id, True, tuple(kept)))
+        else:
+            decisions.append(Decision(artifact.id, False, (Reason(Why.CORRUPT if artifact.corrupt else Why.OUTSIDE),)))
+    return decisions
+
+
+# --- the database side -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RetentionPreview:
+    """A plan with the backups it is about, for the page and the command."""
+
+    datastore: Datastore
+    policy: RetentionPolicy
+    decisions: list[Decision]
+    artifacts: dict[int, BackupArtifact] = field(default_factory=dict)
+
+    @property
+    def to_expire(self) -> list[Decision]:
+        return [d for d in self.decisions if not d.keep]
+
+    @property
+    def to_keep(self) -> list[Decision]:
+        return [d for d in self.decisions if d.keep]
+
+    def rows(self) -> list[tuple[BackupArtifact, Decision]]:
+        return [(self.artifacts[d.artifact_id], d) for d in self.decisions]
+
+
+def _restores_using(artifact_ids: Sequence[int] | None, datastore: Datastore) -> dict[int, str]:
+    from restores.models import RestoreRun
+
+    busy = RestoreRun.RUNNING_STATES | RestoreRun.WAITING_STATES
+    runs = RestoreRun.objects.filter(status__in=busy, artifact__datastore=datastore)
+    if artifact_ids is not None:
+        runs = runs.filter(artifact_id__in=artifact_ids)
+    used: dict[int, str] = {}
+    for run_id, artifact_id in runs.order_by("pk").values_list("pk", "artifact_id"):
+        used.setdefault(artifact_id, f"restore #{run_id}")
+    return used
+
+
+def _facts(artifact: BackupArtifact, used_by: dict[int, str]) -> ArtifactFacts:
+    return ArtifactFacts(
+        id=artifact.pk,
+        taken_at=artifact.started_at or artifact.created_at,
+        verified=artifact.verification == Verification.VERIFIED,
+        corrupt=artifact.verification == Verification.CORRUPT,
+        verifying=artifact.verification == Verification.VERIFYING,
+        pin_reason=artifact.pin_reason if artifact.pinned_at else None,
+        used_by=used_by.get(artifact.pk, ""),
+    )
+
+
+def retention_preview(*, datastore: Datastore, policy: RetentionPolicy | None = None) -> RetentionPreview:
+    """What `policy` (default: the datastore's own) would do now to the datastore's stored backups."""
+    policy = policy or RetentionPolicy.of(datastore)
+    stored = list(
+        BackupArtifact.objects.filter(datastore=datastore, status=Status.SUCCEEDED).select_related("pinned_by")
+    )
+    used_by = _restores_using(None, datastore)
+    zone = ZoneInfo(datastore.backup_schedule_timezone)
+    decisions = retention_plan([_facts(a, used_by) for a in stored], policy, zone)
+    by_id = {a.pk: a for a in stored}
+    return RetentionPreview(datastore=datastore, policy=policy, decisions=decisions, artifacts=by_id)
+
+
+@dataclass
+class RetentionOutcome:
+    expired: list[int] = field(default_factory=list)
+    files_deleted: int = 0
+    file_errors: list[str] = field(default_factory=list)
+
+
+def retention_apply(*, datastore: Datastore, actor_label: str = "retention") -> RetentionOutcome:
+    """Expire what the datastore's policy does not keep, then delete the expired backups' files.
+
+    1. Plans with `retention_preview`; nothing happens without an active policy.
+    2. Expires each backup in its own transaction, after locking its row and checking again what may have changed
+       since the plan (pinned, verified, a restore asked for it): the row stays, as `expired`, with an event and an
+       audit entry.
+    3. Deletes the files after the rows are committed. A file already gone is fine; a storage that fails leaves
+       the file for the next run (file_deleted_at stays empty), never a row that says succeeded without a file.
+    """
+    outcome = RetentionOutcome()
+    preview = retention_preview(datastore=datastore)
+    if preview.policy.active:
+        for decision in preview.to_expire:
+            if _expire_one(decision, datastore, actor_label):
+                outcome.expired.append(decision.artifact_id)
+    pending = BackupArtifact.objects.filter(datastore=datastore, status=Status.EXPIRED, file_deleted_at__isnull=True)
+    for artifact_id, key in pending.values_list("pk", "storage_key"):
+        try:
+            if key:
+                artifacts.artifact_storage().delete(key)  # Django storages: deleting a missing file is no error
+        except Exception as exc:  # any storage backend's error: the next run tries again
+            logger.warning("backup #%s: could not delete %s: %s", artifact_id, key, exc)
+            outcome.file_errors.append(f"backup #{artifact_id}: {exc}")
+            continue
+        BackupArtifact.objects.filter(pk=artifact_id).update(file_deleted_at=timezone.now())
+        outcome.files_deleted += 1
+    return outcome
+
+
+def _expire_one(decision: Decision, datastore: Datastore, actor_label: str) -> bool:
+    with transaction.atomic():
+        artifact = BackupArtifact.objects.select_for_update().filter(pk=decision.artifact_id).first()
+        if artifact is None or artifact.status != Status.SUCCEEDED:
+            return False
+        facts = _facts(artifact, _restores_using([artifact.pk], datastore))
+        newer_verified = BackupArtifact.objects.filter(
+            Q(created_at__gt=artifact.created_at) | Q(created_at=artifact.created_at, pk__gt=artifact.pk),
+            datastore=datastore,
+            status=Status.SUCCEEDED,
+            verification=Verification.VERIFIED,
+        )
+        if facts.pin_reason is not None or facts.used_by or facts.verifying:
+            return False
+        if facts.verified and not newer_verified.exists():
+            return False
+        try:
+            job_transition(
+                BackupArtifact,
+                pk=artifact.pk,
+                to=Status.EXPIRED,
+                event_message=f"expired by the retention policy: {decision.reasons_text}",
+                fields={"expired_at": timezone.now()},
+            )
+        except IllegalTransition:
+            return False
+        audit_record(
+            action=AuditEvent.Action.BACKUP_EXPIRED,
+            actor_label=actor_label,
+            obj=artifact,
+            details={
+                "datastore": datastore.name,
+                "reasons": [reason.why.value for reason in decision.reasons],
+                "storage_key": artifact.storage_key,
+            },
+        )
+    return True
+
+
+def retention_apply_all(*, actor_label: str = "retention") -> dict[str, RetentionOutcome]:
+    """The periodic run: every datastore with a policy (and any expired file still to delete)."""
+    outcomes = {}
+    pending_files = Q(artifacts__status=Status.EXPIRED, artifacts__file_deleted_at__isnull=True)
+    with_policy = (
+        Q(retention_keep_last__gt=0)
+        | Q(retention_keep_daily__gt=0)
+        | Q(retention_keep_weekly__gt=0)
+        | Q(retention_keep_monthly__gt=0)
+    )
+    for datastore in Datastore.objects.filter(with_policy | pending_files).distinct():
+        outcomes[datastore.name] = retention_apply(datastore=datastore, actor_label=actor_label)
+    return outcomes
+
+
+# --- what people do: pin, unpin, change the policy ------------------------------------------------------------------
+
+
+class RetentionRefused(Exception):
+    """A pin, unpin or policy change that cannot be done; nothing was changed."""
+
+
+PIN_PERM = "backups.pin_backupartifact"
+POLICY_PERM = "backups.change_datastore_retention"
+
+
+def _require(user: User, perm: str, what: str) -> None:
+    if not user.is_active or not user.has_perm(perm):
+        raise RetentionRefused(f"{user.get_username()} may not {what} (needs the operator role)")
+
+
+def backup_artifact_pin(*, artifact: BackupArtifact, user: User, reason: str, client_ip: str | None = None) -> None:
+    """Pin a stored backup: the retention policy never expires it while it is pinned."""
+    _require(user, PIN_PERM, "pin backups")
+    reason = " ".join(reason.split())
+    if not reason:
+        raise RetentionRefused("say why this backup must be kept (e.g. legal hold)")
+    with transaction.atomic():
+        pinned = BackupArtifact.objects.filter(pk=artifact.pk, status=Status.SUCCEEDED, pinned_at__isnull=True).update(
+            pinned_at=timezone.now(), pinned_by=user, pin_reason=reason[:500]
+        )
+        if not pinned:
+            current = BackupArtifact.objects.get(pk=artifact.pk)
+            if current.pinned_at:
+                raise RetentionRefused(f"backup #{artifact.pk} is already pinned")
+            raise RetentionRefused(f"backup #{artifact.pk} is {current.status}; only a stored backup can be pinned")
+        audit_record(
+            action=AuditEvent.Action.BACKUP_PINNED,
+            actor=user,
+            obj=artifact,
+            client_ip=client_ip,
+            details={"reason": reason},
+        )
+
+
+def backup_artifact_unpin(*, artifact: BackupArtifact, user: User, client_ip: str | None = None) -> None:
+    _require(user, PIN_PERM, "unpin backups")
+    with transaction.atomic():
+        current = BackupArtifact.objects.select_for_update().get(pk=artifact.pk)
+        if current.pinned_at is None:
+            raise RetentionRefused(f"backup #{artifact.pk} is not pinned")
+        audit_record(
+            action=AuditEvent.Action.BACKUP_UNPINNED,
+            actor=user,
+            obj=artifact,
+            client_ip=client_ip,
+            details={
+                "pinned_by": current.pinned_by.get_username() if current.pinned_by else "",
+                "reason": current.pin_reason,
+            },
+        )
+        BackupArtifact.objects.filter(pk=artifact.pk).update(pinned_at=None, pinned_by=None, pin_reason="")
+
+
+def datastore_retention_save(
+    *, datastore: Datastore, policy: RetentionPolicy, user: User, client_ip: str | None = None
+) -> bool:
+    """Save a datastore's retention policy. False when it is the policy it already had."""
+    _require(user, POLICY_PERM, "change retention policies")
+    before = RetentionPolicy.of(datastore)
+    if before == policy:
+        return False
+    with transaction.atomic():
+        Datastore.objects.filter(pk=datastore.pk).update(
+            retention_keep_last=policy.keep_last,
+            retention_keep_daily=policy.keep_daily,
+            retention_keep_weekly=policy.keep_weekly,
+            retention_keep_monthly=policy.keep_monthly,
+            updated_at=timezone.now(),
+        )
+        audit_record(
+            action=AuditEvent.Action.RETENTION_CHANGED,
+            actor=user,
+            obj=datastore,
+            client_ip=client_ip,
+            details={"before": asdict(before), "after": asdict(policy)},
+        )
+    datastore.refresh_from_db()
+    return True
