@@ -249,6 +249,8 @@ CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "backups.tasks.jobs_reap_stale_task", "schedule": 60.0},
     "apply-retention": {"task": "backups.tasks.retention_apply_task", "schedule": 3600.0},
     "reap-stale-drills": {"task": "drills.tasks.drill_runs_reap_stale_task", "schedule": 60.0},
+    # Breaches are told once when they open and once when they close, however often this runs.
+    "check-objectives": {"task": "drills.tasks.objectives_check_task", "schedule": 60.0},
 }
 # How long publishing a task may retry before the caller gets a clear "broker unreachable" error.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}

@@ -23,5 +23,6 @@ urlpatterns = [
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),  # the login page switches too
     path("restores/", include("restores.urls")),
     path("audit/", include("audit.urls")),
+    path("drills/", include("drills.urls")),
     path("", include("backups.urls")),
 ]
