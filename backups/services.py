@@ -44,13 +44,13 @@ from backups.postgres import (
     tool_version,
 )
 from dr_console.jobs import (
-    IllegalTransition,
     JobHeartbeat,
     JobStopped,
     job_claim,
     job_fail,
     job_heartbeat,
     job_transition,
+    jobs_reap_stale,
     stale_cutoff,
 )
 from dr_console.notifications import alert_recipients, notify
@@ -592,20 +592,12 @@ def backup_artifacts_reap_stale() -> int:
     """Fail backups whose worker stopped heartbeating, give back stuck verifications, delete orphan
     temporary files. Returns how many backups it failed."""
     cutoff = stale_cutoff(settings.JOB_STALE_AFTER_SECONDS)
-    reaped = 0
-    for artifact_id in BackupArtifact.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff).values_list(
-        "pk", flat=True
-    ):
-        try:
-            if job_transition(
-                BackupArtifact,
-                pk=artifact_id,
-                to=Status.FAILED,
-                error="worker lost: no heartbeat; the backup did not finish",
-            ):
-                reaped += 1
-        except IllegalTransition:
-            pass
+    reaped = jobs_reap_stale(
+        BackupArtifact,
+        running_states=RUNNING_ONLY,
+        to=Status.FAILED,
+        error="worker lost: no heartbeat; the backup did not finish",
+    )
     BackupArtifact.objects.filter(verification=Verification.VERIFYING, verification_heartbeat_at__lt=cutoff).update(
         verification=Verification.UNVERIFIED,
         verification_error="verification interrupted: worker lost",

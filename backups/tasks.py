@@ -33,10 +33,13 @@ def backup_artifact_verify_task(*, artifact_id: int) -> None:
 
 @shared_task(ignore_result=True, soft_time_limit=300, time_limit=360)
 def jobs_reap_stale_task() -> None:
-    """Periodic (beat): fail jobs whose worker died, expire stale restore requests, release their locks."""
+    """Periodic (beat): fail jobs whose worker died (backups, restores, reprocess batches), expire stale restore
+    requests, release their locks."""
     from backups.services import backup_artifacts_reap_stale
+    from reprocess.services import reprocess_batches_reap_stale
     from restores.services import restore_runs_expire, restore_runs_reap_stale
 
+    reprocess_batches_reap_stale()
     restore_runs_reap_stale()
     restore_runs_expire()
     backup_artifacts_reap_stale()  # last: it also releases the target locks of the jobs failed above

@@ -143,6 +143,33 @@ def stale_cutoff(seconds: int) -> datetime:
     return timezone.now() - timedelta(seconds=seconds)
 
 
+def jobs_reap_stale(
+    model: type[JobModel],
+    *,
+    running_states: frozenset[str],
+    to: str,
+    error: str,
+    on_reaped: Callable[[int], object] | None = None,
+) -> int:
+    """Move every job of `model` whose heartbeat is older than JOB_STALE_AFTER_SECONDS to `to` (its worker died).
+    Never re-runs anything. `on_reaped(pk)` runs for each job this call moved (e.g. an audit event)."""
+    from django.conf import settings
+
+    cutoff = stale_cutoff(settings.JOB_STALE_AFTER_SECONDS)
+    stale = model._default_manager.filter(status__in=running_states, heartbeat_at__lt=cutoff)
+    reaped = 0
+    for pk in stale.values_list("pk", flat=True):
+        try:
+            moved = job_transition(model, pk=pk, to=to, error=error)
+        except IllegalTransition:  # it ended meanwhile
+            continue
+        if moved:
+            reaped += 1
+            if on_reaped is not None:
+                on_reaped(pk)
+    return reaped
+
+
 class JobStopped(Exception):
     """The row left its running state under the job (cancelled, or reaped): stop working, record nothing more."""
 

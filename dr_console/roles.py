@@ -15,8 +15,10 @@ VIEWER = [
     "audit.view_auditevent",
     "drills.view_drillrun",
     "drills.view_objectivebreach",
+    "reprocess.view_reprocessbatch",
 ]
-# Start backups, verifications and drills, request restores (and cancel their own), pin backups, set retention.
+# Start backups, verifications and drills, request restores (and cancel their own), pin backups, set retention,
+# build and send reprocess batches.
 OPERATOR = [
     *VIEWER,
     "backups.add_backupartifact",
@@ -24,6 +26,7 @@ OPERATOR = [
     "backups.pin_backupartifact",
     "backups.change_datastore_retention",
     "drills.add_drillrun",
+    "reprocess.add_reprocessbatch",
 ]
 # Approve or reject restores requested by someone else.
 APPROVER = [*VIEWER, "restores.approve_restorerun"]
@@ -33,13 +36,25 @@ ROLES = {"viewer": VIEWER, "operator": OPERATOR, "approver": APPROVER}
 
 def roles_ensure(group_model: Any, permission_model: Any) -> None:
     """Create the groups and give them their permissions; idempotent. Takes the models so the data migration
-    can pass its historical ones."""
+    can pass its historical ones. A permission of an app not migrated yet is skipped: that app's own roles
+    migration, which runs later, adds it."""
     for name, perms in ROLES.items():
         group, _ = group_model.objects.get_or_create(name=name)
         for perm in perms:
             app_label, codename = perm.split(".")
-            # A permission of a model a later migration creates is not there yet: that app's own roles migration
-            # runs this again once it is.
             found = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
             if found is not None:
                 group.permissions.add(found)
+
+
+def roles_migrate(apps: Any, schema_editor: Any) -> None:
+    """For data migrations: create the permissions of every app migrated so far, then (re)build the groups.
+    Each app adding a permission to a role adds a migration running this."""
+    from django.contrib.auth.management import create_permissions
+
+    # Permissions are normally created after all migrations ran; the groups need them now.
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+    roles_ensure(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))

@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "backups",
     "restores",
     "drills",
+    "reprocess",
 ]
 
 MIDDLEWARE = [
@@ -201,6 +202,14 @@ READYZ_WORKER_TIMEOUT = env_float("READYZ_WORKER_TIMEOUT", default=2.0)
 # /metrics: a Prometheus scraper sends `Authorization: Bearer <this>`. Unset: only signed-in users with the
 # viewer role can read it (a person checking in a browser); scrapers are refused.
 METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN")
+# Reprocess batches (re-sending documents whose queue jobs were lost).
+REPROCESS_TIMEOUT = float(env_int("REPROCESS_TIMEOUT", default=10))  # seconds per reprocess call
+REPROCESS_MAX_ATTEMPTS = env_int("REPROCESS_MAX_ATTEMPTS", default=6)  # per item and run, the first call included
+REPROCESS_BACKOFF_SECONDS = float(env_int("REPROCESS_BACKOFF_MS", default=500)) / 1000  # first retry's base wait
+REPROCESS_BACKOFF_MAX_SECONDS = float(env_int("REPROCESS_BACKOFF_MAX_SECONDS", default=30))
+REPROCESS_QUERY_TIMEOUT = env_int("REPROCESS_QUERY_TIMEOUT", default=30)  # seconds for the batch-building query
+REPROCESS_MAX_ITEMS = env_int("REPROCESS_MAX_ITEMS", default=200_000)
+REPROCESS_TIME_LIMIT = env_int("REPROCESS_TIME_LIMIT", default=6 * 3600)
 
 # Notifications: EMAIL_URL (e.g. smtp://user:password@mail.internal:587/?tls=True) or, unset, the worker's log.
 if env.str("EMAIL_URL", default=""):

@@ -24,5 +24,6 @@ urlpatterns = [
     path("restores/", include("restores.urls")),
     path("audit/", include("audit.urls")),
     path("drills/", include("drills.urls")),
+    path("reprocess/", include("reprocess.urls")),
     path("", include("backups.urls")),
 ]

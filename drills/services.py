@@ -41,7 +41,7 @@ from dr_console.jobs import (
     job_fail,
     job_heartbeat,
     job_transition,
-    stale_cutoff,
+    jobs_reap_stale,
 )
 from dr_console.notifications import alert_recipients, notify
 from drills.models import DrillRun, ObjectiveBreach
@@ -318,16 +318,13 @@ def drill_run_notify_failed(run: DrillRun) -> None:
 def drill_runs_reap_stale() -> int:
     """Fail drills whose worker stopped heartbeating, then drop every scratch database a drill left behind (a
     worker killed outright, or a server that was unreachable when the drill ended). Returns how many it failed."""
-    cutoff = stale_cutoff(settings.JOB_STALE_AFTER_SECONDS)
-    reaped = 0
-    stale = DrillRun.objects.filter(status__in=DrillRun.RUNNING_STATES, heartbeat_at__lt=cutoff)
-    for run_id in stale.values_list("pk", flat=True):
-        try:
-            if job_transition(DrillRun, pk=run_id, to=Status.FAILED, error="worker lost: the drill did not finish"):
-                reaped += 1
-                _finished(run_id)
-        except IllegalTransition:
-            pass
+    reaped = jobs_reap_stale(
+        DrillRun,
+        running_states=DrillRun.RUNNING_STATES,
+        to=Status.FAILED,
+        error="worker lost: the drill did not finish",
+        on_reaped=_finished,
+    )
     leftovers = DrillRun.objects.filter(status__in=DrillRun.TERMINAL, scratch_database__startswith=SCRATCH_PREFIX)
     for run_id, url_env, name in leftovers.exclude(scratch_dropped=True).values_list(
         "pk", "server_url_env", "scratch_database"

@@ -54,7 +54,7 @@ from dr_console.jobs import (
     job_fail,
     job_heartbeat,
     job_transition,
-    stale_cutoff,
+    jobs_reap_stale,
 )
 from restores import pg_restore as primitive
 from restores.health import application_checks
@@ -504,21 +504,15 @@ def _post_restore_checks(run: RestoreRun, database: PgConnection) -> list[dict[s
 def restore_runs_reap_stale() -> int:
     """Fail restores whose worker stopped heartbeating (their target lock is released by the backups reaper).
     Never re-runs them: a restore runs by a person's decision only."""
-    cutoff = stale_cutoff(settings.JOB_STALE_AFTER_SECONDS)
-    reaped = 0
-    stale = RestoreRun.objects.filter(status__in=RestoreRun.RUNNING_STATES, heartbeat_at__lt=cutoff)
-    for run_id in stale.values_list("pk", flat=True):
-        try:
-            if job_transition(
-                RestoreRun, pk=run_id, to=Status.FAILED, error="worker lost: the target may be partly restored"
-            ):
-                reaped += 1
-                audit_record(
-                    action=AuditEvent.Action.RESTORE_FINISHED,
-                    actor_label="reaper",
-                    obj=RestoreRun(pk=run_id),
-                    details={"status": "failed", "error": "worker lost"},
-                )
-        except IllegalTransition:
-            pass
-    return reaped
+    return jobs_reap_stale(
+        RestoreRun,
+        running_states=RestoreRun.RUNNING_STATES,
+        to=Status.FAILED,
+        error="worker lost: the target may be partly restored",
+        on_reaped=lambda run_id: audit_record(
+            action=AuditEvent.Action.RESTORE_FINISHED,
+            actor_label="reaper",
+            obj=RestoreRun(pk=run_id),
+            details={"status": "failed", "error": "worker lost"},
+        ),
+    )

@@ -5,6 +5,7 @@ from django.contrib.auth.models import User
 from factory.django import DjangoModelFactory
 
 from backups.models import BackupArtifact, Datastore, Environment
+from reprocess.models import ReprocessBatch, ReprocessItem
 
 
 class UserFactory(DjangoModelFactory):
@@ -40,6 +41,28 @@ class BackupArtifactFactory(DjangoModelFactory):
 
     datastore = factory.SubFactory(DatastoreFactory)
     trigger = "test"
+
+
+class ReprocessBatchFactory(DjangoModelFactory):
+    """A draft batch; pass `documents=[(workspace_id, document_id), ...]` to give it items."""
+
+    class Meta:
+        model = ReprocessBatch
+        skip_postgeneration_save = True
+
+    environment = factory.SubFactory(EnvironmentFactory)
+    source = ReprocessBatch.Source.CSV
+    trigger = "test"
+
+    @factory.post_generation
+    def documents(self, create: bool, extracted: list[tuple[str, str]] | None, **kwargs: object) -> None:
+        if not extracted:
+            return
+        ReprocessItem.objects.bulk_create(
+            ReprocessItem(batch=self, workspace_id=ws, document_id=doc) for ws, doc in extracted
+        )
+        self.total = len(extracted)
+        self.save(update_fields=["total"])
 
 
 def user_with_perms(username: str, *perms: str, **fields: object) -> User:

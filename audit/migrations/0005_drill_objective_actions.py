@@ -6,6 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
+        ('audit', '0004_alter_auditevent_action'),
         ('audit', '0004_schedule_retention_actions'),
     ]
 
@@ -13,6 +14,6 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='auditevent',
             name='action',
-            field=models.CharField(choices=[('config.loaded', 'Configuration loaded'), ('backup.requested', 'Backup requested'), ('backup.finished', 'Backup finished'), ('backup.verify_requested', 'Verification requested'), ('restore.requested', 'Restore requested'), ('restore.approved', 'Restore approved'), ('restore.rejected', 'Restore rejected'), ('restore.expired', 'Restore approval expired'), ('restore.queued', 'Restore queued'), ('restore.launched', 'Restore launched'), ('restore.cancelled', 'Restore cancelled'), ('restore.finished', 'Restore finished'), ('drill.requested', 'Drill requested'), ('drill.finished', 'Drill finished'), ('drill.cancelled', 'Drill cancelled'), ('objective.breached', 'Objective breached'), ('objective.recovered', 'Objective recovered'), ('config.changed', 'Configuration changed'), ('config.deleted', 'Configuration deleted'), ('backup.skipped', 'Scheduled backup skipped'), ('backup.pinned', 'Backup pinned'), ('backup.unpinned', 'Backup unpinned'), ('backup.expired', 'Backup expired by retention'), ('retention.changed', 'Retention policy changed')], db_index=True, max_length=40),
+            field=models.CharField(choices=[('config.loaded', 'Configuration loaded'), ('backup.requested', 'Backup requested'), ('backup.finished', 'Backup finished'), ('backup.verify_requested', 'Verification requested'), ('restore.requested', 'Restore requested'), ('restore.approved', 'Restore approved'), ('restore.rejected', 'Restore rejected'), ('restore.expired', 'Restore approval expired'), ('restore.queued', 'Restore queued'), ('restore.launched', 'Restore launched'), ('restore.cancelled', 'Restore cancelled'), ('restore.finished', 'Restore finished'), ('drill.requested', 'Drill requested'), ('drill.finished', 'Drill finished'), ('drill.cancelled', 'Drill cancelled'), ('objective.breached', 'Objective breached'), ('objective.recovered', 'Objective recovered'), ('reprocess.created', 'Reprocess batch built'), ('reprocess.queued', 'Reprocess batch sent'), ('reprocess.started', 'Reprocess batch started'), ('reprocess.finished', 'Reprocess batch finished'), ('reprocess.cancelled', 'Reprocess batch cancelled'), ('reprocess.discarded', 'Reprocess batch discarded'), ('config.changed', 'Configuration changed'), ('config.deleted', 'Configuration deleted'), ('backup.skipped', 'Scheduled backup skipped'), ('backup.pinned', 'Backup pinned'), ('backup.unpinned', 'Backup unpinned'), ('backup.expired', 'Backup expired by retention'), ('retention.changed', 'Retention policy changed')], db_index=True, max_length=40),
         ),
     ]

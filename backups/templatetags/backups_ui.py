@@ -47,6 +47,10 @@ BADGE_CLASSES = {
     "started": "ok",
     "skipped": "warn",
     "refused": "bad",
+    # reprocess batches and their items
+    "draft": "warn",
+    "discarded": "muted",
+    "accepted": "ok",
 }
 
 EXACT_TIME_FORMAT = "Y-m-d H:i:s T"

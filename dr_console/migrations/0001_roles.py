@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
-from dr_console.roles import roles_ensure
-
-
-def create_roles(apps: Any, schema_editor: Any) -> None:
-    # Permissions are normally created after all migrations ran; the groups need them now.
-    for app_config in apps.get_app_configs():
-        app_config.models_module = True
-        create_permissions(app_config, apps=apps, verbosity=0)
-        app_config.models_module = None
-    roles_ensure(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+from dr_console.roles import roles_migrate
 
 
 class Migration(migrations.Migration):
@@ -27,4 +15,4 @@ class Migration(migrations.Migration):
         ("restores", "0001_initial"),
         ("audit", "0002_append_only_triggers"),
     ]
-    operations = [migrations.RunPython(create_roles, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(roles_migrate, migrations.RunPython.noop)]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-
 from django.db import migrations
 
-# The same idempotent step as 0001: create the permissions now, then the groups' permissions from roles.py.
-create_roles = import_module("dr_console.migrations.0001_roles").create_roles
+from dr_console.roles import roles_migrate
+
 
 
 class Migration(migrations.Migration):
@@ -15,4 +13,4 @@ class Migration(migrations.Migration):
         ("dr_console", "0001_roles"),
         ("backups", "0005_schedules_retention"),
     ]
-    operations = [migrations.RunPython(create_roles, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(roles_migrate, migrations.RunPython.noop)]

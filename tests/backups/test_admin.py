@@ -129,6 +129,7 @@ def test_configuration_edited_in_the_admin_is_audited(admin_client_logged_in: Cl
             "api_url": "",
             "webhook_url": "",
             "safety_backup": "unknown",
+            "reprocess_concurrency": 16,
         },
     )
     assert response.status_code == 302, response.content.decode()[:2000]

@@ -1,0 +1,120 @@
+"""Bulk reprocessing: after the application's Redis lost its queue, re-send each lost document to the
+application's reprocess endpoint. A batch is built (and shown) first, then sent; sending it again sends only the
+items the application has not accepted yet."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from backups.models import Environment
+from dr_console.jobs import JobEvent, JobModel
+
+
+class ReprocessBatch(JobModel):
+    """One set of documents to re-send, and the runs that send them. Never deleted: it is the record of recovery."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("Draft")  # built and shown, nothing sent yet
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")  # every item accepted
+        FAILED = "failed", _("Failed")  # ended with items not accepted, or could not run
+        CANCELLED = "cancelled", _("Cancelled")
+        DISCARDED = "discarded", _("Discarded")  # a draft nobody sent
+
+    class Source(models.TextChoices):
+        QUERY = "query", _("Documents from the environment's query")
+        CSV = "csv", _("A CSV list")
+        FAILED_JOBS = "failed_jobs", _("Failed RQ jobs")
+
+    ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
+    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.DISCARDED})
+    TRANSITIONS = {
+        Status.DRAFT: frozenset({Status.QUEUED, Status.DISCARDED}),
+        Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.CANCELLED}),
+        Status.RUNNING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}),
+        # Sending again sends only what was not accepted.
+        Status.FAILED: frozenset({Status.QUEUED}),
+        Status.CANCELLED: frozenset({Status.QUEUED}),
+    }
+    RUNNING_STATES = frozenset({Status.RUNNING})
+
+    environment = models.ForeignKey(Environment, models.PROTECT, related_name="reprocess_batches")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    source_detail = models.CharField(
+        max_length=200, blank=True, help_text=_("e.g. the CSV file's name, or which query built the batch.")
+    )
+    total = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0, help_text=_("Items refused, or still failing after retries."))
+    sent = models.PositiveIntegerField(default=0, help_text=_("Requests sent in all runs, retries included."))
+    runs = models.PositiveSmallIntegerField(default=0)
+    run_started_at = models.DateTimeField(null=True, blank=True)
+    run_accepted = models.PositiveIntegerField(default=0, help_text=_("Items accepted by the current or last run."))
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name_plural = "reprocess batches"
+        constraints = [
+            # Two batches sending to one application at once would send the same documents twice.
+            models.UniqueConstraint(
+                fields=["environment"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="reprocessbatch_one_active_per_environment",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"reprocess batch #{self.pk}"
+
+    @property
+    def remaining(self) -> int:
+        return max(self.total - self.accepted - self.failed, 0)
+
+    @property
+    def not_accepted(self) -> int:
+        return max(self.total - self.accepted, 0)
+
+    @property
+    def can_send(self) -> bool:
+        return self.status in (self.Status.DRAFT, self.Status.FAILED, self.Status.CANCELLED) and (
+            self.accepted < self.total
+        )
+
+
+class ReprocessItem(models.Model):
+    """One document to re-send. `accepted` is final: an accepted item is never sent again."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Not sent yet")
+        ACCEPTED = "accepted", _("Accepted")
+        FAILED = "failed", _("Failed")
+
+    batch = models.ForeignKey(ReprocessBatch, models.CASCADE, related_name="items")
+    workspace_id = models.CharField(max_length=64)
+    document_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["batch", "workspace_id", "document_id"], name="reprocessitem_once_per_batch"
+            )
+        ]
+        indexes = [models.Index(fields=["batch", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id}/{self.document_id}"
+
+
+class ReprocessBatchEvent(JobEvent):
+    """A status change of a reprocess batch."""
+
+    job = models.ForeignKey(ReprocessBatch, models.CASCADE, related_name="events")
