@@ -46,23 +46,32 @@ def make_source(name: str, size_mb: int) -> str:
             conn.execute(f'CREATE DATABASE "{name}"')
     url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     if not exists:
-        rows = size_mb * 1024 // 2  # about 2 KiB a row
+        rows = size_mb * 1024 * 1024 // 700  # about 700 bytes a row on disk, half of it incompressible
         print(f"generating {name}: {rows:,} documents...")
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "CREATE TABLE documents (id bigserial PRIMARY KEY, workspace int NOT NULL, title text, "
-                "body text, raw bytea, created_at timestamptz DEFAULT now())"
-            )
-            conn.execute(
-                "INSERT INTO documents (workspace, title, body, raw) SELECT i % 97, 'Document ' || i, "
-                "repeat(md5(i::text), 24), decode(repeat(md5((i * 7)::text), 8), 'hex') "
-                "FROM generate_series(1, %s) i",
-                (rows,),
-            )
-            conn.execute("CREATE INDEX documents_workspace ON documents (workspace)")
-            conn.execute("CREATE TABLE workspaces AS SELECT i AS id, 'ws ' || i AS name FROM generate_series(1, 97) i")
-            conn.execute("VACUUM ANALYZE")
+        try:
+            _fill(url, rows)
+        except BaseException:
+            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # never leave a half-made source behind
+            raise
     return url
+
+
+def _fill(url: str, rows: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE documents (id bigserial PRIMARY KEY, workspace int NOT NULL, title text, "
+            "body text, raw bytea, created_at timestamptz DEFAULT now())"
+        )
+        conn.execute(
+            "INSERT INTO documents (workspace, title, body, raw) SELECT i %% 97, 'Document ' || i, "
+            "repeat(md5(i::text), 6), decode(md5(random()::text) || md5(random()::text) || md5(random()::text) "
+            "|| md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text) "
+            "|| md5(random()::text), 'hex') FROM generate_series(1, %s) i",
+            (rows,),
+        )
+        conn.execute("CREATE INDEX documents_workspace ON documents (workspace)")
+        conn.execute("CREATE TABLE workspaces AS SELECT i AS id, 'ws ' || i AS name FROM generate_series(1, 97) i")
+        conn.execute("VACUUM ANALYZE")
 
 
 def main() -> None:
