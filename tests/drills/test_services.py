@@ -213,3 +213,24 @@ def test_a_failed_backup_notifies_like_a_failed_drill(settings: Any, http_stub: 
     assert message.subject == f"[DR Console] Backup #{artifact.pk} of {datastore.name} failed"
     assert "TEST_NOWHERE_URL" in message.body
     assert len(http_stub.posts) == 1
+
+
+def test_a_drill_stopped_by_its_time_limit_during_pg_restore_drops_its_scratch_database(
+    source_db: SourceDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    artifact = backup_taken(source_db.url_env)
+    real_restore = primitive.pg_restore_run
+    created: list[str] = []
+
+    def restore_then_time_out(**kwargs: Any) -> Any:
+        real_restore(**kwargs)  # the scratch database exists and holds data when Celery's soft limit fires
+        created.append(kwargs["database"].dbname)
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(primitive, "pg_restore_run", restore_then_time_out)
+    run = drill(artifact)
+    assert run.status == Status.FAILED and run.error.startswith("time limit of ")
+    assert created == [run.scratch_database]
+    assert run.scratch_dropped is True and not database_exists(run.scratch_database)
