@@ -16,6 +16,7 @@ restore), so it is expired unless something above protects it.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -124,16 +125,16 @@ class Decision:
 
 
 PERIODS: tuple[tuple[Why, str, Callable[[datetime], str]], ...] = (
-    (Why.DAILY, "keep_daily", lambda t: t.strftime("%Y-%m-%d")),
+    (Why.DAILY, "keep_daily", lambda t: t.date().isoformat()),
     (Why.WEEKLY, "keep_weekly", lambda t: "{}-W{:02d}".format(*t.isocalendar()[:2])),
-    (Why.MONTHLY, "keep_monthly", lambda t: t.strftime("%Y-%m")),
+    (Why.MONTHLY, "keep_monthly", lambda t: f"{t.year}-{t.month:02d}"),
 )
 
 
 def retention_plan(facts: Iterable[ArtifactFacts], policy: RetentionPolicy, tz: ZoneInfo) -> list[Decision]:
     """One decision per backup, newest first. Pure: no database, no clock."""
     ordered = sorted(facts, key=lambda a: (a.taken_at, a.id), reverse=True)
-    reasons: dict[int, list[Reason]] = {a.id: [] for a in ordered}
+    reasons: defaultdict[int, list[Reason]] = defaultdict(list)
     newest_verified = next((a for a in ordered if a.verified and not a.corrupt), None)
     for artifact in ordered:
         if artifact.pin_reason is not None:
@@ -150,27 +151,36 @@ def retention_plan(facts: Iterable[ArtifactFacts], policy: RetentionPolicy, tz: 
     good = [a for a in ordered if not a.corrupt]
     for artifact in good[: policy.keep_last]:
         reasons[artifact.id].append(Reason(Why.LAST, str(policy.keep_last)))
+    local: dict[int, datetime] = {}  # each backup's local time, computed once for the three rules
     for why, count_name, period_of in PERIODS:
         wanted = getattr(policy, count_name)
         seen: set[str] = set()
         for artifact in good:  # newest first: the first backup met in a period is that period's newest
             if len(seen) >= wanted:
                 break
-            period = period_of(artifact.taken_at.astimezone(tz))
+            if artifact.id not in local:
+                local[artifact.id] = artifact.taken_at.astimezone(tz)
+            period = period_of(local[artifact.id])
             if period not in seen:
                 seen.add(period)
                 reasons[artifact.id].append(Reason(why, period))
-    decisions = []
-    for artifact in ordered:
-        kept = reasons[artifact.id]
-        if kept:
-            decisions.append(Decision(artifact.id, True, tuple(kept)))
-        else:
-            decisions.append(Decision(artifact.id, False, (Reason(Why.CORRUPT if artifact.corrupt else Why.OUTSIDE),)))
-    return decisions
+    return [
+        Decision(a.id, True, tuple(reasons[a.id]))
+        if a.id in reasons
+        else Decision(a.id, False, CORRUPT if a.corrupt else OUTSIDE)
+        for a in ordered
+    ]
+
+
+# Shared by every expired backup: a first run on a long history builds thousands of decisions.
+OUTSIDE = (Reason(Why.OUTSIDE),)
+CORRUPT = (Reason(Why.CORRUPT),)
 
 
 # --- the database side -------------------------------------------------------------------------------------------
+
+
+PREVIEW_EXPIRED_SHOWN = 200  # a first policy on a long history may expire thousands: the page lists the newest
 
 
 @dataclass
@@ -192,6 +202,21 @@ class RetentionPreview:
 
     def rows(self) -> list[tuple[BackupArtifact, Decision]]:
         return [(self.artifacts[d.artifact_id], d) for d in self.decisions]
+
+    def shown_rows(self) -> list[tuple[BackupArtifact, Decision]]:
+        """What a page lists: every kept backup, and the newest expired ones up to PREVIEW_EXPIRED_SHOWN."""
+        rows, expired = [], 0
+        for decision in self.decisions:
+            if not decision.keep:
+                expired += 1
+                if expired > PREVIEW_EXPIRED_SHOWN:
+                    continue
+            rows.append((self.artifacts[decision.artifact_id], decision))
+        return rows
+
+    @property
+    def hidden_count(self) -> int:
+        return max(0, len(self.to_expire) - PREVIEW_EXPIRED_SHOWN)
 
 
 def _restores_using(artifact_ids: Sequence[int] | None, datastore: Datastore) -> dict[int, str]:

@@ -212,3 +212,25 @@ def test_the_backup_page_links_to_its_datastore_page(viewer_client: Client, data
     artifact = datastore.artifacts.first()
     detail = viewer_client.get(reverse("backups:artifact_detail", args=[artifact.pk])).content.decode()
     assert page_url(datastore) in detail
+
+
+def test_a_long_history_lists_every_kept_backup_and_the_newest_expired_ones(
+    viewer_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DatastoreFactory(name="big-db", retention_keep_monthly=2)
+    base = datetime(2026, 1, 1, 3, tzinfo=UTC)
+    BackupArtifact.objects.bulk_create(
+        BackupArtifact(
+            datastore=store,
+            status=BackupArtifact.Status.SUCCEEDED,
+            created_at=base + timedelta(days=d),
+            started_at=base + timedelta(days=d),
+            storage_key=f"k{d}",
+        )
+        for d in range(60)
+    )
+    monkeypatch.setattr("backups.retention.PREVIEW_EXPIRED_SHOWN", 10)
+    page = viewer_client.get(page_url(store)).content.decode()
+    assert "58 backups would be expired" in page
+    assert page.count('class="keep"') == 2 and page.count('class="expire"') == 10
+    assert "…and 48 older backups to expire, not listed" in page
