@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install system-deps check bench clean
+.PHONY: run test install system-deps check bench clean sampleapp
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ test: install
 	$(BIN)/mypy .
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run >/dev/null 2>&1 || { echo "models changed without a migration: run manage.py makemigrations"; exit 1; }
 	$(BIN)/python -m pytest
+
+# The sample protected application (sampleapp/): its API on 127.0.0.1:8001 and an RQ worker. Local defaults below;
+# anything set in the environment wins. `make sampleapp SEED=100` first creates 100 PENDING documents.
+SAMPLEAPP_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/sampleapp
+SAMPLEAPP_REDIS_URL ?= redis://127.0.0.1:6379/1
+SAMPLEAPP_TOKEN ?= sampleapp-dev-token
+sampleapp: install
+	@SAMPLEAPP_DATABASE_URL='$(SAMPLEAPP_DATABASE_URL)' SAMPLEAPP_REDIS_URL='$(SAMPLEAPP_REDIS_URL)' \
+	SAMPLEAPP_TOKEN='$(SAMPLEAPP_TOKEN)' $(BIN)/python -m sampleapp api --port 8001 --with-worker --create-database \
+		--print-token $(if $(SEED),--seed $(SEED))
 
 check: install
 	DJANGO_DEBUG=False DJANGO_SECRET_KEY=$$(head -c 48 /dev/urandom | base64) $(BIN)/python manage.py check --deploy --fail-level WARNING

@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from audit.models import AuditEvent
 from audit.selectors import AuditFilters
+from dr_console.history import check_day_range
 
 
 def object_type_label(object_type: str) -> str:
@@ -44,9 +45,7 @@ class AuditFilterForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        since, until = data.get("since"), data.get("until")
-        if since and until and since > until:
-            self.add_error("until", _("The end date is before the start date."))
+        check_day_range(self, "since", "until")
         return data
 
     def filters(self) -> AuditFilters:

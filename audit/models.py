@@ -54,6 +54,8 @@ class AuditEvent(models.Model):
         BACKUP_UNPINNED = "backup.unpinned", _("Backup unpinned")
         BACKUP_EXPIRED = "backup.expired", _("Backup expired by retention")
         RETENTION_CHANGED = "retention.changed", _("Retention policy changed")
+        QUEUE_JOB_REQUEUED = "queue.job_requeued", _("Failed queue job requeued")
+        QUEUE_FAILED_REQUEUED = "queue.failed_requeued", _("Failed queue jobs requeued")
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # PROTECT: the log never loses its actors (SET_NULL would be an update, which the table refuses anyway).

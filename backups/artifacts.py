@@ -31,30 +31,15 @@ def artifact_storage() -> Storage:
     return storages["artifacts"]
 
 
-class HashingReader:
-    """File-like reader of a subprocess's output pipe that computes sha256 and size as it goes.
-    `progress["bytes_done"]` follows the size, for the job's heartbeat to report.
+class _Hashing:
+    """sha256 and size of what went through, and `progress["bytes_done"]` for the job's heartbeat to report."""
 
-    pg_dump writes in small pieces; reading each as it arrives costs a wake-up per few KiB (100,000 for a
-    1 GiB dump), CPU that the dump itself needs on a small machine. So after a short read, when the pipe is
-    wide enough to buffer it, the reader naps 5 ms and lets the pipe fill: about ten times fewer, larger reads.
-    A full read (a fast producer) never naps, so the producer never waits on us.
-    """
-
-    NAP_SECONDS = 0.005
-    SHORT_READ = 256 * 1024
-
-    def __init__(self, stream: IO[bytes], progress: dict[str, int] | None = None) -> None:
-        self._fd = stream.fileno()
+    def __init__(self, progress: dict[str, int] | None) -> None:
         self._progress = progress if progress is not None else {}
-        self._nap = pipe_size(self._fd) >= 1 << 20
         self.sha256 = hashlib.sha256()
         self.size = 0
 
-    def read(self, size: int = -1) -> bytes:
-        data = os.read(self._fd, size if size and size > 0 else CHUNK_SIZE)
-        if self._nap and 0 < len(data) < self.SHORT_READ:
-            time.sleep(self.NAP_SECONDS)
+    def _count(self, data: bytes) -> bytes:
         if data:
             self.sha256.update(data)
             self.size += len(data)
@@ -68,12 +53,57 @@ class HashingReader:
         return False
 
 
+class HashingReader(_Hashing):
+    """File-like reader of a subprocess's output pipe that computes sha256 and size as it goes.
+
+    pg_dump writes in small pieces; reading each as it arrives costs a wake-up per few KiB (100,000 for a
+    1 GiB dump), CPU that the dump itself needs on a small machine. So after a short read, when the pipe is
+    wide enough to buffer it, the reader naps 5 ms and lets the pipe fill: about ten times fewer, larger reads.
+    A full read (a fast producer) never naps, so the producer never waits on us.
+    """
+
+    NAP_SECONDS = 0.005
+    SHORT_READ = 256 * 1024
+
+    def __init__(self, stream: IO[bytes], progress: dict[str, int] | None = None) -> None:
+        super().__init__(progress)
+        self._fd = stream.fileno()
+        self._nap = pipe_size(self._fd) >= 1 << 20
+
+    def read(self, size: int = -1) -> bytes:
+        data = os.read(self._fd, size if size and size > 0 else CHUNK_SIZE)
+        if self._nap and 0 < len(data) < self.SHORT_READ:
+            time.sleep(self.NAP_SECONDS)
+        return self._count(data)
+
+
+class HashingChunkReader(_Hashing):
+    """File-like reader over bytes a generator produces (the Redis snapshot), hashing as it goes.
+    `read(size)` returns `size` bytes until the end, as storages that upload in parts expect."""
+
+    def __init__(self, chunks: Iterator[bytes], progress: dict[str, int] | None = None) -> None:
+        super().__init__(progress)
+        self._chunks = chunks
+        self._pending = bytearray()
+
+    def read(self, size: int = -1) -> bytes:
+        size = size if size and size > 0 else CHUNK_SIZE
+        while len(self._pending) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._pending += chunk
+        data = bytes(self._pending[:size])
+        del self._pending[:size]
+        return self._count(data)
+
+
 class _StreamFile(File):
     """A Django File over a non-seekable stream, read in 1 MiB chunks."""
 
     DEFAULT_CHUNK_SIZE = CHUNK_SIZE
 
-    def __init__(self, reader: HashingReader, name: str) -> None:
+    def __init__(self, reader: HashingReader | HashingChunkReader, name: str) -> None:
         super().__init__(cast(IO[bytes], reader), name=name)
         self.reader = reader
 
@@ -99,7 +129,7 @@ def temporary_key(final_key: str, job_id: int) -> str:
     return f"{TMP_PREFIX}{job_id}-{uuid.uuid4().hex[:12]}-{Path(final_key).name}.partial"
 
 
-def write_stream(key: str, reader: HashingReader) -> str:
+def write_stream(key: str, reader: HashingReader | HashingChunkReader) -> str:
     """Stream `reader` to `key` (a temporary key). Returns the name the storage actually used."""
     return artifact_storage().save(key, _StreamFile(reader, key))
 

@@ -9,6 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from backups.models import BackupArtifact, Datastore, Environment
 from backups.retention import RetentionPolicy
 from backups.selectors import BackupArtifactFilters
+from dr_console.history import check_day_range
 
 DATE_WIDGET = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
 
@@ -42,14 +43,12 @@ class BackupArtifactFilterForm(forms.Form):
     date_from = forms.DateField(label=_("From"), required=False, widget=DATE_WIDGET)
     date_to = forms.DateField(label=_("To"), required=False, widget=DATE_WIDGET)
     # The pager's keyset cursors. The filter form does not send them, so changing a filter starts from the newest.
-    before = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
-    after = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
+    before = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+    after = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        start, end = cleaned.get("date_from"), cleaned.get("date_to")
-        if start and end and start > end:
-            self.add_error("date_to", _("The end date is before the start date."))
+        check_day_range(self, "date_from", "date_to")
         return cleaned
 
     def filters(self) -> BackupArtifactFilters:
@@ -64,10 +63,9 @@ class BackupArtifactFilterForm(forms.Form):
             date_to=data.get("date_to"),
         )
 
-    def cursor(self, name: str) -> int | None:
+    def cursor(self, name: str) -> str:
         self.is_valid()
-        value = self.cleaned_data.get(name)
-        return int(value) if value is not None else None
+        return str(self.cleaned_data.get(name) or "")
 
     def filter_query(self, *, with_cursor: bool = False) -> str:
         """The query string of the valid, non-empty filters (and the cursor, if asked): the pager's links add

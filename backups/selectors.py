@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment, ScheduledBackup
 from backups.scheduling import ScheduleState, datastore_schedule_state
+from dr_console.history import PER_PAGE, Page, created_within_days, keyset_page
 
 if TYPE_CHECKING:
     from drills.selectors import DatastoreDrillState
@@ -205,15 +206,6 @@ class BackupArtifactFilters:
     date_to: date | None = None
 
 
-@dataclass
-class BackupArtifactPage:
-    """One page of the backup history. `newer`/`older` are the cursors of the neighbouring pages, None at an end."""
-
-    artifacts: list[BackupArtifact]
-    newer: int | None
-    older: int | None
-
-
 def backup_artifact_filter(filters: BackupArtifactFilters) -> QuerySet[BackupArtifact]:
     artifacts = BackupArtifact.objects.all()
     if filters.environment is not None:
@@ -225,53 +217,30 @@ def backup_artifact_filter(filters: BackupArtifactFilters) -> QuerySet[BackupArt
     if filters.verification:
         artifacts = artifacts.filter(verification=filters.verification)
     # Dates are days in the user's time zone: "to" includes the whole of that day.
-    if filters.date_from is not None:
-        artifacts = artifacts.filter(created_at__gte=_start_of_day(filters.date_from))
-    if filters.date_to is not None:
-        artifacts = artifacts.filter(created_at__lt=_start_of_day(filters.date_to + timedelta(days=1)))
-    return artifacts
+    return created_within_days(artifacts, filters.date_from, filters.date_to)
 
 
-def _start_of_day(day: date) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.min))
+LIST_DEFERRED_FIELDS = (
+    "row_counts",
+    "stderr_tail",
+    "verification_error",
+    "datastore__description",
+    "datastore__environment__description",
+    "datastore__environment__reprocess_query",
+)
 
 
 def backup_artifact_page(
-    filters: BackupArtifactFilters, *, before: int | None = None, after: int | None = None, size: int = 50
-) -> BackupArtifactPage:
-    """Newest first, by keyset: `before=<id>` is the page of backups older than that one, `after=<id>` the page of
-    those newer than it. No OFFSET and no COUNT, so any page of 100,000 backups costs the same: the cursor's
-    (created_at, id) is looked up, then an index scan from it reads `size + 1` rows.
-    """
-    artifacts = backup_artifact_filter(filters).select_related("datastore__environment", "triggered_by")
-    cursor_id = before if before is not None else after
-    anchor = (
-        BackupArtifact.objects.filter(pk=cursor_id).values_list("created_at", flat=True).first()
-        if cursor_id is not None
-        else None
+    filters: BackupArtifactFilters, *, before: str = "", after: str = "", per_page: int = PER_PAGE
+) -> Page[BackupArtifact]:
+    """Newest first, by keyset (dr_console.history): any page of 100,000 backups costs what the first one does.
+    The list never shows the per-table row counts or the logs, so they are not read (they can be large)."""
+    artifacts = (
+        backup_artifact_filter(filters)
+        .select_related("datastore__environment", "triggered_by")
+        .defer(*LIST_DEFERRED_FIELDS)
     )
-    if anchor is None:  # the first page (also for a cursor that names no backup)
-        rows = list(artifacts.order_by("-created_at", "-pk")[: size + 1])
-        return BackupArtifactPage(
-            artifacts=rows[:size], newer=None, older=rows[size - 1].pk if len(rows) > size else None
-        )
-    if before is not None:
-        older = Q(created_at__lt=anchor) | Q(created_at=anchor, pk__lt=cursor_id)
-        rows = list(artifacts.filter(older).order_by("-created_at", "-pk")[: size + 1])
-        page = rows[:size]
-        return BackupArtifactPage(
-            artifacts=page,
-            newer=page[0].pk if page else None,
-            older=page[-1].pk if len(rows) > size else None,
-        )
-    newer = Q(created_at__gt=anchor) | Q(created_at=anchor, pk__gt=cursor_id)
-    rows = list(artifacts.filter(newer).order_by("created_at", "pk")[: size + 1])
-    page = rows[:size][::-1]
-    return BackupArtifactPage(
-        artifacts=page,
-        newer=page[0].pk if len(rows) > size else None,
-        older=page[-1].pk if page else None,
-    )
+    return keyset_page(artifacts, before=before, after=after, per_page=per_page)
 
 
 def backup_artifact_detail_queryset() -> QuerySet[BackupArtifact]:

@@ -1,8 +1,10 @@
-"""Backups: request one, take it (pg_dump streamed into storage), verify it, reap jobs whose worker died.
+"""Backups: request one, take it (pg_dump, or a Redis snapshot, streamed into storage), verify it, reap jobs whose
+worker died.
 
 The BackupArtifact row is the source of truth. A task only works on an artifact it has claimed with a
 compare-and-set transition, so a redelivered broker message never starts a second pg_dump and a finished
-backup is never redone.
+backup is never redone. What differs between datastore kinds (how to take the file, how to read it back) is one
+`BackupMethod` per artifact format, at the end of this module; everything around it is shared.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import logging
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -25,7 +29,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.models import AuditEvent
 from audit.services import audit_record
-from backups import artifacts
+from backups import artifacts, redis_snapshot
 from backups.models import BackupArtifact, Datastore, TargetLock
 from backups.postgres import (
     PostgresError,
@@ -43,6 +47,7 @@ from backups.postgres import (
     stop_process,
     tool_version,
 )
+from backups.redis_snapshot import RedisDatastoreError, SnapshotCorrupt
 from dr_console.jobs import (
     JobHeartbeat,
     JobStopped,
@@ -77,6 +82,10 @@ class JobFailed(Exception):
         self.stderr_tail = stderr_tail
 
 
+# Failures a job expects and records as its error (anything else is logged with its traceback as well).
+EXPECTED_ERRORS = (JobFailed, PostgresError, RedisDatastoreError)
+
+
 # --- requesting --------------------------------------------------------------------------------------------------
 
 
@@ -90,11 +99,6 @@ def backup_artifact_request(
 ) -> BackupArtifact:
     """Create a pending backup of `datastore` and hand it to a worker once the row is committed
     (`enqueue=False`: the caller runs it itself, e.g. `manage.py backup --inline`)."""
-    if datastore.kind != Datastore.Kind.POSTGRES:
-        raise BackupRefused(
-            f"{datastore.name} is a {datastore.get_kind_display()} datastore; "
-            "only PostgreSQL backups are available in this version"
-        )
     datastore_check_not_broker(datastore)
     level = datastore.compression_level
     try:
@@ -104,7 +108,7 @@ def backup_artifact_request(
                 raise BackupRefused(f"a backup of {datastore.name} is already {running.status} (#{running.pk})")
             artifact = BackupArtifact.objects.create(
                 datastore=datastore,
-                format=BackupArtifact.Format.PG_CUSTOM,
+                format=FORMAT_BY_KIND[Datastore.Kind(datastore.kind)],
                 compression_level=settings.BACKUP_DEFAULT_COMPRESSION if level is None else level,
                 trigger=trigger[:120],
                 triggered_by=triggered_by,
@@ -301,17 +305,18 @@ def _backup_claimed(artifact: BackupArtifact, verify_after: bool | None) -> None
         lambda: job_heartbeat(BackupArtifact, pk=artifact_id, running_states=RUNNING_ONLY, **progress),
         interval=settings.JOB_HEARTBEAT_SECONDS,
     )
+    method = BACKUP_METHODS[BackupArtifact.Format(artifact.format)]
     try:
         with heartbeat:
-            outcome = _dump_postgres(artifact, heartbeat, progress)
+            outcome = method.take(artifact, heartbeat, progress)
     except JobStopped:
         logger.info("backup #%s stopped: its row left the running state", artifact_id)
         return
-    except (JobFailed, PostgresError) as exc:
+    except EXPECTED_ERRORS as exc:
         _fail(artifact_id, str(exc), getattr(exc, "stderr_tail", ""))
         return
     except SoftTimeLimitExceeded:
-        _fail(artifact_id, f"time limit of {settings.BACKUP_TIME_LIMIT} s reached; pg_dump was stopped")
+        _fail(artifact_id, f"time limit of {settings.BACKUP_TIME_LIMIT} s reached; the backup was stopped")
         return
     except OSError as exc:
         _fail(artifact_id, f"cannot write the artifact to storage: {exc}")
@@ -358,7 +363,8 @@ def _fail(artifact_id: int, message: str, stderr_tail: str = "") -> None:
 def artifact_storage_key(artifact: BackupArtifact) -> str:
     ds = artifact.datastore
     stamp = artifact.created_at
-    return f"{ds.environment.name}/{ds.name}/{stamp:%Y/%m}/{ds.name}-{stamp:%Y%m%dT%H%M%SZ}-{artifact.pk}.dump"
+    extension = BACKUP_METHODS[BackupArtifact.Format(artifact.format)].extension
+    return f"{ds.environment.name}/{ds.name}/{stamp:%Y/%m}/{ds.name}-{stamp:%Y%m%dT%H%M%SZ}-{artifact.pk}{extension}"
 
 
 def _dump_postgres(artifact: BackupArtifact, heartbeat: JobHeartbeat, progress: dict[str, int]) -> DumpOutcome:
@@ -480,6 +486,65 @@ class _RowCounter(threading.Thread):
             self.join(timeout=30)
 
 
+def _take_redis_snapshot(artifact: BackupArtifact, heartbeat: JobHeartbeat, progress: dict[str, int]) -> DumpOutcome:
+    """Stream a logical snapshot of the Redis database into storage (backups/redis_snapshot.py).
+
+    Written to a temporary key and promoted once the end record is written; on any failure (Redis gone, a
+    cancel noticed between batches, storage full) the temporary file is deleted: a failed job leaves no artifact.
+    """
+    target = redis_snapshot.redis_target_from_env(artifact.datastore.url_env)
+    final_key = artifact_storage_key(artifact)
+    tmp_key = artifacts.temporary_key(final_key, artifact.pk)
+    client = target.client()
+    try:
+        version = redis_snapshot.server_version(client)
+        info = client.info("keyspace")
+    except redis.RedisError as exc:
+        raise target.error("cannot read the Redis server", exc) from None
+    database = client.connection_pool.connection_kwargs.get("db", 0)
+    writer = redis_snapshot.SnapshotWriter(
+        meta={
+            "redis_version": version.removeprefix("Redis "),
+            "db": database,
+            "keys_at_start": (info.get(f"db{database}") or {}).get("keys", 0),
+            "source": artifact.datastore.name,
+        },
+        compression_level=artifact.compression_level or 0,
+    )
+    reader = artifacts.HashingChunkReader(
+        redis_snapshot.snapshot_chunks(client, writer, checkpoint=heartbeat.check), progress
+    )
+    written_key = ""
+    try:
+        written_key = artifacts.write_stream(tmp_key, reader)
+        heartbeat.check()
+        storage_key = artifacts.promote(written_key, final_key)
+    except redis.RedisError as exc:
+        artifacts.delete_quietly(written_key or tmp_key)
+        raise target.error("the snapshot failed", exc) from None
+    except BaseException:
+        artifacts.delete_quietly(written_key or tmp_key)
+        raise
+    finally:
+        client.close()
+    stats = writer.stats
+    notes = []
+    if stats.vanished:
+        notes.append(f"{stats.vanished} keys vanished during the scan (deleted or expired before DUMP): skipped")
+    if stats.repeats:
+        notes.append(f"{stats.repeats} repeated keys returned by SCAN were written once")
+    return DumpOutcome(
+        storage_key=storage_key,
+        size_bytes=reader.size,
+        sha256=reader.sha256.hexdigest(),
+        tool_version=f"DR Console Redis snapshot format {redis_snapshot.FORMAT_VERSION} (redis-py {redis.__version__})",
+        server_version=version,
+        archive_entries=stats.keys,
+        row_counts=stats.types(),
+        stderr_tail="\n".join(notes),
+    )
+
+
 # --- verifying ------------------------------------------------------------------------------------------------------
 
 
@@ -536,7 +601,7 @@ def backup_artifact_verify(*, artifact_id: int) -> str:
     error: str
     try:
         with heartbeat:
-            result, error = _verify_pg_archive(artifact, heartbeat)
+            result, error = _verify_stored_file(artifact, heartbeat)
     except JobStopped:
         logger.info("verification of backup #%s was taken away (reaped); not recording", artifact_id)
         return ""
@@ -552,7 +617,9 @@ def backup_artifact_verify(*, artifact_id: int) -> str:
     return str(result)
 
 
-def _verify_pg_archive(artifact: BackupArtifact, heartbeat: JobHeartbeat) -> tuple[str, str]:
+def _verify_stored_file(artifact: BackupArtifact, heartbeat: JobHeartbeat) -> tuple[str, str]:
+    """Hash the whole stored file while the format's reader checks it; the checksum always covers every byte,
+    even when the reader gave up early."""
     import hashlib
 
     storage = artifacts.artifact_storage()
@@ -562,16 +629,27 @@ def _verify_pg_archive(artifact: BackupArtifact, heartbeat: JobHeartbeat) -> tup
         return Verification.UNVERIFIED, f"cannot reach the artifact storage: {exc}"
     if not exists:
         return Verification.CORRUPT, f"the stored file {artifact.storage_key} is missing"
-    pg_restore = pg_tool("pg_restore")
     digest, size = hashlib.sha256(), 0
-    unreadable = ""
-    try:
-        for chunk in archive_read_through(pg_restore, artifacts.iter_chunks(artifact.storage_key)):
+
+    def hashed_chunks() -> Iterator[bytes]:
+        nonlocal size
+        for chunk in artifacts.iter_chunks(artifact.storage_key):
             heartbeat.check()
             digest.update(chunk)
             size += len(chunk)
-    except PostgresError as exc:
+            yield chunk
+
+    chunks = hashed_chunks()
+    unreadable = ""
+    try:
+        BACKUP_METHODS[BackupArtifact.Format(artifact.format)].read_through(artifact, chunks)
+    except (PostgresError, SnapshotCorrupt) as exc:
         unreadable = str(exc)
+    except OSError as exc:
+        return Verification.UNVERIFIED, f"cannot read the stored file: {exc}"
+    try:
+        for _chunk in chunks:  # what the reader left unread still counts for the checksum
+            pass
     except OSError as exc:
         return Verification.UNVERIFIED, f"cannot read the stored file: {exc}"
     if digest.hexdigest() != artifact.sha256:
@@ -583,6 +661,44 @@ def _verify_pg_archive(artifact: BackupArtifact, heartbeat: JobHeartbeat) -> tup
     if unreadable:
         return Verification.CORRUPT, unreadable
     return Verification.VERIFIED, ""
+
+
+def _read_through_pg_archive(artifact: BackupArtifact, chunks: Iterator[bytes]) -> None:
+    """pg_restore reads every block of the archive (raises PostgresError if it cannot)."""
+    for _chunk in archive_read_through(pg_tool("pg_restore"), chunks):
+        pass
+
+
+def _read_through_redis_snapshot(artifact: BackupArtifact, chunks: Iterator[bytes]) -> None:
+    """Every record's checksum, and the end record's count against the keys the backup recorded."""
+    redis_snapshot.snapshot_check(chunks, expected_keys=artifact.archive_entries)
+
+
+# --- what differs by format -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupMethod:
+    """How one artifact format is taken and read back. The job around it (claim, lock, heartbeat, temporary key,
+    promotion, audit, verification's checksum) is the same for every format."""
+
+    take: Callable[[BackupArtifact, JobHeartbeat, dict[str, int]], DumpOutcome]
+    read_through: Callable[[BackupArtifact, Iterator[bytes]], None]
+    extension: str
+
+
+BACKUP_METHODS: dict[BackupArtifact.Format, BackupMethod] = {
+    BackupArtifact.Format.PG_CUSTOM: BackupMethod(
+        take=_dump_postgres, read_through=_read_through_pg_archive, extension=".dump"
+    ),
+    BackupArtifact.Format.REDIS_SNAPSHOT: BackupMethod(
+        take=_take_redis_snapshot, read_through=_read_through_redis_snapshot, extension=".rsnap"
+    ),
+}
+FORMAT_BY_KIND = {
+    Datastore.Kind.POSTGRES: BackupArtifact.Format.PG_CUSTOM,
+    Datastore.Kind.REDIS: BackupArtifact.Format.REDIS_SNAPSHOT,
+}
 
 
 # --- reaping jobs whose worker died ---------------------------------------------------------------------------------

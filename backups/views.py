@@ -37,7 +37,7 @@ from backups.retention import (
     retention_preview,
 )
 from backups.services import BackupRefused, BrokerUnavailable, backup_artifact_request, backup_artifact_verify_request
-from dr_console.http import HtmxRequest, client_ip
+from dr_console.http import HtmxRequest, client_ip, partial_wanted
 from drills.selectors import drill_run_recent
 
 VIEW_PERMS = ("backups.view_datastore", "backups.view_backupartifact")
@@ -45,11 +45,6 @@ START_PERM = "backups.add_backupartifact"  # operators: start backups and verifi
 PAGE_SIZE = 50
 # After "Verify", the status keeps polling until a worker has verified the backup, or this long at most.
 VERIFY_WAIT = timedelta(minutes=5)
-
-
-def _partial_wanted(request: HtmxRequest) -> bool:
-    # A boosted link or a history restore (back button, cache miss) needs the whole page.
-    return bool(request.htmx) and not request.htmx.boosted and not request.htmx.history_restore_request
 
 
 def _next_url(request: HtmxRequest, default: str) -> str:
@@ -198,7 +193,7 @@ def artifact_list(request: HtmxRequest) -> HttpResponse:
     form = BackupArtifactFilterForm(request.GET)
     filters = form.filters()
     page = selectors.backup_artifact_page(
-        filters, before=form.cursor("before"), after=form.cursor("after"), size=PAGE_SIZE
+        filters, before=form.cursor("before"), after=form.cursor("after"), per_page=PAGE_SIZE
     )
     context: dict[str, Any] = {
         "form": form,
@@ -207,7 +202,7 @@ def artifact_list(request: HtmxRequest) -> HttpResponse:
         "filter_query": form.filter_query(),
         "filtered": any(form.data.get(name) for name in form.FILTER_FIELDS),
     }
-    if not _partial_wanted(request):
+    if not partial_wanted(request):
         return render(request, "backups/artifact_list.html", context)
     response = render(request, "backups/partials/artifact_results.html", context)
     # The form sends its empty fields too; the address shown and shared is the tidy one.
@@ -234,6 +229,7 @@ def artifact_detail(request: HtmxRequest, pk: int) -> HttpResponse:
     context = {
         "artifact": artifact,
         "row_counts": sorted(artifact.row_counts.items()),
+        "is_redis": artifact.format == BackupArtifact.Format.REDIS_SNAPSHOT,
         "events": artifact.events.all(),
         "restores": artifact.restore_runs.all(),
         "drills": artifact.drill_runs.all(),

@@ -143,8 +143,10 @@ def run(args: argparse.Namespace) -> None:
     viewer.groups.set(Group.objects.filter(name="viewer"))
     client = Client()
     client.force_login(viewer)
-    ids = list(BackupArtifact.objects.order_by("created_at", "pk").values_list("pk", flat=True)[:2000])
-    deep_cursor = ids[1000]  # a page among the oldest: the far end of the history
+    from dr_console.history import page_cursor
+
+    # A page among the oldest: the far end of the history.
+    deep_cursor = page_cursor(BackupArtifact.objects.order_by("created_at", "pk")[1000])
     store = stores[3]
     cases = {
         "first page": "/backups/",

@@ -23,6 +23,12 @@ class HtmxRequest(HttpRequest):
     user: User
 
 
+def partial_wanted(request: HtmxRequest) -> bool:
+    """An htmx request that wants a fragment. A boosted link or a history restore (back button, cache miss)
+    needs the whole page."""
+    return bool(request.htmx) and not request.htmx.boosted and not request.htmx.history_restore_request
+
+
 def client_ip(request: HttpRequest) -> str | None:
     """The client's address for the audit log: REMOTE_ADDR, or the first X-Forwarded-For entry when the
     console runs behind a proxy that sets it (DJANGO_USE_X_FORWARDED_FOR=True)."""

@@ -18,15 +18,16 @@ VIEWER = [
     "reprocess.view_reprocessbatch",
 ]
 # Start backups, verifications and drills, request restores (and cancel their own), pin backups, set retention,
-# build and send reprocess batches.
+# build and send reprocess batches, requeue the application's failed jobs.
 OPERATOR = [
     *VIEWER,
     "backups.add_backupartifact",
     "restores.add_restorerun",
+    "reprocess.add_reprocessbatch",
     "backups.pin_backupartifact",
     "backups.change_datastore_retention",
     "drills.add_drillrun",
-    "reprocess.add_reprocessbatch",
+    "queues.requeue_job",
 ]
 # Approve or reject restores requested by someone else.
 APPROVER = [*VIEWER, "restores.approve_restorerun"]
@@ -34,22 +35,24 @@ APPROVER = [*VIEWER, "restores.approve_restorerun"]
 ROLES = {"viewer": VIEWER, "operator": OPERATOR, "approver": APPROVER}
 
 
-def roles_ensure(group_model: Any, permission_model: Any) -> None:
-    """Create the groups and give them their permissions; idempotent. Takes the models so the data migration
-    can pass its historical ones. A permission of an app not migrated yet is skipped: that app's own roles
-    migration, which runs later, adds it."""
+def roles_ensure(group_model: Any, permission_model: Any, *, skip_missing: bool = False) -> None:
+    """Create the groups and give them their permissions; idempotent. Takes the models so the data migrations
+    can pass their historical ones. `skip_missing` passes over permissions that do not exist yet."""
     for name, perms in ROLES.items():
         group, _ = group_model.objects.get_or_create(name=name)
         for perm in perms:
             app_label, codename = perm.split(".")
             found = permission_model.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if found is None and not skip_missing:
+                raise permission_model.DoesNotExist(f"permission {perm} does not exist")
             if found is not None:
                 group.permissions.add(found)
 
 
 def roles_migrate(apps: Any, schema_editor: Any) -> None:
-    """For data migrations: create the permissions of every app migrated so far, then (re)build the groups.
-    Each app adding a permission to a role adds a migration running this."""
+    """The roles data migrations: create the permissions of the apps migrated so far, then the groups.
+    A permission of an app that a fresh database migrates later is skipped here: the migration that adds it to a
+    role depends on that app and runs this again."""
     from django.contrib.auth.management import create_permissions
 
     # Permissions are normally created after all migrations ran; the groups need them now.
@@ -57,4 +60,4 @@ def roles_migrate(apps: Any, schema_editor: Any) -> None:
         app_config.models_module = True
         create_permissions(app_config, apps=apps, verbosity=0)
         app_config.models_module = None
-    roles_ensure(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"))
+    roles_ensure(apps.get_model("auth", "Group"), apps.get_model("auth", "Permission"), skip_missing=True)

@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "restores",
     "drills",
     "reprocess",
+    "queues",
 ]
 
 MIDDLEWARE = [

@@ -25,5 +25,6 @@ urlpatterns = [
     path("audit/", include("audit.urls")),
     path("drills/", include("drills.urls")),
     path("reprocess/", include("reprocess.urls")),
+    path("queues/", include("queues.urls")),
     path("", include("backups.urls")),
 ]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-from typing import Any
 
 import psycopg
 from django.conf import settings
@@ -141,56 +139,34 @@ def documents_from_query(environment: Environment) -> list[tuple[str, str]]:
 
 
 def documents_from_failed_jobs(environment: Environment) -> tuple[list[tuple[str, str]], int]:
-    """The (workspace_id, document_id) of every failed RQ job in the environment's queues, read with rq.
-    Returns the pairs and how many failed jobs carry no document (left out)."""
+    """The (workspace_id, document_id) of every failed RQ job in the environment's queues, read through
+    queues.selectors (which never unpickles what it reads). Returns the unique pairs and how many failed jobs
+    carry no document (left out)."""
     import redis
-    from rq import Queue
-    from rq.job import Job
 
-    store = environment.redis_datastore
-    if store is None:
-        raise SourceError(
-            [
-                f"environment {environment.name} has no redis_datastore: set the datastore holding the "
-                "application's queues in the admin or with loadconfig"
-            ]
-        )
-    url = os.environ.get(store.url_env, "")
-    if not url:
-        raise SourceError([f"environment variable {store.url_env} is not set in the console's environment"])
+    from queues.rqclient import QueueUnavailable
+    from queues.selectors import environment_failed_jobs
+
     pairs: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
     skipped = 0
     try:
-        connection = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
-        for queue in Queue.all(connection=connection):
-            job_ids = queue.failed_job_registry.get_job_ids()
-            for start in range(0, len(job_ids), 500):
-                for job in Job.fetch_many(job_ids[start : start + 500], connection=connection):
-                    pair = _job_document(job) if job is not None else None
-                    if pair is None:
-                        skipped += 1
-                    elif pair not in seen:
-                        seen.add(pair)
-                        pairs.append(pair)
+        for job in environment_failed_jobs(environment=environment):
+            key = job.document_key()
+            workspace_id, problem = _clean_id(key[0] if key else None, "workspace_id")
+            document_id, problem2 = _clean_id(key[1] if key else None, "document_id")
+            if problem or problem2:
+                skipped += 1
+            elif (workspace_id, document_id) not in seen:
+                seen.add((workspace_id, document_id))
+                pairs.append((workspace_id, document_id))
+            if len(pairs) > settings.REPROCESS_MAX_ITEMS:
+                raise SourceError([f"more than {settings.REPROCESS_MAX_ITEMS} failed jobs; requeue them in batches"])
+    except QueueUnavailable as exc:
+        raise SourceError([str(exc)]) from None
     except redis.RedisError as exc:
-        raise SourceError([f"cannot read the failed jobs from {store.name}: {type(exc).__name__}: {exc}"]) from None
+        store = environment.redis_datastore
+        raise SourceError(
+            [f"reading the failed jobs from {store.name if store else 'Redis'} failed: {type(exc).__name__}"]
+        ) from None
     return pairs, skipped
-
-
-def _job_document(job: Any) -> tuple[str, str] | None:
-    """A document job names its workspace and document, by keyword or as its first two arguments."""
-    try:
-        kwargs: dict[str, Any] = job.kwargs or {}
-        args: tuple[Any, ...] = tuple(job.args or ())
-    except Exception:  # a payload rq cannot unpickle is not a document job we can resend
-        return None
-    if "workspace_id" in kwargs and "document_id" in kwargs:
-        values: tuple[object, object] = (kwargs["workspace_id"], kwargs["document_id"])
-    elif len(args) >= 2:
-        values = (args[0], args[1])
-    else:
-        return None
-    workspace_id, problem = _clean_id(values[0], "workspace_id")
-    document_id, problem2 = _clean_id(values[1], "document_id")
-    return None if problem or problem2 else (workspace_id, document_id)

@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from backups.models import BackupArtifact, Datastore
 from restores.models import RestoreRun
+from restores.redis_restore import KeyPatternError, key_matcher
 from restores.selectors import ACTIVE_FILTER, RestoreImpact, restore_impact, restore_target_datastores
 from restores.services import DATABASE_NAME_RE
 
@@ -28,7 +29,14 @@ class DatastoreChoiceField(forms.ModelChoiceField):
 
 
 class RestoreRequestForm(forms.Form):
-    """Request a restore of one backup. `impact` says what the choice of target would overwrite."""
+    """Request a restore of one backup. `impact` says what the choice of target would overwrite.
+
+    The fields follow the backup's format: a PostgreSQL archive can also go into a new database and has
+    pg_restore's options; a Redis snapshot goes in place or into another Redis datastore, replacing existing keys
+    or not, optionally only the keys matching a pattern."""
+
+    PG_ONLY = ("new_database_name", "server_datastore", "jobs", "no_owner")
+    REDIS_ONLY = ("replace", "key_pattern")
 
     target_kind = forms.ChoiceField(
         label=_("Restore into"),
@@ -66,6 +74,21 @@ class RestoreRequestForm(forms.Form):
         empty_label=_("The backup's own datastore"),
         help_text=_("Only with “A new database”. Optional."),
     )
+    replace = forms.BooleanField(
+        required=False,
+        label=_("Replace existing keys"),
+        help_text=_(
+            "Keys that exist in the target are overwritten with the backup's. Without it, the restore stops before "
+            "writing anything if any key of the backup already exists, and names them."
+        ),
+    )
+    key_pattern = forms.CharField(
+        required=False,
+        max_length=1000,
+        label=_("Only keys matching"),
+        widget=forms.TextInput(attrs={"placeholder": "rq:*", "spellcheck": "false"}),
+        help_text=_("A Redis glob pattern (* ? [abc] [^a] \\ to escape), as in SCAN MATCH. Empty: every key."),
+    )
     reason = forms.CharField(
         label=_("Reason"),
         widget=forms.Textarea(attrs={"rows": 3}),
@@ -93,10 +116,21 @@ class RestoreRequestForm(forms.Form):
     def __init__(self, *args: Any, artifact: BackupArtifact, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.artifact = artifact
-        self.fields["jobs"].initial = settings.RESTORE_JOBS
-        choices = restore_target_datastores()
+        self.is_redis = artifact.format == BackupArtifact.Format.REDIS_SNAPSHOT
+        choices = restore_target_datastores(kind=artifact.datastore.kind)
         self.fields["target_datastore"].queryset = choices  # type: ignore[attr-defined]
-        self.fields["server_datastore"].queryset = choices  # type: ignore[attr-defined]
+        for name in self.PG_ONLY if self.is_redis else self.REDIS_ONLY:
+            del self.fields[name]
+        if self.is_redis:
+            target_kind: Any = self.fields["target_kind"]
+            target_kind.choices = [
+                (TargetKind.IN_PLACE, _("Its own datastore (in place)")),
+                (TargetKind.DATASTORE, _("Another Redis datastore")),
+            ]
+            self.fields["target_datastore"].help_text = _("Only with “Another Redis datastore”.")
+        else:
+            self.fields["jobs"].initial = settings.RESTORE_JOBS
+            self.fields["server_datastore"].queryset = choices  # type: ignore[attr-defined]
         self.impact: RestoreImpact | None = None
 
     def current_impact(self) -> RestoreImpact | None:
@@ -110,13 +144,26 @@ class RestoreRequestForm(forms.Form):
             self.is_valid()
         data = self.cleaned_data
         kind = data.get("target_kind") or TargetKind.IN_PLACE
+        return self._impact(kind, data)
+
+    def _impact(self, kind: str, data: dict[str, Any]) -> RestoreImpact | None:
         datastore = data.get("server_datastore") if kind == TargetKind.NEW_DATABASE else data.get("target_datastore")
         return restore_impact(
             artifact=self.artifact,
             target_kind=kind,
             target_datastore=datastore,
             new_database_name=data.get("new_database_name") or "",
+            replace=bool(data.get("replace")),
+            key_pattern=data.get("key_pattern") or "",
         )
+
+    def clean_key_pattern(self) -> str:
+        pattern: str = self.cleaned_data.get("key_pattern") or ""
+        try:
+            key_matcher(pattern)
+        except KeyPatternError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return pattern
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -126,15 +173,7 @@ class RestoreRequestForm(forms.Form):
         if kind == TargetKind.NEW_DATABASE and not data.get("new_database_name") and "new_database_name" in data:
             self.add_error("new_database_name", _("Name the new database."))
         if kind:
-            datastore = (
-                data.get("server_datastore") if kind == TargetKind.NEW_DATABASE else data.get("target_datastore")
-            )
-            self.impact = restore_impact(
-                artifact=self.artifact,
-                target_kind=kind,
-                target_datastore=datastore,
-                new_database_name=data.get("new_database_name") or "",
-            )
+            self.impact = self._impact(kind, data)
         impact = self.impact
         # The typed name is the last guard against restoring over the wrong database; the service checks it
         # too, this says it in the form, next to the field.
@@ -156,12 +195,16 @@ class RestoreRequestForm(forms.Form):
             datastore = data.get("target_datastore")
         else:
             datastore = None
-        return {
+        common = {
             "target_kind": kind,
             "target_datastore": datastore,
-            "new_database_name": data.get("new_database_name", "") if kind == TargetKind.NEW_DATABASE else "",
             "reason": data["reason"],
             "confirm": data.get("confirm", "").strip(),
+        }
+        if self.is_redis:
+            return common | {"replace": data["replace"], "key_pattern": data["key_pattern"]}
+        return common | {
+            "new_database_name": data.get("new_database_name", "") if kind == TargetKind.NEW_DATABASE else "",
             "jobs": data["jobs"],
             "no_owner": data["no_owner"],
         }

@@ -12,9 +12,9 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from audit.selectors import PER_PAGE, Page, keyset_page
 from backups.models import BackupArtifact, Datastore
 from backups.selectors import iso
+from dr_console.history import PER_PAGE, Page, keyset_page
 from restores.models import RestoreApproval, RestoreRun
 
 Status = RestoreRun.Status
@@ -188,6 +188,9 @@ class RestoreImpact:
     protected: bool  # a typed confirmation and approvals are needed
     required_approvals: int
     safety_backup: bool
+    redis: bool = False  # a Redis snapshot: keys are written, not tables replaced
+    replace: bool = False  # Redis: existing keys are overwritten
+    key_pattern: str = ""  # Redis: only the keys matching it
 
     @property
     def overwrites(self) -> bool:
@@ -195,7 +198,13 @@ class RestoreImpact:
 
 
 def restore_impact(
-    *, artifact: BackupArtifact, target_kind: str, target_datastore: Datastore | None, new_database_name: str = ""
+    *,
+    artifact: BackupArtifact,
+    target_kind: str,
+    target_datastore: Datastore | None,
+    new_database_name: str = "",
+    replace: bool = False,
+    key_pattern: str = "",
 ) -> RestoreImpact | None:
     """Resolve the target the way restore_run_request will; None while the choice is incomplete (another
     datastore, but none chosen yet). `target_datastore` is the server of the new database for NEW_DATABASE."""
@@ -223,9 +232,12 @@ def restore_impact(
         protected=protected,
         required_approvals=environment.required_approvals if protected else 0,
         safety_backup=target_kind != TargetKind.NEW_DATABASE and environment.takes_safety_backup,
+        redis=artifact.format == BackupArtifact.Format.REDIS_SNAPSHOT,
+        replace=replace,
+        key_pattern=key_pattern,
     )
 
 
-def restore_target_datastores() -> QuerySet[Datastore]:
-    """Datastores a PostgreSQL backup can be restored into."""
-    return Datastore.objects.filter(kind=Datastore.Kind.POSTGRES).select_related("environment")
+def restore_target_datastores(*, kind: str = Datastore.Kind.POSTGRES) -> QuerySet[Datastore]:
+    """Datastores a backup of a datastore of `kind` can be restored into: those of the same kind."""
+    return Datastore.objects.filter(kind=kind).select_related("environment")

@@ -7,8 +7,13 @@ approvers, none of them the requester; one rejection ends it. `restore_run_execu
 1. claims the run (QUEUED -> RUNNING; a redelivered message finds it claimed and does nothing),
 2. takes the target's lock (no other backup or restore touches the same database meanwhile),
 3. checks every precondition before touching anything, takes the safety backup of the target,
-4. runs pg_restore (restores/pg_restore.py), any error it reports being a failure,
-5. VERIFYING: SELECT 1, SELECT now(), row counts against the dump, the application's /healthz and /readyz.
+4. restores: pg_restore (restores/pg_restore.py), any error it reports being a failure, or RESTORE of every key
+   of a Redis snapshot (restores/redis_restore.py),
+5. VERIFYING: SELECT 1, SELECT now(), row counts against the dump (or PING and the keys), the application's
+   /healthz and /readyz.
+
+What differs by backup format (options, preconditions, the restore itself, its checks) is one `RestoreMethod`
+per format, at the end of this module; the workflow around it is shared.
 """
 
 from __future__ import annotations
@@ -16,33 +21,39 @@ from __future__ import annotations
 import logging
 import re
 import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone, translation
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.models import AuditEvent
 from audit.services import audit_record
-from backups import artifacts
+from backups import artifacts, redis_snapshot
 from backups.models import BackupArtifact, Datastore
 from backups.postgres import (
-    PgConnection,
-    PostgresError,
     describe_exit,
     pg_connection_from_env,
 )
+from backups.redis_snapshot import RedisTarget, SnapshotCorrupt, SnapshotReader, SnapshotRecord
 from backups.services import (
+    EXPECTED_ERRORS,
+    FORMAT_BY_KIND,
     BackupRefused,
     BrokerUnavailable,
     JobFailed,
     backup_artifact_execute,
     backup_artifact_request,
     broker_label,
+    datastore_check_not_broker,
     target_lock_acquire,
     target_lock_release,
 )
@@ -57,6 +68,7 @@ from dr_console.jobs import (
     jobs_reap_stale,
 )
 from restores import pg_restore as primitive
+from restores import redis_restore
 from restores.health import application_checks
 from restores.models import RestoreApproval, RestoreRun
 from restores.notifications import restore_run_notify
@@ -89,6 +101,8 @@ def restore_run_request(
     new_database_name: str = "",
     jobs: int | None = None,
     no_owner: bool = False,
+    replace: bool = False,
+    key_pattern: str = "",
     trigger: str = "",
     client_ip: str | None = None,
     enqueue: bool = True,
@@ -97,6 +111,7 @@ def restore_run_request(
     wait for approval.
 
     `confirm` is the typed confirmation: for a protected target it must equal the target datastore's name.
+    `jobs` and `no_owner` are options of PostgreSQL restores, `replace` and `key_pattern` of Redis restores.
     `enqueue=False` leaves a queued run for the caller to execute itself (`manage.py restore --inline`).
     """
     if not requested_by.is_active or not requested_by.has_perm("restores.add_restorerun"):
@@ -109,6 +124,12 @@ def restore_run_request(
     if artifact.verification == BackupArtifact.Verification.CORRUPT:
         raise RestoreRefused(
             f"backup #{artifact.pk} is marked corrupt ({artifact.verification_error}); it cannot be restored"
+        )
+    method = RESTORE_METHODS[BackupArtifact.Format(artifact.format)]
+    if target_kind == TargetKind.NEW_DATABASE and not method.new_database:
+        raise RestoreRefused(
+            f"backup #{artifact.pk} is a {artifact.get_format_display()}: restore it in place or into another "
+            f"{artifact.datastore.get_kind_display()} datastore (a new database is for PostgreSQL backups)"
         )
     if target_kind == TargetKind.IN_PLACE:
         target_datastore = artifact.datastore
@@ -127,13 +148,16 @@ def restore_run_request(
     else:
         raise RestoreRefused(f"unknown restore target kind {target_kind!r}")
     assert target_datastore is not None
-    if target_datastore.kind != Datastore.Kind.POSTGRES:
+    if FORMAT_BY_KIND.get(Datastore.Kind(target_datastore.kind)) != artifact.format:
         raise RestoreRefused(
-            f"{target_datastore.name} is not a PostgreSQL datastore; backup #{artifact.pk} is a PostgreSQL archive"
+            f"{target_datastore.name} is not a {artifact.datastore.get_kind_display()} datastore; "
+            f"backup #{artifact.pk} is a {artifact.get_format_display()}"
         )
-    jobs = settings.RESTORE_JOBS if jobs is None else jobs
-    if not 1 <= jobs <= 64:
-        raise RestoreRefused("--jobs must be between 1 and 64")
+    try:
+        datastore_check_not_broker(target_datastore)
+    except BackupRefused as exc:
+        raise RestoreRefused(str(exc)) from None
+    options = method.options(jobs=jobs, no_owner=no_owner, replace=replace, key_pattern=key_pattern)
     environment = target_datastore.environment
     # A new database overwrites nothing (drills and "does this backup restore?" checks make them): approval and
     # the typed confirmation guard restores that overwrite a protected datastore.
@@ -155,7 +179,7 @@ def restore_run_request(
             target_datastore=target_datastore,
             new_database_name=new_database_name if target_kind == TargetKind.NEW_DATABASE else "",
             target_key=target_key,
-            options={"jobs": jobs, "no_owner": no_owner},
+            options=options,
             reason=reason,
             required_approvals=environment.required_approvals if protected else 0,
             trigger=(trigger or requested_by.get_username())[:120],
@@ -383,17 +407,18 @@ def _execute_locked(run: RestoreRun) -> None:
         lambda: job_heartbeat(RestoreRun, pk=run.pk, running_states=RestoreRun.RUNNING_STATES),
         interval=settings.JOB_HEARTBEAT_SECONDS,
     )
+    method = RESTORE_METHODS[BackupArtifact.Format(run.artifact.format)]
     try:
         with heartbeat:
-            _restore_postgres(run, heartbeat)
+            method.execute(run, heartbeat)
     except JobStopped:
         logger.info("restore #%s stopped: it was cancelled or reaped", run.pk)
-    except (JobFailed, PostgresError) as exc:
+    except EXPECTED_ERRORS as exc:
         _fail(run.pk, str(exc), getattr(exc, "stderr_tail", ""))
     except SoftTimeLimitExceeded:
         _fail(
             run.pk,
-            f"time limit of {settings.RESTORE_TIME_LIMIT} s reached; pg_restore was stopped "
+            f"time limit of {settings.RESTORE_TIME_LIMIT} s reached; the restore was stopped "
             "and the target may be partly restored",
         )
     except Exception as exc:
@@ -416,12 +441,24 @@ def _advance(run: RestoreRun, to: str) -> None:
         raise JobStopped
 
 
-def _restore_postgres(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
-    """Preconditions first, each with its own message; then the safety backup, pg_restore and the checks.
-    A new database this run created is dropped again if the run fails, so a retry can use the same name."""
+def _check_artifact_unchanged(run: RestoreRun) -> None:
     artifact = run.artifact
     if artifact.status != BackupArtifact.Status.SUCCEEDED or artifact.sha256 != run.artifact_sha256:
         raise JobFailed(f"backup #{artifact.pk} is no longer the succeeded backup this run was requested for")
+
+
+def _checksum_mismatch(digest: str, run: RestoreRun) -> JobFailed:
+    return JobFailed(
+        f"checksum mismatch: the stored file hashes to {digest}, the run was requested for "
+        f"{run.artifact_sha256}; nothing was restored"
+    )
+
+
+def _restore_postgres(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
+    """Preconditions first, each with its own message; then the safety backup, pg_restore and the checks.
+    A new database this run created is dropped again if the run fails, so a retry can use the same name."""
+    _check_artifact_unchanged(run)
+    artifact = run.artifact
     target = pg_connection_from_env(run.target_datastore.url_env)
     pg_restore, archive_major = primitive.restore_preflight(artifact, target)
 
@@ -430,10 +467,7 @@ def _restore_postgres(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
     try:
         with artifacts.local_copy(artifact.storage_key) as (path, digest):
             if digest != run.artifact_sha256:
-                raise JobFailed(
-                    f"checksum mismatch: the stored file hashes to {digest}, the run was requested for "
-                    f"{run.artifact_sha256}; nothing was restored"
-                )
+                raise _checksum_mismatch(digest, run)
             heartbeat.check()
             if run.target_kind == TargetKind.NEW_DATABASE:
                 database = target.with_dbname(run.new_database_name)
@@ -456,12 +490,7 @@ def _restore_postgres(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
             summary = primitive.restore_error_summary(stderr_tail)
             raise JobFailed(f"{describe_exit('pg_restore', exit_code)}: {summary}", stderr_tail)
         _advance(run, Status.VERIFYING)
-        checks = _post_restore_checks(run, database)
-        RestoreRun.objects.filter(pk=run.pk).update(checks=checks)
-        failed = [check for check in checks if not check["ok"]]
-        if failed:
-            raise JobFailed("check failed: " + "; ".join(f"{c['name']}: {c['detail']}" for c in failed))
-        _advance(run, Status.SUCCEEDED)
+        _record_checks(run, primitive.run_checks(database, run.artifact.row_counts))
     except BaseException as exc:
         if created:
             dropped = primitive.drop_database_quietly(target, run.new_database_name)
@@ -490,12 +519,144 @@ def _take_safety_backup(run: RestoreRun) -> None:
         )
 
 
-def _post_restore_checks(run: RestoreRun, database: PgConnection) -> list[dict[str, Any]]:
-    checks = primitive.run_checks(database, run.artifact.row_counts)
+def _record_checks(run: RestoreRun, checks: list[dict[str, Any]]) -> None:
+    """Add the application's checks to the datastore's, record them all, and succeed only if every one passed."""
     api_url = run.target_datastore.environment.api_url
-    if run.target_kind == TargetKind.NEW_DATABASE or not api_url:
-        return checks  # the application does not use a new database; no URL, nothing to ask
-    return checks + application_checks(api_url)
+    if run.target_kind != TargetKind.NEW_DATABASE and api_url:  # the application does not use a new database
+        checks = checks + application_checks(api_url)
+    RestoreRun.objects.filter(pk=run.pk).update(checks=checks)
+    failed = [check for check in checks if not check["ok"]]
+    if failed:
+        raise JobFailed("check failed: " + "; ".join(f"{c['name']}: {c['detail']}" for c in failed))
+    _advance(run, Status.SUCCEEDED)
+
+
+def _restore_redis(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
+    """Preconditions first (the target answers, is not the console's broker, runs a Redis at least as new as the
+    source, has room); then a read of the whole file (its sha256, and conflicts unless replacing) before anything
+    is written; the safety backup; RESTORE of every matching key; the checks."""
+    _check_artifact_unchanged(run)
+    artifact, datastore = run.artifact, run.target_datastore
+    try:
+        datastore_check_not_broker(datastore)
+    except BackupRefused as exc:
+        raise JobFailed(f"{exc}; nothing was restored") from None
+    target = redis_snapshot.redis_target_from_env(datastore.url_env)
+    replace = bool(run.options.get("replace"))
+    match = redis_restore.key_matcher(str(run.options.get("key_pattern") or ""))
+    client = target.client()
+    writing = False
+    try:
+        with client:
+            empty = _check_redis_can_take(client, target, artifact)
+            preflight = redis_restore.redis_preflight(
+                client,
+                artifacts.iter_chunks(artifact.storage_key),
+                match=match,
+                check_conflicts=not replace and not empty,
+                checkpoint=heartbeat.check,
+            )
+            if preflight.sha256 != run.artifact_sha256:
+                raise _checksum_mismatch(preflight.sha256, run)
+            if preflight.conflicts.count:
+                raise JobFailed(
+                    f"{preflight.conflicts.count} keys of the backup already exist in {datastore.name}: "
+                    f"{preflight.conflicts.named()}; nothing was restored. Restore with “replace existing keys” "
+                    "to overwrite them, or with a key pattern that leaves them out"
+                )
+            if datastore.environment.takes_safety_backup:
+                _take_safety_backup(run)
+                heartbeat.check()
+            writing = True
+            result = redis_restore.redis_restore(
+                client, _records(artifact), match=match, replace=replace, checkpoint=heartbeat.check
+            )
+            heartbeat.check()
+            RestoreRun.objects.filter(pk=run.pk).update(stderr_tail=result.summary())
+            _advance(run, Status.VERIFYING)
+            checks = redis_restore.redis_checks(
+                client, _records(artifact), match=match, result=result, target_label=datastore.name
+            )
+            _record_checks(run, checks)
+    except SnapshotCorrupt as exc:
+        partly = "; the target may be partly restored" if writing else "; nothing was restored"
+        raise JobFailed(f"the backup file is corrupt: {exc}{partly}") from None
+    except redis.RedisError as exc:
+        partly = "; the target may be partly restored" if writing else "; nothing was restored"
+        raise redis_snapshot.RedisDatastoreError(f"{target.error('the restore failed', exc)}{partly}") from None
+
+
+def _records(artifact: BackupArtifact) -> Iterator[SnapshotRecord]:
+    return SnapshotReader(artifacts.iter_chunks(artifact.storage_key)).records()
+
+
+def _check_redis_can_take(client: redis.Redis, target: RedisTarget, artifact: BackupArtifact) -> bool:
+    """The target answers, its RESTORE can read the source's payloads, and it has at least the snapshot's size of
+    memory to spare (a lower bound: keys take more room in memory than serialized). Returns whether it is empty."""
+    try:
+        client.ping()
+        info = client.info()
+        size = client.dbsize()
+    except redis.RedisError as exc:
+        raise target.error("cannot reach the target Redis; nothing was restored", exc) from None
+    source = redis_snapshot.version_tuple(artifact.server_version)
+    found = redis_snapshot.version_tuple(str(info.get("redis_version", "")))
+    if found < source:
+        raise JobFailed(
+            f"the target {target.label} runs Redis {info.get('redis_version')}, older than the "
+            f"{artifact.server_version} the backup was taken from: its RESTORE cannot read newer payloads; "
+            "restore into a Redis at least as new"
+        )
+    limit = int(info.get("maxmemory") or 0) or int(info.get("total_system_memory") or 0)
+    free = limit - int(info.get("used_memory") or 0)
+    if limit and (artifact.size_bytes or 0) > free:
+        raise JobFailed(
+            f"the target {target.label} has {filesizeformat(max(free, 0))} of memory to spare, less than the "
+            f"{filesizeformat(artifact.size_bytes or 0)} of the snapshot; nothing was restored"
+        )
+    return size == 0
+
+
+# --- what differs by format -----------------------------------------------------------------------------------------
+
+
+def _pg_options(*, jobs: int | None, no_owner: bool, replace: bool, key_pattern: str) -> dict[str, Any]:
+    if replace or key_pattern:
+        raise RestoreRefused("replacing keys and key patterns apply to Redis backups only")
+    jobs = settings.RESTORE_JOBS if jobs is None else jobs
+    if not 1 <= jobs <= 64:
+        raise RestoreRefused("--jobs must be between 1 and 64")
+    return {"jobs": jobs, "no_owner": no_owner}
+
+
+def _redis_options(*, jobs: int | None, no_owner: bool, replace: bool, key_pattern: str) -> dict[str, Any]:
+    if jobs is not None or no_owner:
+        raise RestoreRefused("parallel jobs and --no-owner apply to PostgreSQL backups only")
+    if len(key_pattern) > 1000:
+        raise RestoreRefused("the key pattern is longer than 1000 characters")
+    try:
+        redis_restore.key_matcher(key_pattern)
+    except redis_restore.KeyPatternError as exc:
+        raise RestoreRefused(str(exc)) from None
+    return {"replace": replace, "key_pattern": key_pattern}
+
+
+@dataclass(frozen=True)
+class RestoreMethod:
+    """How backups of one format are restored: the options a request freezes, whether a new database can be the
+    target, and the restore itself (preconditions, restore, checks)."""
+
+    options: Callable[..., dict[str, Any]]
+    execute: Callable[[RestoreRun, JobHeartbeat], None]
+    new_database: bool
+
+
+RESTORE_METHODS: dict[BackupArtifact.Format, RestoreMethod] = {
+    BackupArtifact.Format.PG_CUSTOM: RestoreMethod(options=_pg_options, execute=_restore_postgres, new_database=True),
+    BackupArtifact.Format.REDIS_SNAPSHOT: RestoreMethod(
+        options=_redis_options, execute=_restore_redis, new_database=False
+    ),
+}
 
 
 # --- reaping --------------------------------------------------------------------------------------------------------

@@ -15,6 +15,18 @@ from tests.factories import DatastoreFactory
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
 
+def restore_into_protected_after_approval(
+    capsys: pytest.CaptureFixture[str], backup_id: int, target: str, *options: str
+) -> dict[str, Any]:
+    """olga requests the restore on the command line (typed confirmation), it waits; abel approves and waits for
+    the worker to run it. Returns the run as `--json` prints it."""
+    call_command("restore", str(backup_id), "--into", target, "--as", "olga", "--confirm", target, "--json", *options)
+    run = json.loads(capsys.readouterr().out)
+    assert run["status"] == "awaiting_approval"
+    call_command("approve", str(run["id"]), "--as", "abel", "--wait", "--json", "--timeout", "180")
+    return dict(json.loads(capsys.readouterr().out))
+
+
 def test_backup_verify_and_restore_through_a_worker(
     celery_worker_thread: None,
     source_db: SourceDb,
@@ -68,24 +80,9 @@ def test_prod_restore_requested_on_the_command_line_approved_by_another_user_run
     backup = json.loads(capsys.readouterr().out)
     with source_db.connect() as conn:
         conn.execute("TRUNCATE chunks")  # the incident
-    call_command(
-        "restore",
-        str(backup["id"]),
-        "--into",
-        "prod-db",
-        "--as",
-        "olga",
-        "--reason",
-        "chunks truncated by a bad job",
-        "--confirm",
-        "prod-db",
-        "--json",
+    run = restore_into_protected_after_approval(
+        capsys, backup["id"], "prod-db", "--reason", "chunks truncated by a bad job"
     )
-    run = json.loads(capsys.readouterr().out)
-    assert run["status"] == "awaiting_approval"
-
-    call_command("approve", str(run["id"]), "--as", "abel", "--wait", "--json", "--timeout", "180")
-    run = json.loads(capsys.readouterr().out)
 
     assert run["status"] == "succeeded", run["error"]
     assert {c["name"] for c in run["checks"] if c["ok"]} == {
@@ -110,3 +107,45 @@ def test_prod_restore_requested_on_the_command_line_approved_by_another_user_run
         ("restore.finished", "console"),
     ]
     assert AuditEvent.objects.filter(action="backup.requested", actor_label="olga").exists()
+
+
+def test_a_lost_redis_queue_is_restored_after_approval_through_a_worker(
+    celery_worker_thread: None,
+    app_redis: Any,
+    operator: Any,
+    approver: Any,
+    http_stub: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.conftest import redis_contents, redis_fill_all_types
+    from tests.factories import EnvironmentFactory
+
+    prod = EnvironmentFactory(name="prod", protected=True, api_url=http_stub.url)
+    DatastoreFactory(name="prod-queue", environment=prod, kind="redis", url_env=app_redis.url_env)
+    redis_fill_all_types(app_redis.client)
+    before = redis_contents(app_redis.client)
+    call_command("backup", "prod-queue", "--as", "olga", "--wait", "--json", "--timeout", "120")
+    backup = json.loads(capsys.readouterr().out)
+    assert backup["status"] == "succeeded", backup["error"]
+    assert backup["format"] == "redis_snapshot" and backup["archive_entries"] == 15
+    call_command("verify", str(backup["id"]), "--wait", "--json", "--timeout", "120")
+    assert json.loads(capsys.readouterr().out)["verification"] == "verified"
+    app_redis.client.flushdb()  # the incident: the queue's Redis is lost
+    app_redis.client.set("s:plain", "written after the incident")
+
+    run = restore_into_protected_after_approval(
+        capsys, backup["id"], "prod-queue", "--replace", "--reason", "Redis lost its data"
+    )
+
+    assert run["status"] == "succeeded", run["error"]
+    assert [(c["name"], c["ok"]) for c in run["checks"]] == [
+        ("PING", True),
+        ("keys restored", True),
+        ("keys present", True),
+        ("GET /healthz", True),
+        ("GET /readyz", True),
+    ]
+    assert run["options"] == {"replace": True, "key_pattern": ""}
+    assert redis_contents(app_redis.client) == before
+    safety = BackupArtifact.objects.get(pk=run["safety_backup_id"])
+    assert (safety.format, safety.archive_entries) == ("redis_snapshot", 1)

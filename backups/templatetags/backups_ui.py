@@ -43,14 +43,14 @@ BADGE_CLASSES = {
     "cancelled": "muted",
     # drills
     "checking": "info",
-    # scheduled backups
-    "started": "ok",
-    "skipped": "warn",
-    "refused": "bad",
     # reprocess batches and their items
     "draft": "warn",
     "discarded": "muted",
     "accepted": "ok",
+    # scheduled backups
+    "started": "ok",
+    "skipped": "warn",
+    "refused": "bad",
 }
 
 EXACT_TIME_FORMAT = "Y-m-d H:i:s T"

@@ -7,7 +7,6 @@ from django.db import migrations
 from dr_console.roles import roles_migrate
 
 
-
 class Migration(migrations.Migration):
     dependencies = [
         ("dr_console", "0001_roles"),

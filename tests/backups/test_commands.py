@@ -274,3 +274,70 @@ def test_a_usage_mistake_is_one_line_with_exit_status_2() -> None:
     assert result.stderr == (
         "error: the following arguments are required: --as, --reason (see `manage.py restore --help`)\n"
     )
+
+
+def test_a_redis_datastore_backs_up_and_restores_inline_with_a_key_pattern(
+    app_redis: Any, second_redis: Any, capsys: pytest.CaptureFixture[str], operator: Any
+) -> None:
+    from tests.conftest import redis_fill_all_types
+
+    DatastoreFactory(name="queue", kind=Datastore.Kind.REDIS, url_env=app_redis.url_env)
+    DatastoreFactory(name="queue-copy", kind=Datastore.Kind.REDIS, url_env=second_redis.url_env)
+    redis_fill_all_types(app_redis.client)
+    call_command("backup", "queue", "--inline")
+    assert ", 15 keys, " in capsys.readouterr().out
+    backup = BackupArtifact.objects.get()
+    call_command("verify", str(backup.pk), "--inline")
+    assert "verified: sha256 matches and every record reads back" in capsys.readouterr().out
+
+    restore = run_json(
+        "restore",
+        str(backup.pk),
+        "--into",
+        "queue-copy",
+        "--key-pattern",
+        "l:*",
+        "--inline",
+        "--as",
+        operator.username,
+        "--reason",
+        "copy the lists",
+        capsys=capsys,
+    )
+
+    assert restore["status"] == "succeeded", restore["error"]
+    assert sorted(second_redis.client.keys("*")) == [b"l:big", b"l:small"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--new-database", "copy"], "restore it in place or into another Redis datastore"),
+        (["--into", "queue", "--jobs", "4"], "parallel jobs and --no-owner apply to PostgreSQL backups only"),
+        (["--into", "prod-db"], "prod-db is not a Redis datastore"),
+    ],
+)
+def test_restore_options_that_do_not_fit_a_redis_backup_are_one_line(
+    operator: Any, args: list[str], message: str
+) -> None:
+    from tests.factories import BackupArtifactFactory
+
+    DatastoreFactory(name="prod-db")
+    queue = DatastoreFactory(name="queue", kind=Datastore.Kind.REDIS)
+    backup = BackupArtifactFactory(
+        datastore=queue, status="succeeded", sha256="b" * 64, storage_key="k", format="redis_snapshot"
+    )
+    with pytest.raises(CommandError, match=message):
+        call_command("restore", str(backup.pk), *args, "--as", operator.username, "--reason", "x")
+
+
+def test_replace_and_key_patterns_are_refused_for_a_postgres_backup(operator: Any) -> None:
+    from tests.factories import BackupArtifactFactory
+
+    backup = BackupArtifactFactory(
+        datastore=DatastoreFactory(name="prod-db"), status="succeeded", sha256="a" * 64, storage_key="k"
+    )
+    with pytest.raises(CommandError, match="replacing keys and key patterns apply to Redis backups only"):
+        call_command(
+            "restore", str(backup.pk), "--into", "prod-db", "--replace", "--as", operator.username, "--reason", "x"
+        )

@@ -385,13 +385,16 @@ def test_back_up_now_never_redirects_off_site(operator_client: Client):
 
 
 @pytest.mark.parametrize("headers", [{}, HTMX])
-def test_a_refused_backup_says_why_and_creates_nothing(operator_client: Client, headers: dict):
+def test_a_refused_backup_says_why_and_creates_nothing(
+    operator_client: Client, headers: dict, monkeypatch: pytest.MonkeyPatch, settings: Any
+):
     datastore = DatastoreFactory(name="prod-db")
     active = running(datastore)
-    redis_store = DatastoreFactory(name="queue", kind=Datastore.Kind.REDIS)
+    monkeypatch.setenv("QUEUE_URL", settings.CELERY_BROKER_URL)
+    redis_store = DatastoreFactory(name="queue", kind=Datastore.Kind.REDIS, url_env="QUEUE_URL")
     for target, reason in [
         (datastore, f"a backup of prod-db is already running (#{active.pk})"),
-        (redis_store, "queue is a Redis datastore; only PostgreSQL backups are available in this version"),
+        (redis_store, "queue (QUEUE_URL) is the console&#x27;s own task broker"),
     ]:
         response = operator_client.post(
             reverse("backups:datastore_backup", args=[target.pk]),
@@ -443,7 +446,7 @@ def test_filters_narrow_the_history_and_the_url_round_trips(viewer_client: Clien
     def shown(query: str, **kwargs: Any) -> set[int]:
         response = viewer_client.get(reverse("backups:artifact_list") + query, **kwargs)
         assert response.status_code == 200
-        return {a.pk for a in response.context["page"].artifacts}
+        return {a.pk for a in response.context["page"].items}
 
     assert shown("") == {old.pk, new.pk, failed.pk, in_other.pk, in_staging.pk}
     assert shown("?environment=prod") == {old.pk, new.pk, failed.pk, in_other.pk}
@@ -469,14 +472,14 @@ def test_filters_narrow_the_history_and_the_url_round_trips(viewer_client: Clien
         headers=HTMX,
     )
     assert response["HX-Push-Url"] == reverse("backups:artifact_list") + "?datastore=prod-db&status=failed"
-    assert {a.pk for a in response.context["page"].artifacts} == {failed.pk}
+    assert {a.pk for a in response.context["page"].items} == {failed.pk}
 
 
 def test_a_wrong_filter_value_is_reported_not_fatal(viewer_client: Client):
     artifact = backup()
     response = viewer_client.get(reverse("backups:artifact_list") + "?datastore=nope&date_from=2026-13-45")
     assert response.status_code == 200
-    assert [a.pk for a in response.context["page"].artifacts] == [artifact.pk]
+    assert [a.pk for a in response.context["page"].items] == [artifact.pk]
     assert response.context["form"].errors.keys() == {"datastore", "date_from"}
     response = viewer_client.get(reverse("backups:artifact_list") + "?date_from=2026-02-01&date_to=2026-01-01")
     assert "The end date is before the start date." in response.content.decode()
@@ -518,24 +521,25 @@ def test_keyset_pagination_walks_older_and_newer(viewer_client: Client, monkeypa
 
     first = viewer_client.get(url + "?datastore=prod-db")
     page = first.context["page"]
-    assert [a.pk for a in page.artifacts] == newest_first[:3]
-    assert page.newer is None and page.older == newest_first[2]
-    assert f"?datastore=prod-db&amp;before={newest_first[2]}" in first.content.decode()  # the link keeps the filter
+    assert [a.pk for a in page.items] == newest_first[:3]
+    assert page.newer == "" and page.older.endswith(f"-{newest_first[2]}")
+    assert f"?datastore=prod-db&amp;before={page.older}" in first.content.decode()  # the link keeps the filter
 
     second = viewer_client.get(url + f"?datastore=prod-db&before={page.older}", headers=HTMX)
+    pushed = url + f"?datastore=prod-db&before={page.older}"
     page = second.context["page"]
-    assert [a.pk for a in page.artifacts] == newest_first[3:6]
-    assert (page.newer, page.older) == (newest_first[3], newest_first[5])
-    assert second["HX-Push-Url"] == url + f"?datastore=prod-db&before={newest_first[2]}"
+    assert [a.pk for a in page.items] == newest_first[3:6]
+    assert page.newer.endswith(f"-{newest_first[3]}") and page.older.endswith(f"-{newest_first[5]}")
+    assert second["HX-Push-Url"] == pushed
 
     last = viewer_client.get(url + f"?datastore=prod-db&before={page.older}").context["page"]
-    assert [a.pk for a in last.artifacts] == newest_first[6:]
-    assert last.older is None
+    assert [a.pk for a in last.items] == newest_first[6:]
+    assert last.older == ""
 
     back = viewer_client.get(url + f"?datastore=prod-db&after={last.newer}").context["page"]
-    assert [a.pk for a in back.artifacts] == newest_first[3:6]
+    assert [a.pk for a in back.items] == newest_first[3:6]
     back = viewer_client.get(url + f"?datastore=prod-db&after={back.newer}").context["page"]
-    assert [a.pk for a in back.artifacts] == newest_first[:3] and back.newer is None
+    assert [a.pk for a in back.items] == newest_first[:3] and back.newer == ""
 
 
 def test_keyset_pagination_orders_by_time_then_id():
@@ -545,12 +549,12 @@ def test_keyset_pagination_orders_by_time_then_id():
     made = [backup(datastore, created_at=same_time) for _ in range(4)]
     late_row_early_time = backup(datastore, created_at=same_time - timedelta(hours=1))
     seen: list[int] = []
-    page = backup_artifact_page(BackupArtifactFilters(), size=2)
+    page = backup_artifact_page(BackupArtifactFilters(), per_page=2)
     while True:
-        seen += [a.pk for a in page.artifacts]
-        if page.older is None:
+        seen += [a.pk for a in page.items]
+        if not page.older:
             break
-        page = backup_artifact_page(BackupArtifactFilters(), before=page.older, size=2)
+        page = backup_artifact_page(BackupArtifactFilters(), before=page.older, per_page=2)
     assert seen == [*sorted((a.pk for a in made), reverse=True), late_row_early_time.pk]
 
 
@@ -570,7 +574,7 @@ def test_history_query_count_does_not_grow_with_backups(viewer_client: Client, d
     assert BackupArtifact.objects.count() == 3 * 2 + 57 * 3
     with django_assert_max_num_queries(few):
         response = viewer_client.get(url)
-    assert len(response.context["page"].artifacts) == 50
+    assert len(response.context["page"].items) == 50
     with django_assert_max_num_queries(few_page_two):
         viewer_client.get(url + f"?before={response.context['page'].older}")
     assert query_count(viewer_client, url + "?datastore=nope", headers=HTMX) <= few

@@ -61,7 +61,7 @@ def test_draft_only_builds(prod: Environment, operator: User, reprocess_stub: Re
         (["prod", "--query", "--as", "nobody"], "no console user named 'nobody'"),
         (["prod", "--query", "--as", "vera"], "vera may not reprocess documents (needs the operator role)"),
         (["prod", "--query", "--as", "olga"], "environment prod has no postgres_datastore"),
-        (["prod", "--failed-jobs", "--as", "olga"], "environment prod has no redis_datastore"),
+        (["prod", "--failed-jobs", "--as", "olga"], "No Redis datastore is linked to prod"),
         (["prod", "--csv", "/nonexistent.csv", "--as", "olga"], "/nonexistent.csv: cannot read the file"),
     ],
 )

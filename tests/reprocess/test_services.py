@@ -296,3 +296,42 @@ def test_one_batch_at_a_time_per_environment(app_env: Environment) -> None:
     with pytest.raises(ReprocessRefused, match=f"batch #{first.pk} is already sending to prod"):
         reprocess_batch_send(batch=second, requested_by=None, enqueue=False)
     assert ReprocessBatch.objects.get(pk=second.pk).status == ReprocessBatch.Status.DRAFT
+
+
+# --- the failed RQ jobs -------------------------------------------------------------------------------------------
+
+
+def test_failed_rq_jobs_build_a_batch_and_sending_it_reaches_the_application(
+    app_redis: Any, reprocess_stub: ReprocessStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.queues.conftest import QueueEnv, queue_environment
+
+    monkeypatch.setenv("TEST_APP_TOKEN", reprocess_stub.token)
+    queue_env = QueueEnv(environment=queue_environment(app_redis), redis=app_redis)
+    queue_env.fail(11, 12, 13)
+    queue_env.fail(12, queue="other")  # the same document failed twice: sent once
+    queue_env.queue().enqueue(print, "not a document job")
+    queue_env.connection.set("broken:99", 1)
+    environment = queue_env.environment
+    environment.api_url, environment.api_token_env = reprocess_stub.url, "TEST_APP_TOKEN"
+    environment.save()
+
+    batch = reprocess_batch_build(environment=environment, source="failed_jobs", requested_by=None)
+    assert sorted(batch.items.values_list("workspace_id", "document_id")) == [
+        ("ws-1", "11"),
+        ("ws-1", "12"),
+        ("ws-1", "13"),
+    ]
+    batch = send_now(batch)
+    assert batch.status == ReprocessBatch.Status.SUCCEEDED
+    assert sorted(reprocess_stub.accepted) == ["11", "12", "13"]
+
+
+def test_failed_jobs_without_a_reachable_redis_say_so(app_redis: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.queues.conftest import queue_environment
+
+    environment = queue_environment(app_redis)
+    monkeypatch.setenv(app_redis.url_env, "redis://127.0.0.1:9/0")
+    with pytest.raises(SourceError, match="prod-redis"):
+        reprocess_batch_build(environment=environment, source="failed_jobs", requested_by=None)
+    assert not ReprocessBatch.objects.exists()

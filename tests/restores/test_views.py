@@ -586,3 +586,89 @@ def test_htmx_approval_list_gets_the_rows_only(
     response = client.get(reverse("restores:approval_list"))
     assertTemplateUsed(response, "restores/approval_list.html")
     assertTemplateUsed(response, "base.html")
+
+
+# --- a Redis backup ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_backup(prod: Environment) -> BackupArtifact:
+    queue = DatastoreFactory(name="prod-queue", environment=prod, kind=Datastore.Kind.REDIS)
+    return BackupArtifactFactory(
+        datastore=queue, status="succeeded", sha256="b" * 64, storage_key="k", format="redis_snapshot"
+    )
+
+
+def test_the_form_of_a_redis_backup_offers_redis_targets_replace_and_a_key_pattern(
+    client: Client, operator: User, redis_backup: BackupArtifact, prod_db: Datastore
+) -> None:
+    other = DatastoreFactory(name="staging-queue", kind=Datastore.Kind.REDIS)
+
+    response = logged_in(client, operator).get(create_url(redis_backup))
+
+    page = response.content.decode()
+    form = response.context["form"]
+    assert [value for value, _label in form.fields["target_kind"].choices] == [Kind.IN_PLACE, Kind.DATASTORE]
+    assert set(form.fields["target_datastore"].queryset) == {redis_backup.datastore, other}  # no PostgreSQL
+    assert "Replace existing keys" in page and "Only keys matching" in page
+    assert "Parallel pg_restore jobs" not in page and "A new database" not in page
+    assert "This writes the keys of backup" in page
+    assert "Existing keys are never overwritten" in page
+
+
+def test_impact_of_a_redis_restore_follows_replace_and_the_pattern(
+    client: Client, operator: User, redis_backup: BackupArtifact
+) -> None:
+    response = logged_in(client, operator).get(
+        create_url(redis_backup) + "&target_kind=in_place&replace=on&key_pattern=rq:*",
+        headers={**HTMX, "HX-Target": "restore-impact"},
+    )
+
+    assertTemplateUsed(response, "restores/partials/run_impact.html")
+    page = response.content.decode()
+    assert "Keys that exist in both are overwritten with the backup" in page
+    assert 'Only the keys matching <span class="mono">rq:*</span>' in page
+
+
+def test_operator_requests_a_redis_restore_with_replace_and_a_pattern(
+    client: Client, operator: User, redis_backup: BackupArtifact
+) -> None:
+    data = {
+        "target_kind": Kind.IN_PLACE,
+        "reason": "queue lost",
+        "confirm": "prod-queue",
+        "replace": "on",
+        "key_pattern": "rq:queue:*",
+    }
+
+    response = logged_in(client, operator).post(create_url(redis_backup), data)
+
+    run = RestoreRun.objects.get()
+    assert response.status_code == 302
+    assert run.options == {"replace": True, "key_pattern": "rq:queue:*"}
+    assert run.status == Status.AWAITING_APPROVAL
+    page = client.get(reverse("restores:run_detail", args=[run.pk])).content.decode()
+    assert "replace existing keys" in page and 'only keys matching <span class="mono">rq:queue:*</span>' in page
+
+
+def test_a_bad_key_pattern_is_a_form_error(client: Client, operator: User, redis_backup: BackupArtifact) -> None:
+    data = {"target_kind": Kind.IN_PLACE, "reason": "queue lost", "confirm": "prod-queue", "key_pattern": "rq:[ab"}
+
+    response = logged_in(client, operator).post(create_url(redis_backup), data)
+
+    assert response.status_code == 200
+    assert "unclosed [ in the key pattern" in response.content.decode()
+    assert not RestoreRun.objects.exists()
+
+
+def test_the_page_of_a_redis_backup_shows_keys_per_type(
+    client: Client, viewer: User, redis_backup: BackupArtifact
+) -> None:
+    BackupArtifact.objects.filter(pk=redis_backup.pk).update(
+        row_counts={"hash": 3, "list": 2}, archive_entries=5, stderr_tail="1 keys vanished during the scan"
+    )
+
+    page = logged_in(client, viewer).get(reverse("backups:artifact_detail", args=[redis_backup.pk])).content.decode()
+
+    assert "Keys per type" in page and "Rows per table" not in page
+    assert "Snapshot notes" in page and "1 keys vanished during the scan" in page

@@ -29,10 +29,14 @@ def datastore_by_name(name: str) -> Datastore:
 
 def describe_backup(artifact: BackupArtifact) -> str:
     if artifact.status == BackupArtifact.Status.SUCCEEDED:
+        if artifact.format == BackupArtifact.Format.REDIS_SNAPSHOT:
+            contents = f"{artifact.archive_entries} keys"
+        else:
+            contents = f"{len(artifact.row_counts)} tables"
         return (
             f"backup #{artifact.pk} of {artifact.datastore.name} succeeded: "
             f"{filesizeformat(artifact.size_bytes or 0)}, "
-            f"{len(artifact.row_counts)} tables, {artifact.duration_seconds or 0:.1f} s, "
+            f"{contents}, {artifact.duration_seconds or 0:.1f} s, "
             f"sha256 {artifact.sha256}, stored as {artifact.storage_key} (verification: {artifact.verification})"
         )
     if artifact.status == BackupArtifact.Status.FAILED:
@@ -42,7 +46,10 @@ def describe_backup(artifact: BackupArtifact) -> str:
 
 
 class Command(JobCommand):
-    help = "Back up a datastore (pg_dump, streamed and checksummed into the artifact storage)."
+    help = (
+        "Back up a datastore (pg_dump, or a Redis logical snapshot, streamed and checksummed into the artifact "
+        "storage)."
+    )
     job_noun = "backup"
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -23,6 +23,8 @@ def artifact_by_id(artifact_id: int) -> BackupArtifact:
 
 def describe_verification(artifact: BackupArtifact) -> str:
     if artifact.verification == Verification.VERIFIED:
+        if artifact.format == BackupArtifact.Format.REDIS_SNAPSHOT:
+            return f"backup #{artifact.pk} verified: sha256 matches and every record reads back"
         return f"backup #{artifact.pk} verified: sha256 matches and pg_restore reads every entry"
     if artifact.verification == Verification.CORRUPT:
         return f"backup #{artifact.pk} is CORRUPT: {artifact.verification_error}"
@@ -33,7 +35,7 @@ def describe_verification(artifact: BackupArtifact) -> str:
 
 
 class Command(JobCommand):
-    help = "Verify a backup: re-read the stored file, compare its sha256, check pg_restore can read it."
+    help = "Verify a backup: re-read the stored file, compare its sha256, check every block (pg_restore) or record."
     job_noun = "verification"
 
     def add_arguments(self, parser: CommandParser) -> None:

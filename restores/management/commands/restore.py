@@ -1,5 +1,5 @@
 """manage.py restore ARTIFACT_ID (--into DATASTORE | --new-database NAME) --as USERNAME --reason TEXT
-[--confirm TARGET_NAME] [--wait] [--inline] [--json]"""
+[--confirm TARGET_NAME] [--jobs N] [--no-owner] [--replace] [--key-pattern GLOB] [--wait] [--inline] [--json]"""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def describe_restore(run: RestoreRun) -> str:
 class Command(JobCommand):
     help = (
         "Request a restore of a backup into a datastore or a new database. Into a protected environment it waits "
-        "for approval; then pg_restore --clean --if-exists and the post-restore checks run on a worker."
+        "for approval; then pg_restore --clean --if-exists (or, for a Redis backup, RESTORE of every key) and the "
+        "post-restore checks run on a worker."
     )
     job_noun = "restore"
 
@@ -59,9 +60,25 @@ class Command(JobCommand):
         parser.add_argument(
             "--confirm", default="", metavar="TARGET_NAME", help="Typed confirmation, required for a protected target."
         )
-        parser.add_argument("--jobs", type=int, default=None, help="pg_restore --jobs (default RESTORE_JOBS).")
         parser.add_argument(
-            "--no-owner", action="store_true", help="Skip ownership and privileges (the target lacks the roles)."
+            "--jobs", type=int, default=None, help="PostgreSQL: pg_restore --jobs (default RESTORE_JOBS)."
+        )
+        parser.add_argument(
+            "--no-owner",
+            action="store_true",
+            help="PostgreSQL: skip ownership and privileges (the target lacks the roles).",
+        )
+        parser.add_argument(
+            "--replace",
+            action="store_true",
+            help="Redis: overwrite keys that exist in the target (without it, any existing key stops the restore "
+            "before anything is written).",
+        )
+        parser.add_argument(
+            "--key-pattern",
+            default="",
+            metavar="GLOB",
+            help="Redis: restore only the keys matching this glob (as SCAN MATCH: * ? [abc] [^a] \\ to escape).",
         )
         super().add_arguments(parser)
 
@@ -88,6 +105,8 @@ class Command(JobCommand):
                 confirm=options["confirm"],
                 jobs=options["jobs"],
                 no_owner=options["no_owner"],
+                replace=options["replace"],
+                key_pattern=options["key_pattern"],
                 trigger=f"cli:{requester.get_username()}",
                 enqueue=not options["inline"],
             )

@@ -1,0 +1,313 @@
+"""The Redis restore primitive: RESTORE every record of a snapshot into a Redis database, pipelined a batch at a
+time, and the checks after it.
+
+restores/services.py decides when and whether a restore runs; this module only knows how. Three passes over the
+stored file, none holding more than a batch of keys:
+
+1. `redis_preflight`, before anything is written: the file's sha256 and (unless existing keys are to be replaced,
+   or the target is empty) which keys of the backup already exist in the target: conflicts.
+2. `redis_restore`: RESTORE key ttl payload ABSTTL [REPLACE]. Expiry is absolute, so a key that would have expired
+   by now is not revived; an existing key without REPLACE is a conflict, counted and named, not an error.
+3. `redis_checks`: PING, what RESTORE answered against what the file holds, and an independent count of the
+   backup's keys present in the target afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import redis
+
+from backups.redis_snapshot import NO_EXPIRY, SnapshotReader, SnapshotRecord, pipelined, server_time_ms
+
+BATCH = 1000
+SAMPLE = 10  # key names quoted in a message
+
+
+class KeyPatternError(ValueError):
+    pass
+
+
+def key_pattern_regex(pattern: str) -> re.Pattern[bytes]:
+    """Redis's glob (as in SCAN MATCH and KEYS): * ? [abc] [^a-z] and \\ to escape, matched against whole keys,
+    byte by byte. Raises KeyPatternError for a pattern Redis would read differently than it looks."""
+    source = pattern.encode()
+    out = bytearray()
+    i = 0
+    while i < len(source):
+        char = source[i : i + 1]
+        if char == b"*":
+            out += b".*"
+        elif char == b"?":
+            out += b"."
+        elif char == b"\\" and i + 1 < len(source):
+            i += 1
+            out += re.escape(source[i : i + 1])
+        elif char == b"[":
+            end = i + 1
+            members = bytearray()
+            if source[end : end + 1] == b"^":
+                members += b"^"
+                end += 1
+            while end < len(source) and source[end : end + 1] != b"]":
+                if source[end : end + 1] == b"\\" and end + 1 < len(source):
+                    end += 1
+                    members += re.escape(source[end : end + 1])
+                elif source[end + 1 : end + 2] == b"-" and end + 2 < len(source) and source[end + 2] != ord("]"):
+                    low, high = sorted((source[end], source[end + 2]))  # Redis accepts z-a as a-z
+                    members += re.escape(bytes([low])) + b"-" + re.escape(bytes([high]))
+                    end += 2
+                else:
+                    members += re.escape(source[end : end + 1])
+                end += 1
+            if end >= len(source):
+                raise KeyPatternError(f"unclosed [ in the key pattern {pattern!r}")
+            if members in (b"", b"^"):
+                raise KeyPatternError(f"empty [] in the key pattern {pattern!r}")
+            out += b"[" + members + b"]"
+            i = end
+        else:
+            out += re.escape(char)
+        i += 1
+    return re.compile(bytes(out), re.DOTALL)
+
+
+def key_matcher(pattern: str) -> Callable[[bytes], bool]:
+    if not pattern:
+        return lambda key: True
+    regex = key_pattern_regex(pattern)
+    return lambda key: regex.fullmatch(key) is not None
+
+
+def _exist(conn: Any, keys: list[bytes]) -> list[bool]:
+    """Whether each key exists: one multi-key EXISTS (a count) for the batch, and one EXISTS per key only when
+    that count says some are there, to tell which (the common cases, all or none, cost one reply)."""
+    if not keys:
+        return []
+    (count,) = pipelined(conn, [("EXISTS", *keys)])
+    if count == 0:
+        return [False] * len(keys)
+    if count == len(keys) and len(set(keys)) == len(keys):
+        return [True] * len(keys)
+    return [reply == 1 for reply in pipelined(conn, [("EXISTS", key) for key in keys])]
+
+
+def _shown(key: bytes) -> str:
+    return key.decode("utf-8", "backslashreplace")
+
+
+def _batches(records: Iterable[SnapshotRecord], size: int = BATCH) -> Iterator[list[SnapshotRecord]]:
+    iterator = iter(records)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+@dataclass
+class KeyList:
+    """A count of keys and the first few of their names, for a message."""
+
+    count: int = 0
+    sample: list[str] = field(default_factory=list)
+
+    def add(self, key: bytes, note: str = "") -> None:
+        self.count += 1
+        if len(self.sample) < SAMPLE:
+            self.sample.append(_shown(key) + (f" ({note})" if note else ""))
+
+    def named(self) -> str:
+        more = f" and {self.count - len(self.sample)} more" if self.count > len(self.sample) else ""
+        return ", ".join(self.sample) + more
+
+
+@dataclass
+class Preflight:
+    sha256: str
+    conflicts: KeyList
+
+
+def redis_preflight(
+    client: redis.Redis,
+    chunks: Iterable[bytes],
+    *,
+    match: Callable[[bytes], bool],
+    check_conflicts: bool,
+    checkpoint: Callable[[], None],
+) -> Preflight:
+    """Read the whole file before anything is written: its sha256 (which the run compares with the one it was
+    requested for: the records are then those the verification checked) and, with `check_conflicts`, the keys of
+    the backup that exist in the target already (reading every record, its checksum included)."""
+    digest = hashlib.sha256()
+
+    def hashed() -> Iterator[bytes]:
+        for chunk in chunks:
+            checkpoint()
+            digest.update(chunk)
+            yield chunk
+
+    conflicts = KeyList()
+    if not check_conflicts:  # nothing to look up: the checksum alone, without parsing a record
+        for _chunk in hashed():
+            pass
+        return Preflight(sha256=digest.hexdigest(), conflicts=conflicts)
+    conn = client.connection_pool.get_connection()
+    try:
+        for batch in _batches(SnapshotReader(hashed()).records()):
+            wanted = [record.key for record in batch if match(record.key)]
+            for key, exists in zip(wanted, _exist(conn, wanted), strict=True):
+                if exists:
+                    conflicts.add(key)
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        client.connection_pool.release(conn)
+    return Preflight(sha256=digest.hexdigest(), conflicts=conflicts)
+
+
+@dataclass
+class RedisRestoreResult:
+    """What RESTORE answered, record by record."""
+
+    records: int = 0  # in the file
+    matched: int = 0  # matching the key pattern: the ones the run restores
+    restored: int = 0
+    expired: int = 0  # their expiry passed since the backup: not revived
+    conflicts: KeyList = field(default_factory=KeyList)  # existed in the target, kept (no REPLACE)
+    refused: KeyList = field(default_factory=KeyList)  # the server refused the payload
+
+    @property
+    def expected(self) -> int:
+        return self.matched - self.expired
+
+    def summary(self) -> str:
+        return (
+            f"{self.records} keys in the backup, {self.matched} matching: {self.restored} restored, "
+            f"{self.expired} expired since the backup, {self.conflicts.count} conflicts, {self.refused.count} refused"
+        )
+
+
+def redis_restore(
+    client: redis.Redis,
+    records: Iterable[SnapshotRecord],
+    *,
+    match: Callable[[bytes], bool],
+    replace: bool,
+    checkpoint: Callable[[], None],
+) -> RedisRestoreResult:
+    """RESTORE every matching record, one pipelined round trip per batch (TIME first, to tell which keys expired
+    since the backup: Redis drops those itself). `checkpoint` runs between batches and raises to stop."""
+    result = RedisRestoreResult()
+    flags = ("ABSTTL", "REPLACE") if replace else ("ABSTTL",)
+    conn = client.connection_pool.get_connection()
+    try:
+        for batch in _batches(records):
+            checkpoint()
+            result.records += len(batch)
+            wanted = [record for record in batch if match(record.key)]
+            result.matched += len(wanted)
+            commands: list[tuple[Any, ...]] = [("TIME",)]
+            for record in wanted:
+                ttl = 0 if record.expire_at_ms == NO_EXPIRY else record.expire_at_ms
+                commands.append(("RESTORE", record.key, ttl, record.payload, *flags))
+            replies = pipelined(conn, commands)
+            now_ms = server_time_ms(replies[0])
+            for record, reply in zip(wanted, replies[1:], strict=True):
+                if isinstance(reply, redis.ResponseError):
+                    message = str(reply)
+                    if message.startswith("BUSYKEY") or "already exists" in message:
+                        result.conflicts.add(record.key)
+                    else:
+                        result.refused.add(record.key, message)
+                elif record.expire_at_ms != NO_EXPIRY and record.expire_at_ms <= now_ms:
+                    result.expired += 1
+                else:
+                    result.restored += 1
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        client.connection_pool.release(conn)
+    return result
+
+
+def redis_keys_present(
+    client: redis.Redis, records: Iterable[SnapshotRecord], *, match: Callable[[bytes], bool]
+) -> tuple[int, int, KeyList]:
+    """Count, independently of what RESTORE answered, the backup's keys that are in the target now. Returns
+    (present, expired since the backup, missing)."""
+    present = expired = 0
+    missing = KeyList()
+    conn = client.connection_pool.get_connection()
+    try:
+        for batch in _batches(records):
+            wanted = [record for record in batch if match(record.key)]
+            (server_time,) = pipelined(conn, [("TIME",)])
+            now_ms = server_time_ms(server_time)
+            for record, exists in zip(wanted, _exist(conn, [record.key for record in wanted]), strict=True):
+                if exists == 1:
+                    present += 1
+                elif record.expire_at_ms != NO_EXPIRY and record.expire_at_ms <= now_ms:
+                    expired += 1
+                else:
+                    missing.add(record.key)
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        client.connection_pool.release(conn)
+    return present, expired, missing
+
+
+def redis_checks(
+    client: redis.Redis,
+    records: Iterable[SnapshotRecord],
+    *,
+    match: Callable[[bytes], bool],
+    result: RedisRestoreResult,
+    target_label: str,
+) -> list[dict[str, Any]]:
+    """The post-restore checks, each a checklist item: PING, keys restored = expected, keys present."""
+    checks: list[dict[str, Any]] = []
+    try:
+        pong = client.ping()
+        checks.append({"name": "PING", "ok": bool(pong), "detail": "PONG" if pong else f"returned {pong!r}"})
+    except redis.RedisError as exc:
+        return [{"name": "PING", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}]
+
+    problems = []
+    if result.conflicts.count:
+        problems.append(
+            f"{result.conflicts.count} keys already existed and were kept: {result.conflicts.named()} "
+            "(restore with “replace existing keys” to overwrite them)"
+        )
+    if result.refused.count:
+        problems.append(f"{result.refused.count} keys refused by the server: {result.refused.named()}")
+    if not problems and result.restored != result.expected:
+        problems.append(f"{result.restored} restored, {result.expected} expected")
+    expired = f"; {result.expired} expired since the backup, not revived" if result.expired else ""
+    checks.append(
+        {
+            "name": "keys restored",
+            "ok": not problems,
+            "detail": "; ".join(problems) or f"{result.restored} of {result.expected} keys restored{expired}",
+        }
+    )
+    present, gone, missing = redis_keys_present(client, records, match=match)
+    gone_note = f" ({gone} more expired since)" if gone else ""
+    checks.append(
+        {
+            "name": "keys present",
+            "ok": missing.count == 0,
+            "detail": (
+                f"{present} keys of the backup are in {target_label}{gone_note}"
+                if not missing.count
+                else f"{missing.count} keys of the backup are missing from {target_label}: {missing.named()}"
+            ),
+        }
+    )
+    return checks
