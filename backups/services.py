@@ -50,6 +50,7 @@ from backups.postgres import (
 from backups.redis_snapshot import RedisDatastoreError, SnapshotCorrupt
 from dr_console.jobs import (
     JobHeartbeat,
+    JobModel,
     JobStopped,
     job_claim,
     job_fail,
@@ -131,11 +132,19 @@ def backup_artifact_request(
 def _enqueue_backup(artifact_id: int) -> None:
     from backups.tasks import backup_artifact_execute_task
 
+    job_enqueue(
+        backup_artifact_execute_task, BackupArtifact, pk=artifact_id, failed=Status.FAILED, artifact_id=artifact_id
+    )
+
+
+def job_enqueue(task: Any, model: type[JobModel], *, pk: int, failed: str, **kwargs: Any) -> None:
+    """Hand a job to the workers (`task.apply_async(kwargs=...)`). A broker that cannot be reached fails the job
+    row, so it does not wait forever, and raises BrokerUnavailable with a message that names no credentials."""
     try:
-        backup_artifact_execute_task.apply_async(kwargs={"artifact_id": artifact_id}, retry=True)
+        task.apply_async(kwargs=kwargs, retry=True)
     except KombuOperationalError as exc:
         message = f"could not reach the task broker at {broker_label()}: {exc}"
-        job_transition(BackupArtifact, pk=artifact_id, to=Status.FAILED, error=message)
+        job_transition(model, pk=pk, to=failed, error=message)
         raise BrokerUnavailable(message) from None
 
 

@@ -24,7 +24,6 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone, translation
-from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.models import AuditEvent
 from audit.services import audit_record
@@ -32,7 +31,7 @@ from backups import artifacts
 from backups.models import BackupArtifact, Datastore
 from backups.postgres import PgConnection, PostgresError, describe_exit, pg_connection_from_env
 from backups.selectors import RpoState
-from backups.services import BrokerUnavailable, JobFailed, broker_label
+from backups.services import BrokerUnavailable, JobFailed, job_enqueue
 from dr_console.jobs import (
     IllegalTransition,
     JobHeartbeat,
@@ -126,12 +125,7 @@ def drill_run_request(
 def _enqueue_drill(run_id: int) -> None:
     from drills.tasks import drill_run_execute_task
 
-    try:
-        drill_run_execute_task.apply_async(kwargs={"run_id": run_id}, retry=True)
-    except KombuOperationalError as exc:
-        message = f"could not reach the task broker at {broker_label()}: {exc}"
-        job_transition(DrillRun, pk=run_id, to=Status.FAILED, error=message)
-        raise BrokerUnavailable(message) from None
+    job_enqueue(drill_run_execute_task, DrillRun, pk=run_id, failed=Status.FAILED, run_id=run_id)
 
 
 def drill_run_cancel(*, run_id: int, cancelled_by: User | None, client_ip: str | None = None) -> bool:

@@ -33,7 +33,6 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone, translation
-from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.models import AuditEvent
 from audit.services import audit_record
@@ -48,12 +47,11 @@ from backups.services import (
     EXPECTED_ERRORS,
     FORMAT_BY_KIND,
     BackupRefused,
-    BrokerUnavailable,
     JobFailed,
     backup_artifact_execute,
     backup_artifact_request,
-    broker_label,
     datastore_check_not_broker,
+    job_enqueue,
     target_lock_acquire,
     target_lock_release,
 )
@@ -225,12 +223,7 @@ def _queue(run_id: int, *, enqueue: bool = True) -> None:
 def _enqueue_restore(run_id: int) -> None:
     from restores.tasks import restore_run_execute_task
 
-    try:
-        restore_run_execute_task.apply_async(kwargs={"run_id": run_id}, retry=True)
-    except KombuOperationalError as exc:
-        message = f"could not reach the task broker at {broker_label()}: {exc}"
-        job_transition(RestoreRun, pk=run_id, to=Status.FAILED, error=message)
-        raise BrokerUnavailable(message) from None
+    job_enqueue(restore_run_execute_task, RestoreRun, pk=run_id, failed=Status.FAILED, run_id=run_id)
 
 
 def _notify(run_id: int, event: str) -> None:

@@ -319,6 +319,27 @@ def redis_contents(client: redis.Redis) -> dict[bytes, tuple[bytes, Any]]:
     return contents
 
 
+def _reset_connection_pools() -> None:
+    from dr_console.celery import app
+
+    app._pool = None
+    app.amqp._producer_pool = None
+    app.control.mailbox.__dict__.pop("producer_pool", None)  # the broadcast mailbox caches its own
+
+
+@pytest.fixture
+def broker_down(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The broker setting points at a port nobody listens on. Celery reads CELERY_BROKER_URL from the
+    environment before its configuration, so both change; the connection pools made for the real broker go."""
+    url = f"redis://127.0.0.1:{_free_port()}/0"
+    settings.CELERY_BROKER_URL = url
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    _reset_connection_pools()
+    yield url
+    monkeypatch.undo()
+    _reset_connection_pools()
+
+
 # --- a real Celery worker --------------------------------------------------------------------------------------
 
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
-
-from tests.conftest import _free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -20,27 +17,6 @@ pytestmark = pytest.mark.django_db
 def _short_ping(settings: Any) -> None:
     settings.READYZ_WORKER_TIMEOUT = 0.5
     settings.READYZ_BROKER_TIMEOUT = 1
-
-
-def _reset_connection_pools() -> None:
-    from dr_console.celery import app
-
-    app._pool = None
-    app.amqp._producer_pool = None
-    app.control.mailbox.__dict__.pop("producer_pool", None)  # the broadcast mailbox caches its own
-
-
-@pytest.fixture
-def broker_down(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The broker setting points at a port nobody listens on. Celery reads CELERY_BROKER_URL from the
-    environment before its configuration, so both change; the connection pools made for the real broker go."""
-    url = f"redis://127.0.0.1:{_free_port()}/0"
-    settings.CELERY_BROKER_URL = url
-    monkeypatch.setenv("CELERY_BROKER_URL", url)
-    _reset_connection_pools()
-    yield url
-    monkeypatch.undo()
-    _reset_connection_pools()
 
 
 def readyz(client: Client) -> tuple[int, dict[str, Any]]:

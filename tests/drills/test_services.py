@@ -234,3 +234,17 @@ def test_a_drill_stopped_by_its_time_limit_during_pg_restore_drops_its_scratch_d
     assert run.status == Status.FAILED and run.error.startswith("time limit of ")
     assert created == [run.scratch_database]
     assert run.scratch_dropped is True and not database_exists(run.scratch_database)
+
+
+def test_a_drill_that_cannot_reach_the_broker_fails_at_once_and_says_why(
+    source_db: SourceDb, broker_down: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    from backups.services import BrokerUnavailable
+
+    artifact = backup_taken(source_db.url_env)
+    refused = pytest.raises(BrokerUnavailable, match="could not reach the task broker")
+    with refused, django_capture_on_commit_callbacks(execute=True):
+        drill_run_request(datastore=artifact.datastore, trigger="test")
+    run = DrillRun.objects.get()
+    assert run.status == Status.FAILED and run.error.startswith("could not reach the task broker at redis://127.0.0.1:")
+    assert "@" not in run.error  # no credentials
