@@ -41,6 +41,8 @@ BADGE_CLASSES = {
     "rejected": "muted",
     "expired": "muted",
     "cancelled": "muted",
+    # drills
+    "checking": "info",
     # reprocess batches and their items
     "draft": "warn",
     "discarded": "muted",
