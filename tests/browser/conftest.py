@@ -23,7 +23,16 @@ import pytest
 from django.conf import settings
 from django.db import connections
 from PIL import Image
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Response, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Response,
+    expect,
+    sync_playwright,
+)
 
 from tests.browser.history import History, console_history, password_of
 from tests.conftest import HttpStub, SourceDb
@@ -40,6 +49,7 @@ CHROMIUM_ARGS = [
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 MAX_SCREENSHOT_HEIGHT = 1400
+SECTION_MARGIN = 16  # around the part of a page a screenshot shows
 # How long a page may take to show what a worker did: a poll every 3 s, a backup or a restore of a small database.
 JOB_TIMEOUT_MS = 60_000
 
@@ -77,7 +87,12 @@ class Screenshots:
 
     folder: Path | None
 
-    def take(self, page: Page, name: str, *, language: str = "en") -> None:
+    @property
+    def enabled(self) -> bool:
+        return self.folder is not None
+
+    def take(self, page: Page, name: str, *, language: str = "en", of: Locator | None = None) -> None:
+        """The top of the page, or (`of`) the part of it where that element is, the page's whole width."""
         if self.folder is None:
             return
         folder = self.folder if language == "en" else self.folder / language
@@ -85,11 +100,15 @@ class Screenshots:
         page.wait_for_load_state("networkidle")
         page.mouse.move(0, 0)  # no hover effect on whatever the last click left the pointer over
         # The top of a long page is what a reader looks at; the whole of it would only make the PNG heavy.
-        height = min(int(page.evaluate("document.documentElement.scrollHeight")), MAX_SCREENSHOT_HEIGHT)
+        top, height = 0.0, float(page.evaluate("document.documentElement.scrollHeight"))
+        if of is not None:
+            box = of.bounding_box()
+            assert box is not None, f"{of} is not on the page"
+            top = max(0.0, box["y"] + float(page.evaluate("window.scrollY")) - SECTION_MARGIN)
+            height = box["height"] + 2 * SECTION_MARGIN
         width = page.viewport_size["width"] if page.viewport_size else DESKTOP["width"]
-        png = page.screenshot(
-            full_page=True, clip={"x": 0, "y": 0, "width": width, "height": height}, animations="disabled", caret="hide"
-        )
+        clip = {"x": 0, "y": top, "width": width, "height": min(height, MAX_SCREENSHOT_HEIGHT)}
+        png = page.screenshot(full_page=True, clip=clip, animations="disabled", caret="hide")  # type: ignore[arg-type]
         # 256 colours look the same for flat pages of text and make the committed files about a third the size.
         image = Image.open(io.BytesIO(png)).convert("RGB")
         image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(

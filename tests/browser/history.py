@@ -1,6 +1,7 @@
-"""A console with a week of history, for the browser tests and the screenshots: two environments, five datastores
-in different states (on time, late, failing, never backed up), nightly backups with their timelines, restores that
-succeeded, failed, were rejected or wait for approval, and the audit events all of it left.
+"""A console with its history, for the browser tests and the screenshots: two environments, five datastores
+in different states (on time, late, failing, never backed up), a week of backups with their timelines (a month of
+scheduled ones for prod-db), restore drills within and over their RTO and one that failed, restores that succeeded,
+failed, were rejected or wait for approval, and the audit events all of it left.
 
 The rows are written as the services would have written them days ago (the services only act "now"). The one
 datastore the tests back up and restore for real is prod-db, whose URL is the real database's.
@@ -17,8 +18,11 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment
+from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment, ScheduledBackup
+from backups.scheduling import datastore_schedule_sync
 from backups.services import artifact_storage_key
+from dr_console.schedules import cron_schedule_parse
+from drills.models import DrillRun, DrillRunEvent
 from restores.models import RestoreApproval, RestoreRun, RestoreRunEvent
 from tests.factories import (
     AuditEventFactory,
@@ -71,7 +75,18 @@ def console_history(*, prod_db_url_env: str, api_url: str, language: str = "en")
     )
     staging = EnvironmentFactory(name="staging", protected=False, description="Staging")
     prod_db = DatastoreFactory(
-        environment=prod, name="prod-db", url_env=prod_db_url_env, description="Workspaces, documents and chunks"
+        environment=prod,
+        name="prod-db",
+        url_env=prod_db_url_env,
+        description="Workspaces, documents and chunks",
+        backup_schedule=PROD_DB_SCHEDULE,
+        backup_schedule_timezone=TEAM_TIMEZONE,
+        drill_schedule=PROD_DB_DRILL_SCHEDULE,
+        drill_probes=PROD_DB_PROBE,
+        retention_keep_last=7,
+        retention_keep_daily=30,
+        retention_keep_weekly=8,
+        retention_keep_monthly=12,
     )
     analytics = DatastoreFactory(
         environment=prod, name="prod-analytics", url_env="PROD_ANALYTICS_URL", rpo_target=timedelta(hours=6)
@@ -83,9 +98,7 @@ def console_history(*, prod_db_url_env: str, api_url: str, language: str = "en")
     nightly = now.replace(hour=2, minute=0, second=0, microsecond=0)
     if nightly > now:
         nightly -= timedelta(days=1)
-    prod_db_backups = [
-        _backup(prod_db, nightly - timedelta(days=day - 1), 190_000 + day * 37, PROD_DB_ROWS) for day in range(6, 0, -1)
-    ]
+    prod_db_backups = _scheduled_backups(prod_db, now, days=30)
     # Every 6 h; the newest is corrupt, so the newest verified one is 9 h old: over its 6 h target, not twice.
     for hours in (33, 27, 21, 15, 9):
         _backup(analytics, now - timedelta(hours=hours, minutes=15), 3_401_220_000 + hours * 1_000_003, ANALYTICS_ROWS)
@@ -97,8 +110,10 @@ def console_history(*, prod_db_url_env: str, api_url: str, language: str = "en")
         verification=Verification.CORRUPT,
         verification_error="size mismatch: 3431498752 bytes stored, 3431501312 recorded",
     )
-    for day in range(6, 2, -1):
+    billing_backups = [
         _backup(billing, nightly - timedelta(days=day), 612_300_000 + day * 90_001, BILLING_ROWS)
+        for day in range(6, 2, -1)
+    ]
     for day in (2, 1, 0):  # failing since: the role lost its CONNECT privilege
         _backup(billing, nightly - timedelta(days=day), None, {}, error=BILLING_ERROR)
     staging_backups = [
@@ -148,6 +163,13 @@ def console_history(*, prod_db_url_env: str, api_url: str, language: str = "en")
         in_place=True,
         outcome=RunStatus.AWAITING_APPROVAL,
     )
+    _drills(
+        prod_db_backups=prod_db_backups,
+        analytics_backup=analytics_backups[-2],
+        billing_backup=billing_backups[0],
+        staging_backup=staging_backups[-3],
+        now=now,
+    )
     return History(
         prod=prod,
         prod_db=prod_db,
@@ -174,6 +196,10 @@ WORDS = {
         "rollups": "Una migración errónea borró los daily_rollups de las últimas 24 h",
     },
 }
+TEAM_TIMEZONE = "Europe/Madrid"
+PROD_DB_SCHEDULE = "0 3 * * *"  # 03:00 in Madrid
+PROD_DB_DRILL_SCHEDULE = "30 5 * * *"
+PROD_DB_PROBE = "SELECT count(*) > 0 FROM documents"
 USERS = [("olga", "operator"), ("abel", "approver", "operator"), ("maria", "operator")]
 ANALYTICS_ROWS = {"public.events": 48_211_903, "public.sessions": 3_118_220, "public.daily_rollups": 91_244}
 BILLING_ROWS = {"public.customers": 18_402, "public.invoices": 611_893, "public.payments": 598_120}
@@ -198,10 +224,12 @@ def _backup(
     error: str = "",
     by: User | None = None,
     trigger: str = "schedule",
+    seconds: float | None = None,
     **recorded: Any,
 ) -> BackupArtifact:
-    """A backup as the services record it, started at `started`; `recorded` overrides any field."""
-    seconds = 4 + (size or 0) / 40_000_000
+    """A backup as the services record it, started at `started`, taking `seconds` (default: by its size);
+    `recorded` overrides any field."""
+    seconds = seconds or 4 + (size or 0) / 40_000_000
     finished = started + timedelta(seconds=seconds)
     fields: dict[str, Any] = {
         "datastore": datastore,
@@ -250,6 +278,102 @@ def _backup(
         {"status": artifact.status, "error": error, "size_bytes": size, "sha256": artifact.sha256},
     )
     return artifact
+
+
+def _scheduled_backups(datastore: Datastore, now: datetime, *, days: int) -> list[BackupArtifact]:
+    """The datastore's nightly backups of the last `days` days, oldest first, each recorded as its schedule's
+    firing; the database grows a little every day, and more on Mondays (the weekly import)."""
+    datastore_schedule_sync(datastore=datastore)
+    schedule = cron_schedule_parse(datastore.backup_schedule, datastore.backup_schedule_timezone)
+    fires = [schedule.previous_fire(now)]
+    while len(fires) < days:
+        fires.append(schedule.previous_fire(fires[-1] - timedelta(minutes=1)))
+    fires.reverse()
+    Datastore.objects.filter(pk=datastore.pk).update(backup_schedule_since=fires[0] - timedelta(days=1))
+    backups = []
+    for number, fire in enumerate(fires):
+        started = fire + timedelta(seconds=1)
+        size = 150_000 + number * 1_400 + (9_000 if fire.weekday() == 0 else 0)
+        artifact = _backup(datastore, started, size, PROD_DB_ROWS, seconds=2.9 + size / 120_000 + (number % 4) * 0.2)
+        ScheduledBackup.objects.create(
+            datastore=datastore,
+            expected_at=fire,
+            fired_at=started,
+            outcome=ScheduledBackup.Outcome.STARTED,
+            artifact=artifact,
+            task_id=f"history-{datastore.pk}-{number}",
+        )
+        backups.append(artifact)
+    return backups
+
+
+def _drills(
+    *,
+    prod_db_backups: list[BackupArtifact],
+    analytics_backup: BackupArtifact,
+    billing_backup: BackupArtifact,
+    staging_backup: BackupArtifact,
+    now: datetime,
+) -> None:
+    """Restore drills: prod-db's nightly ones well within the RTO target, one of prod-analytics over it (its
+    3.4 GB take more than an hour), one of prod-billing, and a failed one of staging-db."""
+    for number, artifact in enumerate(prod_db_backups):
+        at = artifact.started_at + timedelta(hours=2, minutes=29, seconds=59)  # type: ignore[operator]
+        if at < now:
+            _drill(artifact, at, rto_seconds=146 + number * 1.3 + (number % 4) * 6, probe=True)
+    _drill(analytics_backup, analytics_backup.finished_at + timedelta(hours=1), rto_seconds=72 * 60 + 14)  # type: ignore[operator]
+    _drill(billing_backup, billing_backup.finished_at + timedelta(hours=3), rto_seconds=9 * 60 + 14)  # type: ignore[operator]
+    _drill(
+        staging_backup,
+        staging_backup.finished_at + timedelta(hours=4),  # type: ignore[operator]
+        rto_seconds=None,
+        error=f'pg_restore: error: could not execute query: ERROR: extension "vector" is not available ({PG_HINT})',
+    )
+
+
+def _drill(
+    artifact: BackupArtifact, at: datetime, *, rto_seconds: float | None, probe: bool = False, error: str = ""
+) -> DrillRun:
+    """A finished drill of `artifact`, as drills.services records it."""
+    datastore = artifact.datastore
+    restored = at + timedelta(seconds=(rto_seconds or 41) + 1)
+    finished = restored + timedelta(seconds=2)
+    checks = [] if error else _checks(artifact)
+    if probe and not error:
+        checks.append({"name": f"probe: {PROD_DB_PROBE}", "ok": True, "detail": "returned True"})
+    run = DrillRun.objects.create(
+        datastore=datastore,
+        artifact=artifact,
+        status=DrillRun.Status.FAILED if error else DrillRun.Status.SUCCEEDED,
+        server_url_env=datastore.url_env,
+        scratch_database=f"dr_drill_{artifact.pk}_{_sha(artifact.pk, at)[:8]}",
+        scratch_dropped=True,
+        rto=None if rto_seconds is None else timedelta(seconds=rto_seconds),
+        checks=checks,
+        error=error,
+        stderr_tail=error,
+        trigger="schedule",
+        created_at=at,
+        started_at=at + timedelta(seconds=1),
+        finished_at=finished,
+        duration=finished - at - timedelta(seconds=1),
+    )
+    steps = [(at + timedelta(seconds=1), DrillRun.Status.RUNNING)]
+    if not error:
+        steps.append((restored, DrillRun.Status.CHECKING))
+    steps.append((finished, run.status))
+    previous = DrillRun.Status.QUEUED
+    for moment, status in steps:
+        DrillRunEvent.objects.create(job=run, created_at=moment, old_status=previous, new_status=status)
+        previous = status
+    _audit(AuditEvent.Action.DRILL_REQUESTED, run, at, {"datastore": datastore.name}, actor_label="schedule")
+    _audit(
+        AuditEvent.Action.DRILL_FINISHED,
+        run,
+        finished,
+        {"status": run.status, "rto_seconds": rto_seconds, "error": error},
+    )
+    return run
 
 
 def _restore(

@@ -6,44 +6,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import JOB_TIMEOUT_MS, PHONE, Console, Screenshots
+from tests.browser.pages import go_to, mark_page, number_in, row_with_cell, row_with_link, still_marked
 from tests.conftest import SourceDb
 
 # Every test starts its ids at 1, so the pages (and screenshots) look the same whichever test runs first.
 pytestmark = pytest.mark.django_db(transaction=True, reset_sequences=True)
-
-
-def mark_page(page: Page) -> None:
-    """Leave a mark in the loaded document: it is gone once the page is reloaded or left."""
-    page.evaluate("window.drConsoleMark = true")
-
-
-def still_marked(page: Page) -> bool:
-    return bool(page.evaluate("window.drConsoleMark === true"))
-
-
-def row_with_link(page: Page, name: str) -> Locator:
-    """The table row holding the link `name` (a datastore's name, a backup's "#12")."""
-    return page.get_by_role("row").filter(has=page.get_by_role("link", name=name, exact=True))
-
-
-def row_with_cell(scope: Page | Locator, text: str) -> Locator:
-    """The table row (in `scope`) with a cell reading exactly `text`."""
-    page = scope if isinstance(scope, Page) else scope.page
-    return scope.get_by_role("row").filter(has=page.get_by_role("cell", name=text, exact=True))
-
-
-def go_to(page: Page, name: str) -> None:
-    """Follow the main navigation."""
-    page.get_by_role("navigation").get_by_role("link", name=name, exact=True).click()
-
-
-def number_in(locator: Locator, pattern: str) -> str:
-    match = re.search(pattern, locator.inner_text())
-    assert match is not None, f"{pattern!r} not in {locator.inner_text()!r}"
-    return match[1]
 
 
 @pytest.mark.worker
@@ -66,7 +36,7 @@ def test_operator_backs_up_and_an_approver_approves_a_prod_restore(
     expect(row.get_by_role("status")).to_have_text(re.compile(r"^Backup #\d+ of prod-db queued\.$"))
     backup_id = number_in(row.get_by_role("status"), r"#(\d+)")
     expect(row.get_by_role("button", name="Back up now")).to_be_disabled()  # one backup at a time
-    last_backup = row.get_by_role("cell").nth(1)
+    last_backup = row.get_by_role("cell").first
     expect(last_backup.get_by_role("link", name=f"#{backup_id}")).to_be_visible(timeout=JOB_TIMEOUT_MS)
     expect(last_backup).to_contain_text("Verified", timeout=JOB_TIMEOUT_MS)  # the verification follows
     expect(row).to_contain_text("Within RPO")
@@ -84,7 +54,7 @@ def test_operator_backs_up_and_an_approver_approves_a_prod_restore(
     mark_page(olga)
     olga.get_by_label("Datastore", exact=True).select_option("prod-db")
     expect(olga).to_have_url(re.compile(r"/backups/\?datastore=prod-db$"))
-    expect(olga.get_by_role("row")).to_have_count(1 + 7)  # the header, six nightly backups and this one
+    expect(olga.get_by_role("row")).to_have_count(1 + 31)  # the header, 30 nightly backups and this one
     assert still_marked(olga)
 
     # The backup's page: what was recorded, and "Restore…".
