@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from backups.models import Environment
 from dr_console.jobs import JobEvent, JobModel
@@ -15,13 +16,14 @@ class ReprocessBatch(JobModel):
     """One set of documents to re-send, and the runs that send them. Never deleted: it is the record of recovery."""
 
     class Status(models.TextChoices):
-        DRAFT = "draft", _("Draft")  # built and shown, nothing sent yet
-        QUEUED = "queued", _("Queued")
-        RUNNING = "running", _("Running")
-        SUCCEEDED = "succeeded", _("Succeeded")  # every item accepted
-        FAILED = "failed", _("Failed")  # ended with items not accepted, or could not run
-        CANCELLED = "cancelled", _("Cancelled")
-        DISCARDED = "discarded", _("Discarded")  # a draft nobody sent
+        # A context of their own: in Spanish a batch ("lote") takes another gender than a backup or a restore.
+        DRAFT = "draft", pgettext_lazy("reprocess batch", "Draft")  # built and shown, nothing sent yet
+        QUEUED = "queued", pgettext_lazy("reprocess batch", "Queued")
+        RUNNING = "running", pgettext_lazy("reprocess batch", "Running")
+        SUCCEEDED = "succeeded", pgettext_lazy("reprocess batch", "Succeeded")  # every item accepted
+        FAILED = "failed", pgettext_lazy("reprocess batch", "Failed")  # items not accepted, or could not run
+        CANCELLED = "cancelled", pgettext_lazy("reprocess batch", "Cancelled")
+        DISCARDED = "discarded", pgettext_lazy("reprocess batch", "Discarded")  # a draft nobody sent
 
     class Source(models.TextChoices):
         QUERY = "query", _("Documents from the environment's query")
@@ -88,9 +90,9 @@ class ReprocessItem(models.Model):
     """One document to re-send. `accepted` is final: an accepted item is never sent again."""
 
     class Status(models.TextChoices):
-        PENDING = "pending", _("Not sent yet")
-        ACCEPTED = "accepted", _("Accepted")
-        FAILED = "failed", _("Failed")
+        PENDING = "pending", pgettext_lazy("reprocess document", "Not sent yet")
+        ACCEPTED = "accepted", pgettext_lazy("reprocess document", "Accepted")
+        FAILED = "failed", pgettext_lazy("reprocess document", "Failed")
 
     batch = models.ForeignKey(ReprocessBatch, models.CASCADE, related_name="items")
     workspace_id = models.CharField(max_length=64)
