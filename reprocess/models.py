@@ -42,23 +42,35 @@ class ReprocessBatch(JobModel):
     }
     RUNNING_STATES = frozenset({Status.RUNNING})
 
-    environment = models.ForeignKey(Environment, models.PROTECT, related_name="reprocess_batches")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
-    source = models.CharField(max_length=16, choices=Source.choices)
-    source_detail = models.CharField(
-        max_length=200, blank=True, help_text=_("e.g. the CSV file's name, or which query built the batch.")
+    environment = models.ForeignKey(
+        Environment, models.PROTECT, related_name="reprocess_batches", verbose_name=_("environment")
     )
-    total = models.PositiveIntegerField(default=0)
-    accepted = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0, help_text=_("Items refused, or still failing after retries."))
-    sent = models.PositiveIntegerField(default=0, help_text=_("Requests sent in all runs, retries included."))
-    runs = models.PositiveSmallIntegerField(default=0)
-    run_started_at = models.DateTimeField(null=True, blank=True)
-    run_accepted = models.PositiveIntegerField(default=0, help_text=_("Items accepted by the current or last run."))
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
+    source_detail = models.CharField(
+        _("source detail"),
+        max_length=200,
+        blank=True,
+        help_text=_("e.g. the CSV file's name, or which query built the batch."),
+    )
+    total = models.PositiveIntegerField(_("documents"), default=0)
+    accepted = models.PositiveIntegerField(_("accepted documents"), default=0)
+    failed = models.PositiveIntegerField(
+        _("failed documents"), default=0, help_text=_("Items refused, or still failing after retries.")
+    )
+    sent = models.PositiveIntegerField(
+        _("requests sent"), default=0, help_text=_("Requests sent in all runs, retries included.")
+    )
+    runs = models.PositiveSmallIntegerField(_("runs"), default=0)
+    run_started_at = models.DateTimeField(_("run started at"), null=True, blank=True)
+    run_accepted = models.PositiveIntegerField(
+        _("accepted by the run"), default=0, help_text=_("Items accepted by the current or last run.")
+    )
 
     class Meta:
+        verbose_name = _("reprocess batch")
+        verbose_name_plural = _("reprocess batches")
         ordering = ["-created_at", "-pk"]
-        verbose_name_plural = "reprocess batches"
         constraints = [
             # Two batches sending to one application at once would send the same documents twice.
             models.UniqueConstraint(
@@ -94,16 +106,18 @@ class ReprocessItem(models.Model):
         ACCEPTED = "accepted", pgettext_lazy("reprocess document", "Accepted")
         FAILED = "failed", pgettext_lazy("reprocess document", "Failed")
 
-    batch = models.ForeignKey(ReprocessBatch, models.CASCADE, related_name="items")
-    workspace_id = models.CharField(max_length=64)
-    document_id = models.CharField(max_length=64)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    last_error = models.CharField(max_length=500, blank=True)
-    accepted_at = models.DateTimeField(null=True, blank=True)
+    batch = models.ForeignKey(ReprocessBatch, models.CASCADE, related_name="items", verbose_name=_("batch"))
+    workspace_id = models.CharField(_("workspace id"), max_length=64)
+    document_id = models.CharField(_("document id"), max_length=64)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    last_status_code = models.PositiveSmallIntegerField(_("last status code"), null=True, blank=True)
+    last_error = models.CharField(_("last error"), max_length=500, blank=True)
+    accepted_at = models.DateTimeField(_("accepted at"), null=True, blank=True)
 
     class Meta:
+        verbose_name = _("reprocess document")
+        verbose_name_plural = _("reprocess documents")
         ordering = ["pk"]
         constraints = [
             models.UniqueConstraint(
@@ -119,4 +133,8 @@ class ReprocessItem(models.Model):
 class ReprocessBatchEvent(JobEvent):
     """A status change of a reprocess batch."""
 
-    job = models.ForeignKey(ReprocessBatch, models.CASCADE, related_name="events")
+    job = models.ForeignKey(ReprocessBatch, models.CASCADE, related_name="events", verbose_name=_("reprocess batch"))
+
+    class Meta(JobEvent.Meta):
+        verbose_name = _("reprocess batch event")
+        verbose_name_plural = _("reprocess batch events")
