@@ -1,5 +1,6 @@
 # DR Console. `make run` starts the console and a worker; `make test` runs the whole suite.
-# Both install what is missing first (the virtualenv, pip packages, the PostgreSQL client tools).
+# Both install what is missing first (the virtualenv, pip packages, the PostgreSQL client tools; for the tests,
+# Chromium).
 
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install system-deps check bench clean sampleapp
+.PHONY: run test screenshots install system-deps browser-deps check bench clean sampleapp
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,12 +23,20 @@ system-deps:
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-client postgresql gettext >/dev/null; \
 	fi
 
+# Chromium from Debian for the browser tests (Playwright drives it; `playwright install` cannot download a browser
+# here). Only the tests need it, so `make run` does not install it.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing Chromium for the browser tests (apt-get install chromium)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
+	fi
+
 install: $(STAMP) system-deps
 
 run: install
 	DJANGO_DEBUG=True $(BIN)/python manage.py runconsole
 
-test: install
+test: install browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run >/dev/null 2>&1 || { echo "models changed without a migration: run manage.py makemigrations"; exit 1; }
@@ -42,6 +51,10 @@ sampleapp: install
 	@SAMPLEAPP_DATABASE_URL='$(SAMPLEAPP_DATABASE_URL)' SAMPLEAPP_REDIS_URL='$(SAMPLEAPP_REDIS_URL)' \
 	SAMPLEAPP_TOKEN='$(SAMPLEAPP_TOKEN)' $(BIN)/python -m sampleapp api --port 8001 --with-worker --create-database \
 		--print-token $(if $(SEED),--seed $(SEED))
+
+# The browser tests alone, saving a PNG of every page (English, and Spanish under es/) for the README and runbook.
+screenshots: install browser-deps
+	DR_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/browser
 
 check: install
 	DJANGO_DEBUG=False DJANGO_SECRET_KEY=$$(head -c 48 /dev/urandom | base64) $(BIN)/python manage.py check --deploy --fail-level WARNING

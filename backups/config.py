@@ -43,6 +43,10 @@ DATASTORE_KEYS = {
     "url_env": str,
     "compression_level": int,
     "rpo_hours": int,
+    "rto_minutes": int,
+    "drill_schedule": str,
+    "drill_server_url_env": str,
+    "drill_probes": list,
     "schedule": str,
     "schedule_timezone": str,
     "description": str,
@@ -53,6 +57,10 @@ DATASTORE_FIELD_KEYS = {field: key for key, field in DATASTORE_KEY_FIELDS.items(
 DATASTORE_REQUIRED = ("name", "environment", "kind", "url_env")
 DEFAULT_RPO_HOURS = 24  # the model's default: a file without `rpo_hours` means 24 h, as a new datastore gets
 MAX_RPO_HOURS = 24 * 366
+DEFAULT_RTO_MINUTES = 60  # the model's default
+MAX_RTO_MINUTES = 60 * 24 * 7
+# Keys that, left out of an entry, go back to the model's default: the file describes the whole datastore.
+DATASTORE_DEFAULTS: dict[str, Any] = {"drill_schedule": "", "drill_server_url_env": "", "drill_probes": ""}
 TOP_LEVEL_KEYS = {"environments", "datastores"}
 
 
@@ -179,8 +187,12 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
                 f"{where}.environment: {store.name} has backups in {store.environment.name}; "
                 "it cannot move to another environment"
             )
-        for key, value in values.items():
-            if key not in ("environment", "rpo_hours"):
+        probes = values.pop("drill_probes", [])
+        if not all(isinstance(probe, str) and probe.strip() and "\n" not in probe for probe in probes):
+            errors.append(f"{where}.drill_probes: expected a list of one-line SQL strings, got {probes!r}")
+        values["drill_probes"] = "\n".join(probe.strip() for probe in probes if isinstance(probe, str))
+        for key, value in {**DATASTORE_DEFAULTS, **values}.items():
+            if key not in ("environment", "rpo_hours", "rto_minutes"):
                 setattr(store, DATASTORE_KEY_FIELDS.get(key, key), value)
         if "compression_level" not in values:
             store.compression_level = None
@@ -192,6 +204,11 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
             errors.append(f"{where}.rpo_hours: must be 1 to {MAX_RPO_HOURS} hours, got {rpo_hours}")
         else:
             store.rpo_target = timedelta(hours=rpo_hours)
+        rto_minutes = values.get("rto_minutes", DEFAULT_RTO_MINUTES)
+        if not 1 <= rto_minutes <= MAX_RTO_MINUTES:
+            errors.append(f"{where}.rto_minutes: must be 1 to {MAX_RTO_MINUTES} minutes, got {rto_minutes}")
+        else:
+            store.rto_target = timedelta(minutes=rto_minutes)
         _validate(where, store, errors, exclude=["environment"], keys=DATASTORE_FIELD_KEYS)
         if store.kind == Datastore.Kind.REDIS and store.url_env:
             try:

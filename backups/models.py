@@ -165,6 +165,39 @@ class Datastore(models.Model):
         validators=[MinValueValidator(timedelta(minutes=1))],
         help_text=_("Maximum age of the newest verified backup"),
     )
+    rto_target = models.DurationField(
+        _("RTO target"),
+        default=timedelta(hours=1),
+        validators=[MinValueValidator(timedelta(minutes=1))],
+        help_text=_("Maximum restore duration, as a drill measures it"),
+    )
+    drill_schedule = models.CharField(
+        _("drill schedule"),
+        max_length=120,
+        blank=True,
+        help_text=_(
+            "Cron expression for restore drills (minute hour day-of-month month day-of-week), e.g. 0 5 * * 0 for "
+            "05:00 every Sunday. Empty: no scheduled drills."
+        ),
+    )
+    drill_server_url_env = models.CharField(
+        _("drill server URL environment variable"),
+        max_length=128,
+        blank=True,
+        validators=[env_var_name_validator],
+        help_text=_(
+            "Name of the environment variable holding the URL of the server drills restore into (a scratch "
+            "database is created there and dropped after). Empty: the datastore's own server."
+        ),
+    )
+    drill_probes = models.TextField(
+        _("drill probes"),
+        blank=True,
+        help_text=_(
+            "SQL probes a drill runs against the restored copy, one per line; each must return true, e.g. "
+            "SELECT count(*) > 0 FROM documents"
+        ),
+    )
     backup_schedule = models.CharField(
         _("backup schedule"),
         max_length=120,
@@ -178,7 +211,9 @@ class Datastore(models.Model):
         _("schedule time zone"),
         max_length=64,
         default=DEFAULT_TIMEZONE,
-        help_text=_("IANA time zone the schedule is read in, e.g. Europe/Madrid. Also the day boundary of retention."),
+        help_text=_(
+            "IANA time zone the backup and drill schedules are read in, e.g. Europe/Madrid; also the day of retention."
+        ),
     )
     backup_schedule_since = models.DateTimeField(
         _("schedule set at"),
@@ -222,6 +257,22 @@ class Datastore(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def drill_probe_list(self) -> list[str]:
+        return [line.strip() for line in self.drill_probes.splitlines() if line.strip()]
+
+    @property
+    def drill_url_env(self) -> str:
+        """The variable naming the server drills restore into."""
+        return self.drill_server_url_env or self.url_env
+
+    @property
+    def drill_cron(self) -> CronSchedule | None:
+        """The drill schedule, read in the schedule time zone; None when there is none."""
+        if not self.drill_schedule:
+            return None
+        return cron_schedule_parse(self.drill_schedule, self.backup_schedule_timezone)
+
     def clean(self) -> None:
         self.backup_schedule_timezone = self.backup_schedule_timezone.strip() or DEFAULT_TIMEZONE
         try:
@@ -237,6 +288,13 @@ class Datastore(models.Model):
                 raise ValidationError({"backup_schedule": str(exc)}) from None
         else:
             self.backup_schedule = ""
+        if self.drill_schedule.strip():
+            try:
+                self.drill_schedule = cron_schedule_parse(self.drill_schedule, self.backup_schedule_timezone).expression
+            except InvalidSchedule as exc:
+                raise ValidationError({"drill_schedule": str(exc)}) from None
+        else:
+            self.drill_schedule = ""
 
     @property
     def backup_cron(self) -> CronSchedule | None:

@@ -37,11 +37,15 @@ def backup_schedule_task_name(datastore_id: int) -> str:
 
 
 def datastore_schedule_sync(*, datastore: Datastore) -> None:
-    """Bring beat's entry in step with the datastore's backup schedule; call it after saving a datastore.
+    """Bring beat's entries in step with the datastore's backup and drill schedules; call it after saving a
+    datastore.
 
     A new or changed schedule counts its runs from now (`backup_schedule_since`): fire times before it were not
     due, so they are never shown as missed.
     """
+    from drills.scheduling import drill_schedule_sync
+
+    drill_schedule_sync(datastore=datastore)  # the drill schedule is read in the same time zone
     name = backup_schedule_task_name(datastore.pk)
     before = PeriodicTask.objects.filter(name=name).values_list("crontab_id", "enabled").first()
     entry = periodic_task_sync(
@@ -59,6 +63,9 @@ def datastore_schedule_sync(*, datastore: Datastore) -> None:
 
 
 def datastore_schedule_delete(*, datastore_id: int) -> None:
+    from drills.scheduling import drill_schedule_delete
+
+    drill_schedule_delete(datastore_id=datastore_id)
     periodic_task_delete(name=backup_schedule_task_name(datastore_id))
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
@@ -15,6 +15,9 @@ from django.utils import timezone
 from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment, ScheduledBackup
 from backups.scheduling import ScheduleState, datastore_schedule_state
 from dr_console.history import PER_PAGE, Page, created_within_days, keyset_page
+
+if TYPE_CHECKING:
+    from drills.selectors import DatastoreDrillState
 
 
 def iso(value: datetime | None) -> str | None:
@@ -74,10 +77,17 @@ class DatastoreDashboardRow:
     rpo_state: RpoState
     rpo_age: timedelta | None
     schedule: ScheduleState | None = None  # None: no backup schedule
+    drills: DatastoreDrillState | None = None  # its drills, RTO and 30-day chart
+
+    @property
+    def objectives_met(self) -> bool:
+        """Within its RPO, and its newest drill (if any) succeeded within its RTO."""
+        return self.rpo_state == RpoState.OK and (self.drills is None or self.drills.rto_ok)
 
     @property
     def busy(self) -> bool:
-        return self.active is not None or self.verifying is not None
+        drilling = self.drills is not None and self.drills.active is not None
+        return self.active is not None or self.verifying is not None or drilling
 
 
 def backup_artifact_recovery_point(artifact: BackupArtifact) -> datetime:
@@ -102,10 +112,14 @@ def _newest(condition: Q) -> Subquery:
     return Subquery(newest.values("pk")[:1])
 
 
-def datastore_dashboard_rows(*, datastore_ids: Iterable[int] | None = None) -> list[DatastoreDashboardRow]:
+def datastore_dashboard_rows(
+    *, datastore_ids: Iterable[int] | None = None, charts: bool = True
+) -> list[DatastoreDashboardRow]:
     """One row per datastore, in a constant number of queries whatever the number of datastores and backups:
     the ids of the interesting backups come as subqueries on the datastore query, the backups in one more query,
-    and the count of restores awaiting approval as one more subquery."""
+    and the count of restores awaiting approval as one more subquery; drills and the 30-day charts in four more
+    (drills.selectors.datastore_drill_states)."""
+    from drills.selectors import datastore_drill_states
     from restores.models import RestoreRun
 
     Status, Verification = BackupArtifact.Status, BackupArtifact.Verification
@@ -158,6 +172,9 @@ def datastore_dashboard_rows(*, datastore_ids: Iterable[int] | None = None) -> l
                 schedule=datastore_schedule_state(ds, scheduled.get(ds.last_scheduled_id), now),
             )
         )
+    drill_states = datastore_drill_states(datastore_list, charts=charts)
+    for row in rows:
+        row.drills = drill_states.get(row.datastore.pk)
     return rows
 
 
@@ -228,11 +245,14 @@ def backup_artifact_page(
 
 def backup_artifact_detail_queryset() -> QuerySet[BackupArtifact]:
     """Backups with what their page shows beside them: datastore, environment, who triggered it (joined), and
-    the events and the restores made from it (prefetched, one query each)."""
+    the events, the restores made from it and the drills that restored it (prefetched, one query each)."""
+    from drills.models import DrillRun
     from restores.models import RestoreRun
 
     restores = RestoreRun.objects.select_related("target_datastore", "triggered_by").order_by("-created_at", "-pk")
+    drills = DrillRun.objects.select_related("datastore").order_by("-created_at", "-pk")
     return BackupArtifact.objects.select_related("datastore__environment", "triggered_by").prefetch_related(
         Prefetch("events", queryset=BackupArtifactEvent.objects.order_by("created_at", "pk")),
         Prefetch("restore_runs", queryset=restores),
+        Prefetch("drill_runs", queryset=drills),
     )

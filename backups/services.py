@@ -50,14 +50,17 @@ from backups.postgres import (
 )
 from backups.redis_snapshot import RedisDatastoreError, SnapshotCorrupt
 from dr_console.jobs import (
-    IllegalTransition,
     JobHeartbeat,
+    JobModel,
     JobStopped,
+    job_claim,
+    job_fail,
     job_heartbeat,
     job_transition,
     jobs_reap_stale,
     stale_cutoff,
 )
+from dr_console.notifications import alert_recipients, notify
 
 logger = logging.getLogger(__name__)
 Status = BackupArtifact.Status
@@ -133,11 +136,19 @@ def backup_artifact_request(
 def _enqueue_backup(artifact_id: int) -> None:
     from backups.tasks import backup_artifact_execute_task
 
+    job_enqueue(
+        backup_artifact_execute_task, BackupArtifact, pk=artifact_id, failed=Status.FAILED, artifact_id=artifact_id
+    )
+
+
+def job_enqueue(task: Any, model: type[JobModel], *, pk: int, failed: str, **kwargs: Any) -> None:
+    """Hand a job to the workers (`task.apply_async(kwargs=...)`). A broker that cannot be reached fails the job
+    row, so it does not wait forever, and raises BrokerUnavailable with a message that names no credentials."""
     try:
-        backup_artifact_execute_task.apply_async(kwargs={"artifact_id": artifact_id}, retry=True)
+        task.apply_async(kwargs=kwargs, retry=True)
     except KombuOperationalError as exc:
         message = f"could not reach the task broker at {broker_label()}: {exc}"
-        job_transition(BackupArtifact, pk=artifact_id, to=Status.FAILED, error=message)
+        job_transition(model, pk=pk, to=failed, error=message)
         raise BrokerUnavailable(message) from None
 
 
@@ -242,18 +253,13 @@ def backup_artifact_execute(*, artifact_id: int, verify_after: bool | None = Non
     The job holds its datastore's target lock while it runs, so no restore touches the database meanwhile;
     `lock_held=True` is for a restore taking its safety backup under its own lock.
     """
-    try:
-        claimed = job_transition(
-            BackupArtifact, pk=artifact_id, to=Status.RUNNING, fields={"started_at": timezone.now()}
-        )
-    except IllegalTransition as exc:
-        logger.info("backup #%s not started: it is already %s", artifact_id, exc.old)
-        return
-    except BackupArtifact.DoesNotExist:
-        logger.warning("backup #%s does not exist; nothing to do", artifact_id)
-        return
-    if not claimed:
-        logger.info("backup #%s was claimed by another worker", artifact_id)
+    if not job_claim(
+        BackupArtifact,
+        pk=artifact_id,
+        to=Status.RUNNING,
+        label=f"backup #{artifact_id}",
+        fields={"started_at": timezone.now()},
+    ):
         return
     artifact = BackupArtifact.objects.select_related("datastore__environment").get(pk=artifact_id)
     lock_key, holder = datastore_target_key(artifact.datastore_id), f"backup #{artifact_id}"
@@ -272,7 +278,8 @@ def backup_artifact_execute(*, artifact_id: int, verify_after: bool | None = Non
 
 
 def _audit_finished(artifact_id: int) -> None:
-    artifact = BackupArtifact.objects.select_related("datastore").get(pk=artifact_id)
+    """The audit event of a finished backup, and a notification if it failed."""
+    artifact = BackupArtifact.objects.select_related("datastore__environment", "triggered_by").get(pk=artifact_id)
     audit_record(
         action=AuditEvent.Action.BACKUP_FINISHED,
         actor_label="console",
@@ -284,6 +291,26 @@ def _audit_finished(artifact_id: int) -> None:
             "sha256": artifact.sha256,
             "duration_seconds": artifact.duration_seconds,
         },
+    )
+    if artifact.status == Status.FAILED:
+        backup_artifact_notify_failed(artifact)
+
+
+def backup_artifact_notify_failed(artifact: BackupArtifact) -> None:
+    datastore = artifact.datastore
+    who = artifact.triggered_by.email if artifact.triggered_by else ""
+    notify(
+        subject=f"[DR Console] Backup #{artifact.pk} of {datastore.name} failed",
+        text="\n".join(
+            [
+                f"Backup #{artifact.pk} of {datastore.name} ({datastore.environment.name}) failed.",
+                f"Started by: {artifact.trigger}",
+                f"Error: {artifact.error}",
+            ]
+        ),
+        recipients=alert_recipients(who),
+        webhook_url=datastore.environment.webhook_url,
+        about=f"backup #{artifact.pk}",
     )
 
 
@@ -339,12 +366,14 @@ def _backup_claimed(artifact: BackupArtifact, verify_after: bool | None) -> None
 
 
 def _fail(artifact_id: int, message: str, stderr_tail: str = "") -> None:
-    try:
-        job_transition(
-            BackupArtifact, pk=artifact_id, to=Status.FAILED, error=message, fields={"stderr_tail": stderr_tail}
-        )
-    except IllegalTransition:
-        logger.info("backup #%s already ended; not recording: %s", artifact_id, message)
+    job_fail(
+        BackupArtifact,
+        pk=artifact_id,
+        to=Status.FAILED,
+        label=f"backup #{artifact_id}",
+        error=message,
+        stderr_tail=stderr_tail,
+    )
 
 
 def artifact_storage_key(artifact: BackupArtifact) -> str:

@@ -38,6 +38,7 @@ from backups.retention import (
 )
 from backups.services import BackupRefused, BrokerUnavailable, backup_artifact_request, backup_artifact_verify_request
 from dr_console.http import HtmxRequest, client_ip, partial_wanted
+from drills.selectors import drill_run_recent
 
 VIEW_PERMS = ("backups.view_datastore", "backups.view_backupartifact")
 START_PERM = "backups.add_backupartifact"  # operators: start backups and verifications
@@ -60,7 +61,11 @@ def _next_url(request: HtmxRequest, default: str) -> str:
 @permission_required(VIEW_PERMS, raise_exception=True)
 def dashboard(request: HtmxRequest) -> HttpResponse:
     rows = selectors.datastore_dashboard_rows()
-    context = {"rows": rows, "awaiting_approval": sum(row.awaiting_approval for row in rows)}
+    context = {
+        "rows": rows,
+        "awaiting_approval": sum(row.awaiting_approval for row in rows),
+        "objectives_missed": sum(not row.objectives_met for row in rows),
+    }
     return render(request, "backups/dashboard.html", context)
 
 
@@ -120,6 +125,7 @@ def _datastore_context(datastore: Datastore, form: RetentionPolicyForm, proposed
         "row": _dashboard_row(datastore.pk),
         "scheduled_runs": selectors.scheduled_backup_recent(datastore),
         "pinned": selectors.backup_artifact_pinned(datastore),
+        "drills": drill_run_recent(datastore),
         "form": form,
         "preview": retention_preview(datastore=datastore, policy=policy),
         "proposed": proposed,
@@ -226,6 +232,7 @@ def artifact_detail(request: HtmxRequest, pk: int) -> HttpResponse:
         "is_redis": artifact.format == BackupArtifact.Format.REDIS_SNAPSHOT,
         "events": artifact.events.all(),
         "restores": artifact.restore_runs.all(),
+        "drills": artifact.drill_runs.all(),
         "in_progress": selectors.backup_artifact_in_progress(artifact),
     }
     return render(request, "backups/artifact_detail.html", context)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Backups list server time with 100,000 artifacts: first page, a deep page, filtered pages. Median and p95.
+"""Backups list, dashboard and /metrics server time with 100,000 artifacts (and a drill per 20 of them): first
+page, a deep page, filtered pages, the dashboard with its 30-day charts, a Prometheus scrape. Median and p95.
 
 Runs the real view in-process (Django's test client: URL routing, middleware, queries, template rendering; no
 network), against its own PostgreSQL database `drc_bench_pages`, which it creates, fills and drops.
@@ -31,6 +32,7 @@ os.environ.update(
         "DJANGO_SECRET_KEY": "bench-only",
         "DJANGO_SECURE_SSL_REDIRECT": "False",
         "DJANGO_ALLOWED_HOSTS": "testserver",
+        "METRICS_BEARER_TOKEN": "bench-token",
     }
 )
 
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> None:
     from django.utils import timezone
 
     from backups.models import BackupArtifact, Datastore, Environment
+    from drills.models import DrillRun
 
     setup_test_environment()
     call_command("migrate", verbosity=0)
@@ -110,9 +113,31 @@ def run(args: argparse.Namespace) -> None:
             BackupArtifact.objects.bulk_create(batch)
             batch = []
     BackupArtifact.objects.bulk_create(batch)
+    drills = []
+    for i in range(0, args.artifacts, 20):  # a drill for every 20 backups, a tenth of them failed
+        created = now - timedelta(minutes=(args.artifacts - i) * 10 - 5)
+        failed = rng.random() < 0.1
+        drills.append(
+            DrillRun(
+                datastore=stores[(i // 20) % 20],
+                status="failed" if failed else "succeeded",
+                server_url_env="X",
+                created_at=created,
+                started_at=created,
+                finished_at=created + timedelta(minutes=8),
+                duration=timedelta(minutes=8),
+                rto=timedelta(seconds=rng.randint(60, 900)),
+                scratch_database=f"dr_drill_{i}",
+                scratch_dropped=True,
+            )
+        )
+    DrillRun.objects.bulk_create(drills, batch_size=5000)
     with django.db.connection.cursor() as cursor:
         cursor.execute("ANALYZE")
-    print(f"{args.artifacts:,} artifacts in 20 datastores created in {time.perf_counter() - started:.1f} s")
+    print(
+        f"{args.artifacts:,} artifacts and {len(drills):,} drills in 20 datastores created in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
 
     viewer = User.objects.create_user("vera", password="x")
     viewer.groups.set(Group.objects.filter(name="viewer"))
@@ -129,7 +154,8 @@ def run(args: argparse.Namespace) -> None:
         "filtered: datastore + succeeded": f"/backups/?datastore={store.pk}&status=succeeded",
         "filtered: environment + corrupt": f"/backups/?environment={envs[1].pk}&verification=corrupt",
         "filtered, htmx rows partial": f"/backups/?datastore={store.pk}&status=failed",
-        "dashboard": "/",
+        "dashboard (with 30-day charts)": "/",
+        "metrics (Prometheus scrape)": "/metrics",
     }
     static = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
     print(f"server time per request, {args.repeat} requests each (after 3 warm-ups):")
@@ -137,6 +163,8 @@ def run(args: argparse.Namespace) -> None:
     with override_settings(STORAGES=static):
         for label, url in cases.items():
             headers = {"HX-Request": "true"} if "htmx" in label else {}
+            if "metrics" in label:
+                headers = {"Authorization": "Bearer bench-token"}
             for _ in range(3):
                 client.get(url, headers=headers)
             times = []

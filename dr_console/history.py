@@ -60,9 +60,10 @@ def keyset_page(queryset: QuerySet[M], *, before: str = "", after: str = "", per
     if newer_cursor:
         at, pk = newer_cursor
         rows = list(
-            queryset.filter(Q(created_at__gt=at) | Q(created_at=at, pk__gt=pk)).order_by("created_at", "pk")[
-                : per_page + 1
-            ]
+            # The redundant created_at >= at bounds an index range scan; the OR alone makes PostgreSQL filter rows.
+            queryset.filter(created_at__gte=at)
+            .filter(Q(created_at__gt=at) | Q(pk__gt=pk))
+            .order_by("created_at", "pk")[: per_page + 1]
         )
         more_newer = len(rows) > per_page
         items = rows[:per_page][::-1]
@@ -73,7 +74,7 @@ def keyset_page(queryset: QuerySet[M], *, before: str = "", after: str = "", per
         )
     if older_cursor:
         at, pk = older_cursor
-        queryset = queryset.filter(Q(created_at__lt=at) | Q(created_at=at, pk__lt=pk))
+        queryset = queryset.filter(created_at__lte=at).filter(Q(created_at__lt=at) | Q(pk__lt=pk))
     rows = list(queryset.order_by("-created_at", "-pk")[: per_page + 1])
     items = rows[:per_page]
     return Page(

@@ -234,3 +234,27 @@ class JobHeartbeat(threading.Thread):
     def __exit__(self, *exc_info: object) -> None:
         self._done.set()
         self.join(timeout=30)
+
+
+def job_claim(model: type[JobModel], *, pk: int, to: str, label: str, **transition: Any) -> bool:
+    """Take a job for this worker (e.g. QUEUED -> RUNNING). False, logged, when it is not this worker's to run:
+    it is missing, it already left the state (a redelivered message), or another worker claimed it first."""
+    try:
+        claimed = job_transition(model, pk=pk, to=to, **transition)
+    except IllegalTransition as exc:
+        logger.info("%s not started: it is already %s", label, exc.old)
+        return False
+    except model.DoesNotExist:
+        logger.warning("%s does not exist; nothing to do", label)
+        return False
+    if not claimed:
+        logger.info("%s was claimed by another worker", label)
+    return claimed
+
+
+def job_fail(model: type[JobModel], *, pk: int, to: str, label: str, error: str, **fields: Any) -> None:
+    """Record the job's failure, unless it already ended (cancelled or reaped meanwhile): that outcome stands."""
+    try:
+        job_transition(model, pk=pk, to=to, error=error, fields=fields)
+    except IllegalTransition:
+        logger.info("%s already ended; not recording: %s", label, error)

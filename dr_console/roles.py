@@ -13,9 +13,11 @@ VIEWER = [
     "restores.view_restorerun",
     "restores.view_restoreapproval",
     "audit.view_auditevent",
+    "drills.view_drillrun",
+    "drills.view_objectivebreach",
     "reprocess.view_reprocessbatch",
 ]
-# Start backups and verifications, request restores (and cancel their own), pin backups, set retention,
+# Start backups, verifications and drills, request restores (and cancel their own), pin backups, set retention,
 # build and send reprocess batches, requeue the application's failed jobs.
 OPERATOR = [
     *VIEWER,
@@ -24,6 +26,7 @@ OPERATOR = [
     "reprocess.add_reprocessbatch",
     "backups.pin_backupartifact",
     "backups.change_datastore_retention",
+    "drills.add_drillrun",
     "queues.requeue_job",
 ]
 # Approve or reject restores requested by someone else.

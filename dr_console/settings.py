@@ -48,6 +48,13 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name}={env.str(name)!r}: expected a whole number") from None
 
 
+def env_float(name: str, default: float) -> float:
+    try:
+        return env.float(name, default=default)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={env.str(name)!r}: expected a number") from None
+
+
 DEBUG = env_flag("DJANGO_DEBUG", default=False)
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY") or ("insecure-dev-key-do-not-use-in-production" if DEBUG else "")
 if not SECRET_KEY:
@@ -72,6 +79,7 @@ INSTALLED_APPS = [
     "audit",
     "backups",
     "restores",
+    "drills",
     "reprocess",
     "queues",
 ]
@@ -188,6 +196,13 @@ RESTORE_APPROVAL_TTL = env_int("RESTORE_APPROVAL_TTL", default=4 * 3600)  # seco
 APP_CHECK_TIMEOUT = float(env_int("APP_CHECK_TIMEOUT", default=5))  # seconds per /healthz, /readyz request
 APP_CHECK_CONNECT_RETRIES = env_int("APP_CHECK_CONNECT_RETRIES", default=3)
 
+# The console's own readiness (/readyz, `manage.py checkworker`): how long to wait for the broker and for a
+# worker's answer to a ping, in seconds.
+READYZ_BROKER_TIMEOUT = env_int("READYZ_BROKER_TIMEOUT", default=2)
+READYZ_WORKER_TIMEOUT = env_float("READYZ_WORKER_TIMEOUT", default=2.0)
+# /metrics: a Prometheus scraper sends `Authorization: Bearer <this>`. Unset: only signed-in users with the
+# viewer role can read it (a person checking in a browser); scrapers are refused.
+METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN")
 # Reprocess batches (re-sending documents whose queue jobs were lost).
 REPROCESS_TIMEOUT = float(env_int("REPROCESS_TIMEOUT", default=10))  # seconds per reprocess call
 REPROCESS_MAX_ATTEMPTS = env_int("REPROCESS_MAX_ATTEMPTS", default=6)  # per item and run, the first call included
@@ -203,6 +218,9 @@ if env.str("EMAIL_URL", default=""):
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="dr-console@localhost")
+# Who is told about failed backups, failed drills and objective breaches (besides the environment's webhook and
+# the person who started the job): comma-separated addresses.
+ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
 
 # Celery. The broker must never be the Redis the console protects (backups.services refuses such a datastore).
 # CELERY_BROKER_URL=embedded selects kombu's filesystem transport under var/broker, for a laptop with no Redis.
@@ -240,6 +258,9 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "backups.tasks.jobs_reap_stale_task", "schedule": 60.0},
     "apply-retention": {"task": "backups.tasks.retention_apply_task", "schedule": 3600.0},
+    "reap-stale-drills": {"task": "drills.tasks.drill_runs_reap_stale_task", "schedule": 60.0},
+    # Breaches are told once when they open and once when they close, however often this runs.
+    "check-objectives": {"task": "drills.tasks.objectives_check_task", "schedule": 60.0},
 }
 # How long publishing a task may retry before the caller gets a clear "broker unreachable" error.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}

@@ -3,31 +3,27 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
-from django.views.decorators.http import require_GET
 from django.views.i18n import set_language
+
+from dr_console import views
 
 admin.site.site_header = "DR Console"
 admin.site.site_title = "DR Console"
 admin.site.index_title = "Configuration and history"
 
 
-@login_not_required
-@require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness for container health checks: the process answers; no dependency is consulted."""
-    return JsonResponse({"status": "ok"})
-
-
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("healthz", healthz, name="healthz"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("metrics", views.metrics, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),  # the login page switches too
     path("restores/", include("restores.urls")),
     path("audit/", include("audit.urls")),
+    path("drills/", include("drills.urls")),
     path("reprocess/", include("reprocess.urls")),
     path("queues/", include("queues.urls")),
     path("", include("backups.urls")),

@@ -1,20 +1,13 @@
-"""Telling people about restores: email (Django's email backend) to the requester and the approvers, and an
-optional per-environment webhook (JSON with a Slack-compatible `text`). A notification that cannot be sent is
-logged; it never changes the run's outcome."""
+"""Telling people about restores: email to the requester and the approvers, and the environment's webhook
+(dr_console.notifications.notify)."""
 
 from __future__ import annotations
 
-import logging
-
-import httpx
-from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.mail import send_mail
 from django.db.models import Q
 
+from dr_console.notifications import notify
 from restores.models import RestoreApproval, RestoreRun
-
-logger = logging.getLogger(__name__)
 
 
 def approvers_for(run: RestoreRun) -> list[User]:
@@ -33,17 +26,13 @@ def restore_run_notify(run: RestoreRun, event: str) -> None:
     else:
         decided = RestoreApproval.objects.filter(run=run).select_related("approver")
         recipients |= {approval.approver.email for approval in decided if approval.approver.email}
-    if recipients:
-        try:
-            send_mail(subject, text, settings.DEFAULT_FROM_EMAIL, sorted(recipients))
-        except Exception:
-            logger.exception("could not email the notification for restore #%s", run.pk)
-    webhook = run.target_datastore.environment.webhook_url
-    if webhook:
-        try:
-            httpx.post(webhook, json={"text": f"{subject}\n{text}"}, timeout=5.0).raise_for_status()
-        except httpx.HTTPError as exc:
-            logger.warning("could not post the notification for restore #%s to the webhook: %s", run.pk, exc)
+    notify(
+        subject=subject,
+        text=text,
+        recipients=recipients,
+        webhook_url=run.target_datastore.environment.webhook_url,
+        about=f"restore #{run.pk}",
+    )
 
 
 def _message(run: RestoreRun, event: str) -> tuple[str, str]:

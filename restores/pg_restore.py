@@ -7,26 +7,39 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import subprocess
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import psycopg
+from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 from psycopg import sql
 
+from backups import artifacts
 from backups.postgres import (
     PgConnection,
     PostgresError,
     count_rows,
     first_line,
+    pg_tool,
     read_tail,
+    scratch_dir,
     server_version,
     start_process,
     stop_process,
+    tool_version,
 )
 from backups.services import JobFailed
 from dr_console.jobs import JobHeartbeat
 
+if TYPE_CHECKING:
+    from backups.models import BackupArtifact
+
 logger = logging.getLogger(__name__)
+# A probe is a question about the restored data, answered quickly: a slow or locked one fails, it does not hang.
+PROBE_TIMEOUT_MS = 30_000
 
 
 def archive_major(version_text: str) -> int:
@@ -40,6 +53,37 @@ def check_server_can_take(conn: Any, archive_major: int, target: PgConnection) -
         raise JobFailed(
             f"the target server {target.server_label} runs PostgreSQL {major}, older than the "
             f"PostgreSQL {archive_major} the backup was taken from; restore into a newer server"
+        )
+
+
+def restore_preflight(artifact: BackupArtifact, target: PgConnection) -> tuple[str, int]:
+    """What must hold before anything is touched: this worker's pg_restore reads the archive, a remote artifact's
+    temporary copy fits in the scratch folder, and the target server answers and is not older than the archive's.
+    Returns pg_restore's path and the archive's PostgreSQL major version."""
+    pg_restore = pg_tool("pg_restore")
+    _text, restore_major = tool_version(pg_restore)
+    major = archive_major(artifact.server_version)
+    if major and restore_major < major:
+        raise JobFailed(
+            f"pg_restore {restore_major} on this worker cannot read an archive made by "
+            f"PostgreSQL {major}; install a newer client or set PG_BIN_DIR"
+        )
+    check_room_for_copy(artifact)
+    with target.connect() as conn:  # reachable, and a server that can take the archive
+        check_server_can_take(conn, major, target)
+    return pg_restore, major
+
+
+def check_room_for_copy(artifact: BackupArtifact) -> None:
+    """A remote artifact is copied to the scratch folder first: make sure it fits, before touching anything."""
+    if artifacts.local_path(artifact.storage_key) is not None:
+        return
+    needed = int((artifact.size_bytes or 0) * 1.05) + 64 * 1024 * 1024
+    free = shutil.disk_usage(scratch_dir()).free
+    if free < needed:
+        raise JobFailed(
+            f"not enough room for a temporary copy in DR_SCRATCH_DIR ({settings.DR_SCRATCH_DIR}): "
+            f"{filesizeformat(needed)} needed, {filesizeformat(free)} free; nothing was restored"
         )
 
 
@@ -66,7 +110,7 @@ def drop_database_quietly(target: PgConnection, name: str) -> bool:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         return True
     except Exception:
-        logger.exception("could not drop database %s after a failed restore", name)
+        logger.exception("could not drop database %s on %s", name, target.server_label)
         return False
 
 
@@ -128,4 +172,33 @@ def run_checks(database: PgConnection, expected_counts: dict[str, int]) -> list[
                 "detail": "; ".join(mismatches) if mismatches else f"{len(expected_counts)} tables match the dump",
             }
         )
+    return checks
+
+
+def run_probes(database: PgConnection, probes: list[str]) -> list[dict[str, Any]]:
+    """Configured SQL probes against the restored database, each a checklist item: a probe passes when it returns
+    one row whose first column is true. Each runs read-only with a statement timeout, so a probe can neither
+    change the restored data nor hang the job."""
+    if not probes:
+        return []
+    checks: list[dict[str, Any]] = []
+    try:
+        conn = database.connect()
+    except PostgresError as exc:
+        return [{"name": f"probe: {probe}", "ok": False, "detail": str(exc)} for probe in probes]
+    with conn:
+        conn.read_only = True
+        for probe in probes:
+            try:
+                with conn.transaction():
+                    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(PROBE_TIMEOUT_MS)))
+                    row = conn.execute(probe).fetchone()  # configured SQL, run as written by design
+            except psycopg.Error as exc:
+                checks.append({"name": f"probe: {probe}", "ok": False, "detail": database.scrub(first_line(str(exc)))})
+                continue
+            if row is None:
+                ok, detail = False, "returned no row"
+            else:
+                ok, detail = row[0] is True, f"returned {row[0]!r}"
+            checks.append({"name": f"probe: {probe}", "ok": ok, "detail": detail})
     return checks

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
-from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.models import AuditEvent
 from audit.services import audit_record
@@ -44,21 +42,17 @@ from backups.models import BackupArtifact, Datastore
 from backups.postgres import (
     describe_exit,
     pg_connection_from_env,
-    pg_tool,
-    scratch_dir,
-    tool_version,
 )
 from backups.redis_snapshot import RedisTarget, SnapshotCorrupt, SnapshotReader, SnapshotRecord
 from backups.services import (
     EXPECTED_ERRORS,
     FORMAT_BY_KIND,
     BackupRefused,
-    BrokerUnavailable,
     JobFailed,
     backup_artifact_execute,
     backup_artifact_request,
-    broker_label,
     datastore_check_not_broker,
+    job_enqueue,
     target_lock_acquire,
     target_lock_release,
 )
@@ -66,6 +60,8 @@ from dr_console.jobs import (
     IllegalTransition,
     JobHeartbeat,
     JobStopped,
+    job_claim,
+    job_fail,
     job_heartbeat,
     job_transition,
     jobs_reap_stale,
@@ -252,12 +248,7 @@ def _queue(run_id: int, *, enqueue: bool = True) -> None:
 def _enqueue_restore(run_id: int) -> None:
     from restores.tasks import restore_run_execute_task
 
-    try:
-        restore_run_execute_task.apply_async(kwargs={"run_id": run_id}, retry=True)
-    except KombuOperationalError as exc:
-        message = f"could not reach the task broker at {broker_label()}: {exc}"
-        job_transition(RestoreRun, pk=run_id, to=Status.FAILED, error=message)
-        raise BrokerUnavailable(message) from None
+    job_enqueue(restore_run_execute_task, RestoreRun, pk=run_id, failed=Status.FAILED, run_id=run_id)
 
 
 def _notify(run_id: int, event: str) -> None:
@@ -396,22 +387,14 @@ def restore_run_execute(*, run_id: int) -> None:
     """Run a queued restore. Never twice: only the caller that wins QUEUED -> RUNNING works, and a restore that
     was interrupted is failed by the reaper, never re-run."""
     restore_runs_expire()
-    try:
-        claimed = job_transition(
-            RestoreRun,
-            pk=run_id,
-            to=Status.RUNNING,
-            fields={"started_at": timezone.now()},
-            event_message=f"launched on {socket.gethostname()}",
-        )
-    except IllegalTransition as exc:
-        logger.info("restore #%s not started: it is %s", run_id, exc.old)
-        return
-    except RestoreRun.DoesNotExist:
-        logger.warning("restore #%s does not exist; nothing to do", run_id)
-        return
-    if not claimed:
-        logger.info("restore #%s was claimed by another worker", run_id)
+    if not job_claim(
+        RestoreRun,
+        pk=run_id,
+        to=Status.RUNNING,
+        label=f"restore #{run_id}",
+        fields={"started_at": timezone.now()},
+        event_message=f"launched on {socket.gethostname()}",
+    ):
         return
     run = RestoreRun.objects.select_related("artifact__datastore", "target_datastore__environment", "triggered_by").get(
         pk=run_id
@@ -473,10 +456,7 @@ def _execute_locked(run: RestoreRun) -> None:
 
 def _fail(run_id: int, message: str, stderr_tail: str = "") -> None:
     fields: dict[str, Any] = {"stderr_tail": stderr_tail} if stderr_tail else {}
-    try:
-        job_transition(RestoreRun, pk=run_id, to=Status.FAILED, error=message, fields=fields)
-    except IllegalTransition:
-        logger.info("restore #%s already ended; not recording: %s", run_id, message)
+    job_fail(RestoreRun, pk=run_id, to=Status.FAILED, label=f"restore #{run_id}", error=message, **fields)
 
 
 def _advance(run: RestoreRun, to: str) -> None:
@@ -508,17 +488,7 @@ def _restore_postgres(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
     _check_artifact_unchanged(run)
     artifact = run.artifact
     target = pg_connection_from_env(run.target_datastore.url_env)
-    pg_restore = pg_tool("pg_restore")
-    _text, restore_major = tool_version(pg_restore)
-    archive_major = primitive.archive_major(artifact.server_version)
-    if archive_major and restore_major < archive_major:
-        raise JobFailed(
-            f"pg_restore {restore_major} on this worker cannot read an archive made by "
-            f"PostgreSQL {archive_major}; install a newer client or set PG_BIN_DIR"
-        )
-    _check_room_for_copy(artifact)
-    with target.connect() as conn:  # reachable, and a server that can take the archive
-        primitive.check_server_can_take(conn, archive_major, target)
+    pg_restore, archive_major = primitive.restore_preflight(artifact, target)
 
     database = target
     created = False
@@ -557,19 +527,6 @@ def _restore_postgres(run: RestoreRun, heartbeat: JobHeartbeat) -> None:
                     f"{exc} (the new database {run.new_database_name} was dropped)", exc.stderr_tail
                 ) from None
         raise
-
-
-def _check_room_for_copy(artifact: BackupArtifact) -> None:
-    """A remote artifact is copied to the scratch folder first: make sure it fits, before touching anything."""
-    if artifacts.local_path(artifact.storage_key) is not None:
-        return
-    needed = int((artifact.size_bytes or 0) * 1.05) + 64 * 1024 * 1024
-    free = shutil.disk_usage(scratch_dir()).free
-    if free < needed:
-        raise JobFailed(
-            f"not enough room for a temporary copy in DR_SCRATCH_DIR ({settings.DR_SCRATCH_DIR}): "
-            f"{filesizeformat(needed)} needed, {filesizeformat(free)} free; nothing was restored"
-        )
 
 
 def _take_safety_backup(run: RestoreRun) -> None:

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 import redis
-from django.utils import translation
 from psycopg import sql
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -60,10 +59,11 @@ def _fast_password_hasher(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _english_between_tests() -> Iterator[None]:
-    """Every test starts and ends in the default language, as the command line and the workers run. LocaleMiddleware
-    leaves a request's language (Accept-Language: es) active in the thread, and services word their messages in
-    the active language: without this, a Spanish page in one test would turn the next test's errors Spanish."""
+def _default_language() -> Iterator[None]:
+    """Each test starts in the default language. The test client's LocaleMiddleware leaves the last request's
+    language active in this thread, so after a Spanish page a later test got Spanish words from gettext."""
+    from django.utils import translation
+
     translation.deactivate()
     yield
     translation.deactivate()
@@ -190,6 +190,20 @@ def source_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[SourceDb]:
     drop_database(name)
 
 
+def backup_taken(url_env: str, **datastore_fields: Any) -> Any:
+    """A succeeded backup of the database in `url_env`, taken for real, of a new datastore."""
+    from backups.models import BackupArtifact
+    from backups.services import backup_artifact_execute, backup_artifact_request
+    from tests.factories import DatastoreFactory
+
+    datastore = DatastoreFactory(url_env=url_env, **datastore_fields)
+    artifact = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
+    backup_artifact_execute(artifact_id=artifact.pk, verify_after=False)
+    artifact.refresh_from_db()
+    assert artifact.status == BackupArtifact.Status.SUCCEEDED, artifact.error
+    return artifact
+
+
 @pytest.fixture
 def new_database_name() -> Iterator[str]:
     """A database name nobody uses yet; dropped after the test whatever happened."""
@@ -314,6 +328,27 @@ def redis_contents(client: redis.Redis) -> dict[bytes, tuple[bytes, Any]]:
         kind = client.type(key)
         contents[key] = (kind, readers[kind](key))
     return contents
+
+
+def _reset_connection_pools() -> None:
+    from dr_console.celery import app
+
+    app._pool = None
+    app.amqp._producer_pool = None
+    app.control.mailbox.__dict__.pop("producer_pool", None)  # the broadcast mailbox caches its own
+
+
+@pytest.fixture
+def broker_down(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The broker setting points at a port nobody listens on. Celery reads CELERY_BROKER_URL from the
+    environment before its configuration, so both change; the connection pools made for the real broker go."""
+    url = f"redis://127.0.0.1:{_free_port()}/0"
+    settings.CELERY_BROKER_URL = url
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    _reset_connection_pools()
+    yield url
+    monkeypatch.undo()
+    _reset_connection_pools()
 
 
 # --- a real Celery worker --------------------------------------------------------------------------------------

@@ -4,8 +4,10 @@ import factory
 from django.contrib.auth.models import User
 from factory.django import DjangoModelFactory
 
+from audit.models import AuditEvent
 from backups.models import BackupArtifact, Datastore, Environment
 from reprocess.models import ReprocessBatch, ReprocessItem
+from restores.models import RestoreRun
 
 
 class UserFactory(DjangoModelFactory):
@@ -89,3 +91,30 @@ def user_in_groups(username: str, *groups: str) -> User:
     user = UserFactory(username=username, email=f"{username}@example.test")
     user.groups.set(Group.objects.filter(name__in=groups))
     return User.objects.get(pk=user.pk)
+
+
+class RestoreRunFactory(DjangoModelFactory):
+    """A restore run as restore_run_request freezes it; by default into a new database on the backup's server."""
+
+    class Meta:
+        model = RestoreRun
+
+    artifact = factory.SubFactory(BackupArtifactFactory)
+    artifact_sha256 = factory.LazyAttribute(lambda run: run.artifact.sha256)
+    target_kind = RestoreRun.TargetKind.NEW_DATABASE
+    target_datastore = factory.LazyAttribute(lambda run: run.artifact.datastore)
+    new_database_name = "check"
+    target_key = factory.LazyAttribute(lambda run: f"datastore:{run.target_datastore.pk}:new:{run.new_database_name}")
+    options = factory.LazyFunction(lambda: {"jobs": 2, "no_owner": False})
+    reason = "check the backup"
+    trigger = "test"
+
+
+class AuditEventFactory(DjangoModelFactory):
+    """An audit event as audit_record writes it (for history that happened before the test)."""
+
+    class Meta:
+        model = AuditEvent
+
+    actor = None
+    actor_label = factory.LazyAttribute(lambda event: event.actor.get_username() if event.actor else "console")

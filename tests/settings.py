@@ -13,6 +13,8 @@ os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key")
 os.environ.setdefault("DATABASE_CONN_MAX_AGE", "0")
 os.environ.setdefault("JOB_HEARTBEAT_SECONDS", "1")
+# pytest-django's live_server (the browser tests): 127.0.0.1 and a free port, like every server the tests start.
+os.environ.setdefault("DJANGO_LIVE_TEST_SERVER_ADDRESS", "127.0.0.1")
 
 from dr_console.settings import *  # noqa: E402,F403
 

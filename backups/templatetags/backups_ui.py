@@ -41,6 +41,8 @@ BADGE_CLASSES = {
     "rejected": "muted",
     "expired": "muted",
     "cancelled": "muted",
+    # drills
+    "checking": "info",
     # reprocess batches and their items
     "draft": "warn",
     "discarded": "muted",
@@ -67,6 +69,13 @@ def status_badge(obj: Any, field: str = "status") -> SafeString:
     value = getattr(obj, field)
     word = getattr(obj, f"get_{field}_display")()
     return badge(BADGE_CLASSES.get(value, "muted"), word)
+
+
+@register.filter
+def backup_status_label(value: str) -> str:
+    """A backup status value ("running") in the reader's language; an unknown value as it is."""
+    choices = BackupArtifact.Status
+    return str(choices(value).label) if value in choices.values else value
 
 
 @register.filter
@@ -117,7 +126,8 @@ def duration_short(value: timedelta | float | int | None) -> str:
         return "–"
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     if seconds < 60:
-        return _("%(s).1f s") % {"s": seconds}
+        # number_format: "3.1" in English, "3,1" in Spanish, like the sizes next to it.
+        return _("%(seconds)s s") % {"seconds": formats.number_format(seconds, 1)}
     whole = int(seconds)
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)

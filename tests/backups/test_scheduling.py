@@ -250,6 +250,7 @@ def test_the_admin_saves_a_schedule_into_beat_and_refuses_a_bad_one(admin_client
         "kind": "postgres",
         "url_env": datastore.url_env,
         "rpo_target": "1 00:00:00",
+        "rto_target": "01:00:00",
         "backup_schedule": "0 3 * * * *",
         "backup_schedule_timezone": "Europe/Madrid",
         "description": "",

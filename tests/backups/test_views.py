@@ -640,8 +640,8 @@ def test_detail_shows_every_recorded_field(viewer_client: Client):
         "web:olivia",
         '<td class="mono">public.chunks</td><td>2,000</td>',
         '<pre class="log">pg_dump: warning: x</pre>',
-        "pending → running",
-        "running → succeeded",
+        "Pending → Running",
+        "Running → Succeeded",
         reverse("restores:run_detail", args=[run.pk]),
         '<span class="badge badge-ok">Verified</span>',
     ]:
@@ -649,6 +649,16 @@ def test_detail_shows_every_recorded_field(viewer_client: Client):
     # A viewer may neither verify nor restore.
     assert reverse("backups:artifact_verify", args=[artifact.pk]) not in page
     assert reverse("restores:run_create") not in page
+
+
+def test_detail_timeline_names_the_states_in_the_readers_language(viewer_client: Client):
+    artifact = backup()
+    BackupArtifactEvent.objects.create(job=artifact, old_status="pending", new_status="running")
+    BackupArtifactEvent.objects.create(job=artifact, old_status="running", new_status="succeeded")
+    url = reverse("backups:artifact_detail", args=[artifact.pk])
+    page = viewer_client.get(url, HTTP_ACCEPT_LANGUAGE="es").content.decode()
+    assert "Pendiente → En curso" in page and "En curso → Completada" in page
+    assert "pending → running" not in page
 
 
 def test_an_operator_can_verify_and_restore_from_the_detail_page(operator_client: Client):

@@ -12,7 +12,6 @@ import psycopg
 import pytest
 
 from backups.models import BackupArtifact
-from backups.services import backup_artifact_execute, backup_artifact_request
 from restores.models import RestoreRun
 from restores.services import (
     RestoreRefused,
@@ -21,7 +20,7 @@ from restores.services import (
     restore_run_request,
     restore_runs_reap_stale,
 )
-from tests.conftest import SourceDb, admin_connection, database_url, start_thread, table_fingerprints
+from tests.conftest import SourceDb, admin_connection, backup_taken, database_url, start_thread, table_fingerprints
 from tests.factories import DatastoreFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,12 +31,7 @@ REQUESTER: list[Any] = []
 
 @pytest.fixture
 def backup(source_db: SourceDb) -> BackupArtifact:
-    datastore = DatastoreFactory(url_env=source_db.url_env)
-    artifact = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
-    backup_artifact_execute(artifact_id=artifact.pk, verify_after=False)
-    artifact.refresh_from_db()
-    assert artifact.status == BackupArtifact.Status.SUCCEEDED, artifact.error
-    return artifact
+    return backup_taken(source_db.url_env)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(autouse=True)

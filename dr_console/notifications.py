@@ -1,0 +1,38 @@
+"""Telling people: email (Django's email backend, EMAIL_URL) and an environment's optional webhook (JSON with a
+Slack-compatible `text`). One function for every notification (restores, failed backups, failed drills,
+objective breaches). A notification that cannot be sent is logged; it never changes a job's outcome."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import httpx
+from django.conf import settings
+from django.core.mail import send_mail
+
+logger = logging.getLogger(__name__)
+WEBHOOK_TIMEOUT = 5.0
+
+
+def notify(*, subject: str, text: str, recipients: Iterable[str], webhook_url: str = "", about: str = "") -> None:
+    """Email `recipients` (empty addresses skipped) and post to `webhook_url` if set. `about` names the subject of
+    the notification in the log when sending fails ("restore #3")."""
+    addresses = sorted({address for address in recipients if address})
+    if addresses:
+        try:
+            send_mail(subject, text, settings.DEFAULT_FROM_EMAIL, addresses)
+        except Exception:
+            logger.exception("could not email the notification about %s", about or subject)
+    if webhook_url:
+        try:
+            httpx.post(webhook_url, json={"text": f"{subject}\n{text}"}, timeout=WEBHOOK_TIMEOUT).raise_for_status()
+        except httpx.HTTPError as exc:
+            # The webhook URL is a secret of sorts (Slack's carry a token): name the error, not the address.
+            logger.warning("could not post the notification about %s to the webhook: %s", about or subject, exc)
+
+
+def alert_recipients(*extra: str) -> list[str]:
+    """Who hears about what went wrong without a person asking: ALERT_EMAILS, plus `extra` (the person who
+    started the job, if any)."""
+    return [*settings.ALERT_EMAILS, *extra]

@@ -1,0 +1,63 @@
+"""manage.py drill DATASTORE [--wait] [--inline] [--json]"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+
+from backups.management.commands.backup import datastore_by_name
+from backups.services import BrokerUnavailable
+from dr_console.cli import JobCommand, one_line, user_by_name
+from drills.models import DrillRun
+from drills.selectors import drill_run_describe, drill_run_summary
+from drills.services import DrillRefused, drill_run_execute, drill_run_request
+
+
+class Command(JobCommand):
+    help = (
+        "Run a restore drill: restore the datastore's newest backup into a scratch database, check it, record the "
+        "restore time as the measured RTO, and drop the scratch database."
+    )
+    job_noun = "drill"
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("datastore", help="Name of the datastore, e.g. prod-db.")
+        parser.add_argument(
+            "--as", dest="as_user", metavar="USERNAME", help="The console user this drill is run for (audit log)."
+        )
+        super().add_arguments(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        datastore = datastore_by_name(options["datastore"])
+        user = user_by_name(options["as_user"]) if options["as_user"] else None
+        if user is not None and not user.has_perm("drills.add_drillrun"):
+            raise CommandError(f"{user.get_username()} may not start drills (needs the operator role)")
+        try:
+            run = drill_run_request(
+                datastore=datastore,
+                trigger=f"cli:{user.get_username()}" if user else self.trigger_label(),
+                triggered_by=user,
+                enqueue=not options["inline"],
+            )
+        except (DrillRefused, BrokerUnavailable) as exc:
+            raise CommandError(one_line(exc)) from None
+        if options["inline"] and run.is_active:
+            drill_run_execute(run_id=run.pk)
+        elif options["wait"] and run.is_active:
+            self.warn_if_no_worker(options)
+            self.wait_for(
+                options,
+                load=lambda: DrillRun.objects.select_related("datastore").get(pk=run.pk),
+                done=lambda row: row.is_finished,
+                describe=drill_run_describe,
+            )
+        run = DrillRun.objects.select_related("datastore").get(pk=run.pk)
+        waited = options["wait"] or options["inline"] or run.is_finished
+        failed = run.is_finished and run.status != DrillRun.Status.SUCCEEDED
+        self.finish(
+            options,
+            drill_run_summary(run),
+            drill_run_describe(run) if waited else f"drill #{run.pk} of {datastore.name} queued",
+            failure=drill_run_describe(run) if failed else "",
+        )

@@ -1,0 +1,469 @@
+"""Restore drills: prove, on a schedule or on demand, that a datastore's newest backup restores, and how long
+that takes (the measured RTO).
+
+A drill restores into a scratch database that it creates on the drill server (the datastore's
+`drill_server_url_env`, by default its own server) and always drops again: after success, after a failed check,
+when it is cancelled or hits its time limit; a worker killed outright leaves the name on the row and the reaper
+drops it. The scratch database is new, so a drill overwrites nothing and takes no target lock.
+
+The restore itself is the restore workflow's primitive (restores/pg_restore.py): the same preflight,
+pg_restore and checks, plus the datastore's SQL probes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone, translation
+
+from audit.models import AuditEvent
+from audit.services import audit_record
+from backups import artifacts
+from backups.models import BackupArtifact, Datastore
+from backups.postgres import PgConnection, PostgresError, describe_exit, pg_connection_from_env
+from backups.selectors import RpoState
+from backups.services import BrokerUnavailable, JobFailed, job_enqueue
+from dr_console.jobs import (
+    IllegalTransition,
+    JobHeartbeat,
+    JobStopped,
+    job_claim,
+    job_fail,
+    job_heartbeat,
+    job_transition,
+    jobs_reap_stale,
+)
+from dr_console.notifications import alert_recipients, notify
+from drills.models import DrillRun, ObjectiveBreach
+from drills.selectors import RtoState
+from restores import pg_restore as primitive
+
+if TYPE_CHECKING:
+    from backups.selectors import DatastoreDashboardRow
+
+logger = logging.getLogger(__name__)
+Status = DrillRun.Status
+SCRATCH_PREFIX = "dr_drill_"
+SCHEDULE_TRIGGER = "schedule"
+
+
+class DrillRefused(Exception):
+    """A drill request that cannot be accepted; nothing was created."""
+
+
+# --- requesting -----------------------------------------------------------------------------------------------------
+
+
+def drill_source_artifact(datastore: Datastore) -> BackupArtifact | None:
+    """The backup a drill restores: the datastore's newest succeeded backup that is not known to be corrupt."""
+    return (
+        datastore.artifacts.filter(status=BackupArtifact.Status.SUCCEEDED)
+        .exclude(storage_key="")
+        .exclude(verification=BackupArtifact.Verification.CORRUPT)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
+def drill_run_request(
+    *,
+    datastore: Datastore,
+    trigger: str,
+    triggered_by: User | None = None,
+    client_ip: str | None = None,
+    enqueue: bool = True,
+) -> DrillRun:
+    """Create a drill of `datastore` and hand it to a worker once committed (`enqueue=False`: the caller runs it).
+
+    A datastore with no backup to restore gets a drill that has failed at once, saying so: for a scheduled
+    drill that is a finding to be told about, not a request to refuse."""
+    if datastore.kind != Datastore.Kind.POSTGRES:
+        raise DrillRefused(f"{datastore.name} is not a PostgreSQL datastore; drills restore PostgreSQL backups")
+    artifact = drill_source_artifact(datastore)
+    try:
+        with transaction.atomic():
+            running = datastore.drill_runs.filter(status__in=DrillRun.ACTIVE).first()
+            if running:
+                raise DrillRefused(f"a drill of {datastore.name} is already {running.status} (#{running.pk})")
+            run = DrillRun.objects.create(
+                datastore=datastore,
+                artifact=artifact,
+                server_url_env=datastore.drill_url_env,
+                trigger=trigger[:120],
+                triggered_by=triggered_by,
+            )
+            audit_record(
+                action=AuditEvent.Action.DRILL_REQUESTED,
+                actor=triggered_by,
+                actor_label="" if triggered_by else trigger,
+                obj=run,
+                details={"datastore": datastore.name, "artifact": artifact and artifact.pk, "trigger": trigger},
+                client_ip=client_ip,
+            )
+            if artifact is None:
+                job_transition(
+                    DrillRun, pk=run.pk, to=Status.FAILED, error=f"no succeeded backup of {datastore.name} to restore"
+                )
+                transaction.on_commit(lambda: _finished(run.pk))
+            elif enqueue:
+                transaction.on_commit(lambda: _enqueue_drill(run.pk))
+    except IntegrityError:  # another request won the race the check above could not see
+        raise DrillRefused(f"a drill of {datastore.name} is already running") from None
+    run.refresh_from_db()
+    return run
+
+
+def _enqueue_drill(run_id: int) -> None:
+    from drills.tasks import drill_run_execute_task
+
+    job_enqueue(drill_run_execute_task, DrillRun, pk=run_id, failed=Status.FAILED, run_id=run_id)
+
+
+def drill_run_cancel(*, run_id: int, cancelled_by: User | None, client_ip: str | None = None) -> bool:
+    """Cancel a queued or running drill. Its worker stops pg_restore within JOB_HEARTBEAT_SECONDS and drops the
+    scratch database. False if the drill had already ended."""
+    who = cancelled_by.get_username() if cancelled_by else "the console"
+    try:
+        cancelled = job_transition(DrillRun, pk=run_id, to=Status.CANCELLED, error=f"cancelled by {who}")
+    except IllegalTransition:
+        return False
+    if cancelled:
+        audit_record(
+            action=AuditEvent.Action.DRILL_CANCELLED,
+            actor=cancelled_by,
+            obj=DrillRun.objects.get(pk=run_id),
+            client_ip=client_ip,
+        )
+    return cancelled
+
+
+# --- running --------------------------------------------------------------------------------------------------------
+
+
+def drill_run_execute(*, run_id: int) -> None:
+    """Run a queued drill. Only the caller that wins QUEUED -> RUNNING works: a redelivered message does nothing."""
+    if not job_claim(
+        DrillRun,
+        pk=run_id,
+        to=Status.RUNNING,
+        label=f"drill #{run_id}",
+        fields={"started_at": timezone.now()},
+        event_message=f"started on {socket.gethostname()}",
+    ):
+        return
+    run = DrillRun.objects.select_related("datastore", "artifact").get(pk=run_id)
+    heartbeat = JobHeartbeat(
+        lambda: job_heartbeat(DrillRun, pk=run_id, running_states=DrillRun.RUNNING_STATES),
+        interval=settings.JOB_HEARTBEAT_SECONDS,
+    )
+    try:
+        with heartbeat:
+            _drill(run, heartbeat)
+    except JobStopped:
+        logger.info("drill #%s stopped: it was cancelled or reaped", run_id)
+    except (JobFailed, PostgresError) as exc:
+        _fail(run_id, str(exc), getattr(exc, "stderr_tail", ""))
+    except SoftTimeLimitExceeded:
+        _fail(run_id, f"time limit of {settings.RESTORE_TIME_LIMIT} s reached; pg_restore was stopped")
+    except Exception as exc:
+        logger.exception("drill #%s failed unexpectedly", run_id)
+        _fail(run_id, f"internal error: {type(exc).__name__}: {exc}")
+    _finished(run_id)
+
+
+def _fail(run_id: int, message: str, stderr_tail: str = "") -> None:
+    fields: dict[str, Any] = {"stderr_tail": stderr_tail} if stderr_tail else {}
+    job_fail(DrillRun, pk=run_id, to=Status.FAILED, label=f"drill #{run_id}", error=message, **fields)
+
+
+def _advance(run_id: int, to: str, fields: dict[str, Any] | None = None) -> None:
+    """Move the drill on; if it was cancelled (or reaped) meanwhile, stop."""
+    try:
+        moved = job_transition(DrillRun, pk=run_id, to=to, fields=fields)
+    except IllegalTransition:
+        moved = False
+    if not moved:
+        raise JobStopped
+
+
+def scratch_database_name(run_id: int) -> str:
+    # Unique on a server several consoles (or test runs) may share: the run id alone could repeat.
+    return f"{SCRATCH_PREFIX}{run_id}_{uuid.uuid4().hex[:8]}"
+
+
+def _drill(run: DrillRun, heartbeat: JobHeartbeat) -> None:
+    """1. Preflight (pg_restore reads the archive, room for a copy, the drill server answers).
+    2. Name the scratch database on the row before creating it (the reaper drops it if this worker dies).
+    3. Restore into it, timing fetch + CREATE DATABASE + pg_restore: the measured RTO.
+    4. CHECKING: SELECT 1, SELECT now(), row counts against the dump's, the datastore's probes.
+    5. Drop the scratch database whatever happened, and record whether that worked."""
+    artifact = run.artifact
+    if artifact is None or artifact.status != BackupArtifact.Status.SUCCEEDED:
+        raise JobFailed("the backup this drill was requested for is no longer a succeeded backup")
+    server = pg_connection_from_env(run.server_url_env)
+    pg_restore, archive_major = primitive.restore_preflight(artifact, server)
+    name = scratch_database_name(run.pk)
+    DrillRun.objects.filter(pk=run.pk).update(scratch_database=name)
+    database = server.with_dbname(name)
+    try:
+        rto, exit_code, stderr_tail = _restore_timed(artifact, server, database, pg_restore, archive_major, heartbeat)
+        heartbeat.check()
+        DrillRun.objects.filter(pk=run.pk).update(exit_code=exit_code, stderr_tail=stderr_tail)
+        if exit_code != 0:
+            summary = primitive.restore_error_summary(stderr_tail)
+            raise JobFailed(f"{describe_exit('pg_restore', exit_code)}: {summary}", stderr_tail)
+        _advance(run.pk, Status.CHECKING, fields={"rto": rto})
+        checks = primitive.run_checks(database, artifact.row_counts)
+        checks += primitive.run_probes(database, run.datastore.drill_probe_list)
+        DrillRun.objects.filter(pk=run.pk).update(checks=checks)
+        failed = [check for check in checks if not check["ok"]]
+        if failed:
+            raise JobFailed("check failed: " + "; ".join(f"{c['name']}: {c['detail']}" for c in failed))
+    finally:
+        _drop_scratch(run.pk, server, name)
+    _advance(run.pk, Status.SUCCEEDED)
+
+
+def _restore_timed(
+    artifact: BackupArtifact,
+    server: PgConnection,
+    database: PgConnection,
+    pg_restore: str,
+    archive_major: int,
+    heartbeat: JobHeartbeat,
+) -> tuple[timedelta, int, str]:
+    started = time.monotonic()
+    with artifacts.local_copy(artifact.storage_key) as (path, digest):
+        if digest != artifact.sha256:
+            raise JobFailed(
+                f"checksum mismatch: the stored file hashes to {digest}, backup #{artifact.pk} recorded "
+                f"{artifact.sha256}; nothing was restored"
+            )
+        heartbeat.check()
+        primitive.create_database(server, database.dbname, archive_major)
+        exit_code, stderr_tail = primitive.pg_restore_run(
+            pg_restore=pg_restore,
+            database=database,
+            path=path,
+            jobs=settings.RESTORE_JOBS,
+            no_owner=True,  # the drill server need not have the source's roles; ownership is not what is proven
+            heartbeat=heartbeat,
+        )
+    return timedelta(seconds=time.monotonic() - started), exit_code, stderr_tail
+
+
+def _drop_scratch(run_id: int, server: PgConnection, name: str) -> bool:
+    dropped = primitive.drop_database_quietly(server, name)
+    DrillRun.objects.filter(pk=run_id).update(scratch_dropped=dropped)
+    return dropped
+
+
+def _finished(run_id: int) -> None:
+    """The audit event of a finished drill, and a notification if it failed."""
+    run = DrillRun.objects.select_related("datastore__environment", "triggered_by").get(pk=run_id)
+    audit_record(
+        action=AuditEvent.Action.DRILL_FINISHED,
+        actor_label="console",
+        obj=run,
+        details={
+            "status": run.status,
+            "error": run.error,
+            "artifact": run.artifact_id,
+            "rto_seconds": run.rto_seconds,
+            "scratch_dropped": run.scratch_dropped,
+            "checks": [{"name": c["name"], "ok": c["ok"]} for c in run.checks],
+        },
+    )
+    if run.status == Status.FAILED:
+        drill_run_notify_failed(run)
+
+
+def drill_run_notify_failed(run: DrillRun) -> None:
+    datastore = run.datastore
+    lines = [
+        f"Drill #{run.pk} of {datastore.name} ({datastore.environment.name}) failed"
+        + (f" restoring backup #{run.artifact_id}." if run.artifact_id else "."),
+        f"Started by: {run.trigger}",
+        f"Error: {run.error}",
+    ]
+    if run.scratch_dropped is False:
+        lines.append(f"The scratch database {run.scratch_database} could not be dropped; the reaper tries again.")
+    notify(
+        subject=f"[DR Console] Drill #{run.pk} of {datastore.name} failed",
+        text="\n".join(lines),
+        recipients=alert_recipients(run.triggered_by.email if run.triggered_by else ""),
+        webhook_url=datastore.environment.webhook_url,
+        about=f"drill #{run.pk}",
+    )
+
+
+# --- reaping --------------------------------------------------------------------------------------------------------
+
+
+def drill_runs_reap_stale() -> int:
+    """Fail drills whose worker stopped heartbeating, then drop every scratch database a drill left behind (a
+    worker killed outright, or a server that was unreachable when the drill ended). Returns how many it failed."""
+    reaped = jobs_reap_stale(
+        DrillRun,
+        running_states=DrillRun.RUNNING_STATES,
+        to=Status.FAILED,
+        error="worker lost: the drill did not finish",
+        on_reaped=_finished,
+    )
+    leftovers = DrillRun.objects.filter(status__in=DrillRun.TERMINAL, scratch_database__startswith=SCRATCH_PREFIX)
+    for run_id, url_env, name in leftovers.exclude(scratch_dropped=True).values_list(
+        "pk", "server_url_env", "scratch_database"
+    ):
+        try:
+            server = pg_connection_from_env(url_env)
+        except PostgresError as exc:
+            logger.warning("drill #%s: cannot drop scratch database %s: %s", run_id, name, exc)
+            continue
+        _drop_scratch(run_id, server, name)
+    return reaped
+
+
+def drill_run_scheduled(*, datastore_id: int) -> DrillRun | None:
+    """What beat's drill entry runs. A drill still running when the next one is due starts no second one."""
+    datastore = Datastore.objects.select_related("environment").filter(pk=datastore_id).first()
+    if datastore is None or not datastore.drill_schedule:
+        logger.info("datastore %s has no drill schedule any more; nothing to do", datastore_id)
+        return None
+    try:
+        return drill_run_request(datastore=datastore, trigger=SCHEDULE_TRIGGER)
+    except (DrillRefused, BrokerUnavailable) as exc:
+        logger.warning("scheduled drill of %s not started: %s", datastore.name, exc)
+        return None
+
+
+# --- objectives: breaches, told once ------------------------------------------------------------------------------
+
+
+def objectives_check() -> tuple[int, int]:
+    """Compare every datastore with its RPO and RTO targets; open a breach (and tell people) when one is newly
+    missed, close it (and tell people) when it is met again. A breach that stays open is not told again, however
+    often this runs. Returns (opened, closed)."""
+    from backups.selectors import datastore_dashboard_rows
+
+    now = timezone.now()
+    open_breaches = {
+        (breach.datastore_id, breach.objective): breach
+        for breach in ObjectiveBreach.objects.filter(closed_at__isnull=True)
+    }
+    opened = closed = 0
+    for row in datastore_dashboard_rows(charts=False):
+        for objective, reason in (
+            (ObjectiveBreach.Objective.RPO, rpo_breach_reason(row, now)),
+            (ObjectiveBreach.Objective.RTO, rto_breach_reason(row)),
+        ):
+            breach = open_breaches.get((row.datastore.pk, objective))
+            if reason and breach is None:
+                opened += _breach_open(row.datastore, objective, reason)
+            elif not reason and breach is not None:
+                closed += _breach_close(breach, row.datastore, now)
+    return opened, closed
+
+
+def rpo_breach_reason(row: DatastoreDashboardRow, now: datetime) -> str:
+    """Why the datastore misses its RPO now, or "" when it does not. A new datastore has one RPO period to take
+    its first verified backup."""
+    datastore = row.datastore
+    target = _duration_text(datastore.rpo_target)
+    if row.last_verified is None:
+        if now - datastore.created_at <= datastore.rpo_target:
+            return ""
+        return f"{datastore.name} has no verified backup (RPO target {target})"
+    if row.rpo_state in (RpoState.LATE, RpoState.VERY_LATE):
+        return (
+            f"the newest verified backup of {datastore.name} (#{row.last_verified.pk}) is "
+            f"{_duration_text(row.rpo_age)} old, over the RPO target of {target}"
+        )
+    return ""
+
+
+def rto_breach_reason(row: DatastoreDashboardRow) -> str:
+    """Why the datastore misses its RTO now (its newest drill failed or restored too slowly), or ""."""
+    state = row.drills
+    if state is None or state.last_drill is None or state.rto_ok:
+        return ""
+    drill = state.last_drill
+    if state.rto_state == RtoState.FAILED:
+        return f"drill #{drill.pk} of {row.datastore.name} failed: {drill.error}"
+    return (
+        f"drill #{drill.pk} of {row.datastore.name} restored in {_duration_text(drill.rto)}, over the RTO target "
+        f"of {_duration_text(row.datastore.rto_target)}"
+    )
+
+
+def _duration_text(value: timedelta | None) -> str:
+    """Durations in notifications and the audit log: the same words whatever a page's language."""
+    from backups.templatetags.backups_ui import duration_short
+
+    with translation.override("en"):
+        return duration_short(value)
+
+
+def _breach_open(datastore: Datastore, objective: str, reason: str) -> int:
+    try:
+        with transaction.atomic():
+            breach = ObjectiveBreach.objects.create(datastore=datastore, objective=objective, reason=reason)
+            audit_record(
+                action=AuditEvent.Action.OBJECTIVE_BREACHED,
+                actor_label="console",
+                obj=breach,
+                details={"datastore": datastore.name, "objective": objective, "reason": reason},
+            )
+    except IntegrityError:  # another check opened it first: it tells people, not us
+        return 0
+    label = breach.get_objective_display()
+    _notify_objective(
+        datastore,
+        subject=f"[DR Console] {datastore.name} misses its {label}",
+        lines=[f"{datastore.name} ({datastore.environment.name}) misses its {label} objective:", reason],
+    )
+    return 1
+
+
+def _breach_close(breach: ObjectiveBreach, datastore: Datastore, now: datetime) -> int:
+    if not ObjectiveBreach.objects.filter(pk=breach.pk, closed_at__isnull=True).update(closed_at=now):
+        return 0  # another check closed it first
+    lasted = _duration_text(now - breach.opened_at)
+    audit_record(
+        action=AuditEvent.Action.OBJECTIVE_RECOVERED,
+        actor_label="console",
+        obj=breach,
+        details={
+            "datastore": datastore.name,
+            "objective": breach.objective,
+            "lasted_seconds": (now - breach.opened_at).total_seconds(),
+        },
+    )
+    label = breach.get_objective_display()
+    _notify_objective(
+        datastore,
+        subject=f"[DR Console] {datastore.name} meets its {label} again",
+        lines=[
+            f"{datastore.name} ({datastore.environment.name}) meets its {label} objective again after {lasted}.",
+            f"It was: {breach.reason}",
+        ],
+    )
+    return 1
+
+
+def _notify_objective(datastore: Datastore, *, subject: str, lines: list[str]) -> None:
+    notify(
+        subject=subject,
+        text="\n".join(lines),
+        recipients=alert_recipients(),
+        webhook_url=datastore.environment.webhook_url,
+        about=f"the objectives of {datastore.name}",
+    )
