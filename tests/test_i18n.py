@@ -210,6 +210,8 @@ def test_reprocess_and_datastore_pages_are_in_spanish(viewer_client: Client, con
         reverse("backups:datastore_detail", args=[orders.name]): [
             "Almacén de datos orders (prod)",
             "Programación de copias de seguridad",
+            "Simulacros de restauración",
+            "Ningún simulacro todavía",
             "Sin política de retención: se conservan todas las copias de seguridad.",
             # a backup a restore is waiting for is never expired, and the page says so in Spanish
             f"en uso por la restauración #{console_data.pk}",
@@ -219,7 +221,7 @@ def test_reprocess_and_datastore_pages_are_in_spanish(viewer_client: Client, con
         html = viewer_client.get(url, **ES).content.decode()
         for text in spanish:
             assert text in html, f"{url}: {text!r} missing from the Spanish page"
-        for english in ["Draft", "Not sent yet", "Backup schedule", "restore #", *LAYOUT_EN]:
+        for english in ["Draft", "Not sent yet", "Backup schedule", "Restore drills", "restore #", *LAYOUT_EN]:
             assert english not in html, f"{url}: English {english!r} left on the Spanish page"
 
 
