@@ -398,7 +398,36 @@ class BackupArtifact(JobModel):
                 name="backupartifact_one_active_per_datastore",
             ),
         ]
-        indexes = [models.Index(fields=["datastore", "-created_at"])]
+        indexes = [
+            models.Index(fields=["datastore", "-created_at"]),
+            # The dashboard's "newest backup that ..." lookups: without these, a datastore with nothing running
+            # (or whose recent backups all failed) walks its whole history to find no match.
+            models.Index(
+                fields=["datastore", "-created_at"],
+                condition=models.Q(status="succeeded"),
+                name="backupartifact_succeeded_idx",
+            ),
+            models.Index(
+                fields=["datastore", "-created_at"],
+                condition=models.Q(status="succeeded", verification="verified"),
+                name="backupartifact_verified_idx",
+            ),
+            models.Index(
+                fields=["datastore", "-created_at"],
+                condition=models.Q(status__in=["pending", "running"]),
+                name="backupartifact_active_idx",
+            ),
+            models.Index(
+                fields=["datastore", "-created_at"],
+                condition=models.Q(verification="verifying"),
+                name="backupartifact_verifying_idx",
+            ),
+            models.Index(
+                fields=["datastore", "-created_at"],
+                condition=models.Q(verified_at__isnull=False),
+                name="backupartifact_checked_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"backup #{self.pk} of {self.datastore_id and self.datastore.name}"

@@ -257,7 +257,11 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "backups.tasks.jobs_reap_stale_task", "schedule": 60.0},
-    "apply-retention": {"task": "backups.tasks.retention_apply_task", "schedule": 3600.0},
+    # Every datastore's retention policy; seconds between runs (RETENTION_INTERVAL_SECONDS, default hourly).
+    "apply-retention": {
+        "task": "backups.tasks.retention_apply_task",
+        "schedule": float(env_int("RETENTION_INTERVAL_SECONDS", default=3600)),
+    },
     "reap-stale-drills": {"task": "drills.tasks.drill_runs_reap_stale_task", "schedule": 60.0},
     # Breaches are told once when they open and once when they close, however often this runs.
     "check-objectives": {"task": "drills.tasks.objectives_check_task", "schedule": 60.0},
