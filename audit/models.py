@@ -57,23 +57,29 @@ class AuditEvent(models.Model):
         QUEUE_JOB_REQUEUED = "queue.job_requeued", _("Failed queue job requeued")
         QUEUE_FAILED_REQUEUED = "queue.failed_requeued", _("Failed queue jobs requeued")
 
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(_("when"), default=timezone.now, db_index=True)
     # PROTECT: the log never loses its actors (SET_NULL would be an update, which the table refuses anyway).
     # People who leave are deactivated, not deleted.
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+")
-    actor_label = models.CharField(
-        max_length=150, help_text=_('The username at the time, or what acted: "console", "reaper", "schedule".')
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("actor")
     )
-    action = models.CharField(max_length=40, choices=Action.choices, db_index=True)
-    object_type = models.CharField(max_length=40, blank=True)
-    object_id = models.CharField(max_length=40, blank=True)
-    object_repr = models.CharField(max_length=200, blank=True)
-    client_ip = models.GenericIPAddressField(null=True, blank=True)
-    details = models.JSONField(default=dict, blank=True)
+    actor_label = models.CharField(
+        _("actor name"),
+        max_length=150,
+        help_text=_('The username at the time, or what acted: "console", "reaper", "schedule".'),
+    )
+    action = models.CharField(_("action"), max_length=40, choices=Action.choices, db_index=True)
+    object_type = models.CharField(_("object type"), max_length=40, blank=True)
+    object_id = models.CharField(_("object id"), max_length=40, blank=True)
+    object_repr = models.CharField(_("object"), max_length=200, blank=True)
+    client_ip = models.GenericIPAddressField(_("client IP"), null=True, blank=True)
+    details = models.JSONField(_("details"), default=dict, blank=True)
 
     objects = AuditEventQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
         ordering = ["-created_at", "-pk"]
         indexes = [models.Index(fields=["object_type", "object_id"])]
 

@@ -9,6 +9,8 @@ from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment
 from backups.scheduling import datastore_schedule_delete, datastore_schedule_sync
@@ -40,7 +42,9 @@ class DatastoreForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        candidate = Datastore(kind=cleaned.get("kind", ""), url_env=cleaned.get("url_env", ""), name="this datastore")
+        candidate = Datastore(
+            kind=cleaned.get("kind", ""), url_env=cleaned.get("url_env", ""), name=gettext("this datastore")
+        )
         try:
             datastore_check_not_broker(candidate)
         except BackupRefused as exc:
@@ -69,12 +73,12 @@ class DatastoreAdmin(AuditedConfigAdmin):
             super().delete_model(request, obj)
             datastore_schedule_delete(datastore_id=datastore_id)
 
-    @admin.display(boolean=True, description="URL variable set in the web process")
+    @admin.display(boolean=True, description=_("URL variable set in the web process"))
     def url_env_is_set(self, obj: Datastore) -> bool:
         # Only whether it is set: the value is a secret and is never shown.
         return bool(os.environ.get(obj.url_env))
 
-    @admin.action(description="Back up now", permissions=["change"])
+    @admin.action(description=_("Back up now"), permissions=["change"])
     def back_up_now(self, request: HttpRequest, queryset: QuerySet[Datastore]) -> None:
         for datastore in queryset:
             try:
@@ -85,9 +89,17 @@ class DatastoreAdmin(AuditedConfigAdmin):
                     client_ip=client_ip(request),
                 )
             except (BackupRefused, BrokerUnavailable) as exc:
-                self.message_user(request, f"No backup of {datastore.name}: {exc}", messages.ERROR)
+                message = gettext("No backup of %(datastore)s: %(reason)s") % {
+                    "datastore": datastore.name,
+                    "reason": exc,
+                }
+                self.message_user(request, message, messages.ERROR)
             else:
-                self.message_user(request, f"Backup #{artifact.pk} of {datastore.name} queued", messages.SUCCESS)
+                message = gettext("Backup #%(id)s of %(datastore)s queued") % {
+                    "id": artifact.pk,
+                    "datastore": datastore.name,
+                }
+                self.message_user(request, message, messages.SUCCESS)
 
 
 class BackupArtifactEventInline(ReadOnlyInline):
@@ -106,7 +118,7 @@ class BackupArtifactAdmin(admin.ModelAdmin):
     inlines = [BackupArtifactEventInline]
     actions = ["verify"]
 
-    @admin.display(description="size", ordering="size_bytes")
+    @admin.display(description=_("size"), ordering="size_bytes")
     def size(self, obj: BackupArtifact) -> str:
         return filesizeformat(obj.size_bytes) if obj.size_bytes is not None else "-"
 
@@ -119,7 +131,7 @@ class BackupArtifactAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.action(description="Verify selected backups", permissions=["view"])
+    @admin.action(description=_("Verify selected backups"), permissions=["view"])
     def verify(self, request: HttpRequest, queryset: QuerySet[BackupArtifact]) -> None:
         for artifact in queryset:
             try:
@@ -129,6 +141,7 @@ class BackupArtifactAdmin(admin.ModelAdmin):
                     client_ip=client_ip(request),
                 )
             except (BackupRefused, BrokerUnavailable) as exc:
-                self.message_user(request, f"Not verified: {exc}", messages.ERROR)
+                self.message_user(request, gettext("Not verified: %(reason)s") % {"reason": exc}, messages.ERROR)
             else:
-                self.message_user(request, f"Verification of backup #{artifact.pk} queued", messages.SUCCESS)
+                message = gettext("Verification of backup #%(id)s queued") % {"id": artifact.pk}
+                self.message_user(request, message, messages.SUCCESS)

@@ -28,18 +28,21 @@ DEFAULT_REPROCESS_QUERY = (
 class Environment(models.Model):
     """A deployment of the protected product (e.g. staging, prod)."""
 
-    name = models.CharField(max_length=64, unique=True, validators=[slug_name_validator])
-    description = models.TextField(blank=True)
+    name = models.CharField(_("name"), max_length=64, unique=True, validators=[slug_name_validator])
+    description = models.TextField(_("description"), blank=True)
     protected = models.BooleanField(
-        default=False, help_text=_("Restores into a protected environment need approval by someone else.")
+        _("protected"),
+        default=False,
+        help_text=_("Restores into a protected environment need approval by someone else."),
     )
     required_approvals = models.PositiveSmallIntegerField(
-        default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
+        _("required approvals"), default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
     )
     api_url = models.URLField(
-        blank=True, help_text=_("Base URL of the protected application, for /healthz and /readyz checks.")
+        _("API URL"), blank=True, help_text=_("Base URL of the protected application, for /healthz and /readyz checks.")
     )
     safety_backup = models.BooleanField(
+        _("safety backup"),
         null=True,
         blank=True,
         help_text=_(
@@ -47,7 +50,9 @@ class Environment(models.Model):
         ),
     )
     webhook_url = models.URLField(
-        blank=True, help_text=_("Optional: restore notifications are also posted here as JSON (Slack-compatible).")
+        _("webhook URL"),
+        blank=True,
+        help_text=_("Optional: restore notifications are also posted here as JSON (Slack-compatible)."),
     )
     api_token_env = models.CharField(
         _("API token environment variable"),
@@ -62,6 +67,7 @@ class Environment(models.Model):
     postgres_datastore = models.ForeignKey(
         "Datastore",
         models.SET_NULL,
+        verbose_name=_("PostgreSQL datastore"),
         null=True,
         blank=True,
         related_name="+",
@@ -71,6 +77,7 @@ class Environment(models.Model):
     redis_datastore = models.ForeignKey(
         "Datastore",
         models.SET_NULL,
+        verbose_name=_("Redis datastore"),
         null=True,
         blank=True,
         related_name="+",
@@ -78,21 +85,25 @@ class Environment(models.Model):
         help_text=_("The Redis datastore holding the application's RQ queues."),
     )
     reprocess_concurrency = models.PositiveSmallIntegerField(
+        _("reprocess concurrency"),
         default=16,
         validators=[MinValueValidator(1), MaxValueValidator(256)],
         help_text=_("How many reprocess calls are in flight at once."),
     )
     reprocess_query = models.TextField(
+        _("reprocess query"),
         blank=True,
         help_text=_(
             "SQL returning workspace_id, document_id for the documents to reprocess, run read-only against the "
             "PostgreSQL datastore. Empty: documents in PENDING or PROCESSING."
         ),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
+        verbose_name = _("environment")
+        verbose_name_plural = _("environments")
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -127,11 +138,13 @@ class Datastore(models.Model):
         POSTGRES = "postgres", "PostgreSQL"
         REDIS = "redis", "Redis"
 
-    environment = models.ForeignKey(Environment, models.PROTECT, related_name="datastores")
-    name = models.CharField(max_length=64, unique=True, validators=[slug_name_validator])
-    kind = models.CharField(max_length=16, choices=Kind.choices)
+    environment = models.ForeignKey(
+        Environment, models.PROTECT, related_name="datastores", verbose_name=_("environment")
+    )
+    name = models.CharField(_("name"), max_length=64, unique=True, validators=[slug_name_validator])
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
     url_env = models.CharField(
-        "URL environment variable",
+        _("URL environment variable"),
         max_length=128,
         validators=[env_var_name_validator],
         help_text=_(
@@ -140,6 +153,7 @@ class Datastore(models.Model):
         ),
     )
     compression_level = models.PositiveSmallIntegerField(
+        _("compression level"),
         null=True,
         blank=True,
         validators=[MaxValueValidator(9)],
@@ -202,7 +216,11 @@ class Datastore(models.Model):
         ),
     )
     backup_schedule_since = models.DateTimeField(
-        null=True, blank=True, editable=False, help_text=_("When the current schedule was set: runs are due from here.")
+        _("schedule set at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("When the current schedule was set: runs are due from here."),
     )
     # Retention (grandfather-father-son): a backup is kept if any rule keeps it. All zero: keep everything.
     retention_keep_last = models.PositiveSmallIntegerField(
@@ -226,11 +244,13 @@ class Datastore(models.Model):
         validators=[MaxValueValidator(1000)],
         help_text=_("The newest backup of each of the last N months that have one."),
     )
-    description = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    description = models.TextField(_("description"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
+        verbose_name = _("datastore")
+        verbose_name_plural = _("datastores")
         ordering = ["environment__name", "name"]
         permissions = [("change_datastore_retention", "Can change a datastore's retention policy")]
 
@@ -323,37 +343,51 @@ class BackupArtifact(JobModel):
         Status.SUCCEEDED: frozenset({Status.EXPIRED}),
     }
 
-    datastore = models.ForeignKey(Datastore, models.PROTECT, related_name="artifacts")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    datastore = models.ForeignKey(Datastore, models.PROTECT, related_name="artifacts", verbose_name=_("datastore"))
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
     verification = models.CharField(
-        max_length=16, choices=Verification.choices, default=Verification.UNVERIFIED, db_index=True
+        _("verification"), max_length=16, choices=Verification.choices, default=Verification.UNVERIFIED, db_index=True
     )
-    verified_at = models.DateTimeField(null=True, blank=True)
-    verification_error = models.TextField(blank=True)
-    verification_heartbeat_at = models.DateTimeField(null=True, blank=True)
-    format = models.CharField(max_length=32, choices=Format.choices, default=Format.PG_CUSTOM)
-    compression_level = models.PositiveSmallIntegerField(null=True, blank=True)
-    size_bytes = models.BigIntegerField(null=True, blank=True)
-    bytes_done = models.BigIntegerField(default=0, help_text=_("Bytes written so far, while running."))
-    sha256 = models.CharField(max_length=64, blank=True)
-    storage_key = models.CharField(max_length=512, blank=True)
-    tool_version = models.CharField(max_length=120, blank=True, help_text=_("e.g. pg_dump (PostgreSQL) 15.20"))
-    server_version = models.CharField(max_length=120, blank=True)
-    archive_entries = models.PositiveIntegerField(null=True, blank=True)
+    verified_at = models.DateTimeField(_("verified at"), null=True, blank=True)
+    verification_error = models.TextField(_("verification error"), blank=True)
+    verification_heartbeat_at = models.DateTimeField(_("verification heartbeat at"), null=True, blank=True)
+    format = models.CharField(_("format"), max_length=32, choices=Format.choices, default=Format.PG_CUSTOM)
+    compression_level = models.PositiveSmallIntegerField(_("compression level"), null=True, blank=True)
+    size_bytes = models.BigIntegerField(_("size (bytes)"), null=True, blank=True)
+    bytes_done = models.BigIntegerField(
+        _("bytes written"), default=0, help_text=_("Bytes written so far, while running.")
+    )
+    sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True)
+    storage_key = models.CharField(_("storage key"), max_length=512, blank=True)
+    tool_version = models.CharField(
+        _("tool version"), max_length=120, blank=True, help_text=_("e.g. pg_dump (PostgreSQL) 15.20")
+    )
+    server_version = models.CharField(_("server version"), max_length=120, blank=True)
+    archive_entries = models.PositiveIntegerField(_("archive entries"), null=True, blank=True)
     row_counts = models.JSONField(
-        default=dict, blank=True, help_text=_("Exact rows per table, counted in the dump's own snapshot.")
+        _("row counts"),
+        default=dict,
+        blank=True,
+        help_text=_("Exact rows per table, counted in the dump's own snapshot."),
     )
-    pinned_at = models.DateTimeField(null=True, blank=True)
-    pinned_by = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+")
+    pinned_at = models.DateTimeField(_("pinned at"), null=True, blank=True)
+    pinned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+", verbose_name=_("pinned by")
+    )
     pin_reason = models.CharField(
-        max_length=500, blank=True, help_text=_("Why the retention policy must never delete it, e.g. legal hold.")
+        _("pin reason"),
+        max_length=500,
+        blank=True,
+        help_text=_("Why the retention policy must never delete it, e.g. legal hold."),
     )
-    expired_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(_("expired at"), null=True, blank=True)
     file_deleted_at = models.DateTimeField(
-        null=True, blank=True, help_text=_("When the expired backup's stored file was deleted.")
+        _("file deleted at"), null=True, blank=True, help_text=_("When the expired backup's stored file was deleted.")
     )
 
     class Meta:
+        verbose_name = _("backup")
+        verbose_name_plural = _("backups")
         ordering = ["-created_at", "-pk"]
         permissions = [("pin_backupartifact", "Can pin and unpin backups")]
         constraints = [
@@ -406,7 +440,11 @@ class BackupArtifact(JobModel):
 class BackupArtifactEvent(JobEvent):
     """A status change of a backup artifact."""
 
-    job = models.ForeignKey(BackupArtifact, models.CASCADE, related_name="events")
+    job = models.ForeignKey(BackupArtifact, models.CASCADE, related_name="events", verbose_name=_("backup"))
+
+    class Meta(JobEvent.Meta):
+        verbose_name = _("backup event")
+        verbose_name_plural = _("backup events")
 
 
 class ScheduledBackup(models.Model):
@@ -417,19 +455,27 @@ class ScheduledBackup(models.Model):
         SKIPPED = "skipped", _("Skipped: the previous backup was still running")
         REFUSED = "refused", _("Refused")
 
-    datastore = models.ForeignKey(Datastore, models.CASCADE, related_name="scheduled_backups")
-    expected_at = models.DateTimeField(help_text=_("The schedule's fire time this run answers."))
-    fired_at = models.DateTimeField(help_text=_("When the worker received it."))
-    missed_before = models.PositiveIntegerField(
-        default=0, help_text=_("Fire times between the previous run and this one that had no run (beat was down).")
+    datastore = models.ForeignKey(
+        Datastore, models.CASCADE, related_name="scheduled_backups", verbose_name=_("datastore")
     )
-    outcome = models.CharField(max_length=16, choices=Outcome.choices)
-    artifact = models.ForeignKey(BackupArtifact, models.SET_NULL, null=True, blank=True, related_name="+")
-    message = models.TextField(blank=True)
+    expected_at = models.DateTimeField(_("due at"), help_text=_("The schedule's fire time this run answers."))
+    fired_at = models.DateTimeField(_("fired at"), help_text=_("When the worker received it."))
+    missed_before = models.PositiveIntegerField(
+        _("missed before"),
+        default=0,
+        help_text=_("Fire times between the previous run and this one that had no run (beat was down)."),
+    )
+    outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices)
+    artifact = models.ForeignKey(
+        BackupArtifact, models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("backup")
+    )
+    message = models.TextField(_("message"), blank=True)
     # Unique: a message the broker delivers twice (acks_late) is handled once.
-    task_id = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    task_id = models.CharField(_("task id"), max_length=64, unique=True, null=True, blank=True)
 
     class Meta:
+        verbose_name = _("scheduled backup")
+        verbose_name_plural = _("scheduled backups")
         ordering = ["-expected_at", "-pk"]
         indexes = [models.Index(fields=["datastore", "-expected_at"])]
 
@@ -445,9 +491,13 @@ class TargetLock(models.Model):
     """Held by the one job (backup or restore) touching a target database. The unique key is the lock: of two
     workers racing for it, the database lets exactly one insert."""
 
-    target_key = models.CharField(max_length=200, unique=True)
-    holder = models.CharField(max_length=100, help_text=_('e.g. "backup #12", "restore #3".'))
-    acquired_at = models.DateTimeField(auto_now_add=True)
+    target_key = models.CharField(_("target key"), max_length=200, unique=True)
+    holder = models.CharField(_("holder"), max_length=100, help_text=_('e.g. "backup #12", "restore #3".'))
+    acquired_at = models.DateTimeField(_("acquired at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("target lock")
+        verbose_name_plural = _("target locks")
 
     def __str__(self) -> str:
         return f"{self.target_key} held by {self.holder}"

@@ -228,7 +228,7 @@ def _restores_using(artifact_ids: Sequence[int] | None, datastore: Datastore) ->
         runs = runs.filter(artifact_id__in=artifact_ids)
     used: dict[int, str] = {}
     for run_id, artifact_id in runs.order_by("pk").values_list("pk", "artifact_id"):
-        used.setdefault(artifact_id, f"restore #{run_id}")
+        used.setdefault(artifact_id, _("restore #%(id)s") % {"id": run_id})
     return used
 
 
@@ -359,17 +359,18 @@ PIN_PERM = "backups.pin_backupartifact"
 POLICY_PERM = "backups.change_datastore_retention"
 
 
-def _require(user: User, perm: str, what: str) -> None:
+def _require(user: User, perm: str, refusal: str) -> None:
+    """`refusal` names the user as %(user)s."""
     if not user.is_active or not user.has_perm(perm):
-        raise RetentionRefused(f"{user.get_username()} may not {what} (needs the operator role)")
+        raise RetentionRefused(refusal % {"user": user.get_username()})
 
 
 def backup_artifact_pin(*, artifact: BackupArtifact, user: User, reason: str, client_ip: str | None = None) -> None:
     """Pin a stored backup: the retention policy never expires it while it is pinned."""
-    _require(user, PIN_PERM, "pin backups")
+    _require(user, PIN_PERM, _("%(user)s may not pin backups (needs the operator role)"))
     reason = " ".join(reason.split())
     if not reason:
-        raise RetentionRefused("say why this backup must be kept (e.g. legal hold)")
+        raise RetentionRefused(_("say why this backup must be kept (e.g. legal hold)"))
     with transaction.atomic():
         pinned = BackupArtifact.objects.filter(pk=artifact.pk, status=Status.SUCCEEDED, pinned_at__isnull=True).update(
             pinned_at=timezone.now(), pinned_by=user, pin_reason=reason[:500]
@@ -377,8 +378,11 @@ def backup_artifact_pin(*, artifact: BackupArtifact, user: User, reason: str, cl
         if not pinned:
             current = BackupArtifact.objects.get(pk=artifact.pk)
             if current.pinned_at:
-                raise RetentionRefused(f"backup #{artifact.pk} is already pinned")
-            raise RetentionRefused(f"backup #{artifact.pk} is {current.status}; only a stored backup can be pinned")
+                raise RetentionRefused(_("backup #%(id)s is already pinned") % {"id": artifact.pk})
+            raise RetentionRefused(
+                _("backup #%(id)s is %(status)s; only a stored backup can be pinned")
+                % {"id": artifact.pk, "status": current.get_status_display().lower()}
+            )
         audit_record(
             action=AuditEvent.Action.BACKUP_PINNED,
             actor=user,
@@ -389,11 +393,11 @@ def backup_artifact_pin(*, artifact: BackupArtifact, user: User, reason: str, cl
 
 
 def backup_artifact_unpin(*, artifact: BackupArtifact, user: User, client_ip: str | None = None) -> None:
-    _require(user, PIN_PERM, "unpin backups")
+    _require(user, PIN_PERM, _("%(user)s may not unpin backups (needs the operator role)"))
     with transaction.atomic():
         current = BackupArtifact.objects.select_for_update().get(pk=artifact.pk)
         if current.pinned_at is None:
-            raise RetentionRefused(f"backup #{artifact.pk} is not pinned")
+            raise RetentionRefused(_("backup #%(id)s is not pinned") % {"id": artifact.pk})
         audit_record(
             action=AuditEvent.Action.BACKUP_UNPINNED,
             actor=user,
@@ -411,7 +415,7 @@ def datastore_retention_save(
     *, datastore: Datastore, policy: RetentionPolicy, user: User, client_ip: str | None = None
 ) -> bool:
     """Save a datastore's retention policy. False when it is the policy it already had."""
-    _require(user, POLICY_PERM, "change retention policies")
+    _require(user, POLICY_PERM, _("%(user)s may not change retention policies (needs the operator role)"))
     before = RetentionPolicy.of(datastore)
     if before == policy:
         return False

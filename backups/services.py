@@ -25,6 +25,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.models import AuditEvent
@@ -106,7 +107,10 @@ def backup_artifact_request(
         with transaction.atomic():
             running = datastore.artifacts.filter(status__in=BackupArtifact.ACTIVE).first()
             if running:
-                raise BackupRefused(f"a backup of {datastore.name} is already {running.status} (#{running.pk})")
+                raise BackupRefused(
+                    _("a backup of %(datastore)s is already %(status)s (#%(id)s)")
+                    % {"datastore": datastore.name, "status": running.get_status_display().lower(), "id": running.pk}
+                )
             artifact = BackupArtifact.objects.create(
                 datastore=datastore,
                 format=FORMAT_BY_KIND[Datastore.Kind(datastore.kind)],
@@ -125,7 +129,7 @@ def backup_artifact_request(
             if enqueue:
                 transaction.on_commit(lambda: _enqueue_backup(artifact.pk))
     except IntegrityError:  # another request won the race the check above could not see
-        raise BackupRefused(f"a backup of {datastore.name} is already running") from None
+        raise BackupRefused(_("a backup of %(datastore)s is already running") % {"datastore": datastore.name}) from None
     return artifact
 
 
@@ -166,8 +170,11 @@ def datastore_check_not_broker(datastore: Datastore) -> None:
     url = os.environ.get(datastore.url_env, "")
     if url and redis_identity(url) == redis_identity(settings.CELERY_BROKER_URL):
         raise BackupRefused(
-            f"{datastore.name} ({datastore.url_env}) is the console's own task broker; "
-            "point CELERY_BROKER_URL at another Redis or database number"
+            _(
+                "%(datastore)s (%(variable)s) is the console's own task broker; "
+                "point CELERY_BROKER_URL at another Redis or database number"
+            )
+            % {"datastore": datastore.name, "variable": datastore.url_env}
         )
 
 
@@ -213,7 +220,7 @@ def target_locks_release_stale() -> int:
 
     released = 0
     for lock in TargetLock.objects.all():
-        kind, _, number = lock.holder.partition(" #")
+        kind, _separator, number = lock.holder.partition(" #")
         if kind == "backup":
             alive = BackupArtifact.objects.filter(pk=number, status=Status.RUNNING).exists()
         elif kind == "restore":
@@ -561,9 +568,12 @@ def backup_artifact_verify_request(
     *, artifact: BackupArtifact, requested_by: User | None = None, trigger: str = "", client_ip: str | None = None
 ) -> None:
     if artifact.status != Status.SUCCEEDED:
-        raise BackupRefused(f"backup #{artifact.pk} is {artifact.status}; only a succeeded backup can be verified")
+        raise BackupRefused(
+            _("backup #%(id)s is %(status)s; only a succeeded backup can be verified")
+            % {"id": artifact.pk, "status": artifact.get_status_display().lower()}
+        )
     if artifact.verification == Verification.VERIFYING:
-        raise BackupRefused(f"backup #{artifact.pk} is already being verified")
+        raise BackupRefused(_("backup #%(id)s is already being verified") % {"id": artifact.pk})
     audit_record(
         action=AuditEvent.Action.VERIFY_REQUESTED,
         actor=requested_by,

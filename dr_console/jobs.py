@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.db import connection, models, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,12 @@ class JobEvent(models.Model):
         return f"{self.old_status} -> {self.new_status}"
 
 
+def _english_name(model: type[models.Model]) -> str:
+    """The model's name for log lines and internal errors: English, whatever language the request was in."""
+    with translation.override("en"):
+        return str(model._meta.verbose_name)
+
+
 def job_transition(
     model: type[JobModel],
     *,
@@ -109,7 +115,7 @@ def job_transition(
         raise model.DoesNotExist(f"{model.__name__} {pk} does not exist")
     old, started_at = current
     if to not in model.TRANSITIONS.get(old, frozenset()):
-        raise IllegalTransition(f"{model._meta.verbose_name} #{pk}", old, to)
+        raise IllegalTransition(f"{_english_name(model)} #{pk}", old, to)
     now = timezone.now()
     changes: dict[str, Any] = {"status": to, **(fields or {})}
     if to in model.TERMINAL:
@@ -129,7 +135,7 @@ def job_transition(
         event_model: Any = cast(Any, model)._meta.get_field("events").related_model
         message = (error or event_message)[:2000]
         event_model._default_manager.create(job_id=pk, old_status=old, new_status=to, message=message)
-    logger.info("%s #%s: %s -> %s%s", model._meta.verbose_name, pk, old, to, f" ({error})" if error else "")
+    logger.info("%s #%s: %s -> %s%s", _english_name(model), pk, old, to, f" ({error})" if error else "")
     return True
 
 

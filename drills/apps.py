@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class DrillsConfig(AppConfig):
     name = "drills"
-    verbose_name = "Restore drills and objectives"
+    verbose_name = _("Restore drills and objectives")

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from backups.models import BackupArtifact, Datastore
 from dr_console.jobs import JobEvent, JobModel
@@ -13,12 +14,13 @@ class DrillRun(JobModel):
     Its restore duration is the datastore's measured RTO."""
 
     class Status(models.TextChoices):
-        QUEUED = "queued", _("Queued")
-        RUNNING = "running", _("Restoring")
-        CHECKING = "checking", _("Checking")
-        SUCCEEDED = "succeeded", _("Succeeded")
-        FAILED = "failed", _("Failed")
-        CANCELLED = "cancelled", _("Cancelled")
+        # A context of their own: in Spanish a drill ("simulacro") takes another gender than a backup or a restore.
+        QUEUED = "queued", pgettext_lazy("drill", "Queued")
+        RUNNING = "running", pgettext_lazy("drill", "Restoring")
+        CHECKING = "checking", pgettext_lazy("drill", "Checking")
+        SUCCEEDED = "succeeded", pgettext_lazy("drill", "Succeeded")
+        FAILED = "failed", pgettext_lazy("drill", "Failed")
+        CANCELLED = "cancelled", pgettext_lazy("drill", "Cancelled")
 
     ACTIVE = frozenset({Status.QUEUED, Status.RUNNING, Status.CHECKING})
     TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})

@@ -24,6 +24,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone, translation
+from django.utils.translation import gettext as _
+from django.utils.translation import pgettext_lazy
 
 from audit.models import AuditEvent
 from audit.services import audit_record
@@ -63,6 +65,14 @@ class DrillRefused(Exception):
 # --- requesting -----------------------------------------------------------------------------------------------------
 
 
+# An active drill's status in a refusal: the status value itself in English ("running", not the label "Restoring").
+ACTIVE_WORDS = {
+    Status.QUEUED: pgettext_lazy("drill", "queued"),
+    Status.RUNNING: pgettext_lazy("drill", "running"),
+    Status.CHECKING: pgettext_lazy("drill", "checking"),
+}
+
+
 def drill_source_artifact(datastore: Datastore) -> BackupArtifact | None:
     """The backup a drill restores: the datastore's newest succeeded backup that is not known to be corrupt."""
     return (
@@ -87,13 +97,19 @@ def drill_run_request(
     A datastore with no backup to restore gets a drill that has failed at once, saying so: for a scheduled
     drill that is a finding to be told about, not a request to refuse."""
     if datastore.kind != Datastore.Kind.POSTGRES:
-        raise DrillRefused(f"{datastore.name} is not a PostgreSQL datastore; drills restore PostgreSQL backups")
+        raise DrillRefused(
+            _("%(datastore)s is not a PostgreSQL datastore; drills restore PostgreSQL backups")
+            % {"datastore": datastore.name}
+        )
     artifact = drill_source_artifact(datastore)
     try:
         with transaction.atomic():
             running = datastore.drill_runs.filter(status__in=DrillRun.ACTIVE).first()
             if running:
-                raise DrillRefused(f"a drill of {datastore.name} is already {running.status} (#{running.pk})")
+                raise DrillRefused(
+                    _("a drill of %(datastore)s is already %(status)s (#%(id)s)")
+                    % {"datastore": datastore.name, "status": ACTIVE_WORDS[Status(running.status)], "id": running.pk}
+                )
             run = DrillRun.objects.create(
                 datastore=datastore,
                 artifact=artifact,
@@ -117,7 +133,7 @@ def drill_run_request(
             elif enqueue:
                 transaction.on_commit(lambda: _enqueue_drill(run.pk))
     except IntegrityError:  # another request won the race the check above could not see
-        raise DrillRefused(f"a drill of {datastore.name} is already running") from None
+        raise DrillRefused(_("a drill of %(datastore)s is already running") % {"datastore": datastore.name}) from None
     run.refresh_from_db()
     return run
 

@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 import redis
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 from rq import Queue, Worker
 from rq.exceptions import DeserializationError
 from rq.job import Job
@@ -22,6 +22,7 @@ from rq.registry import (
     StartedJobRegistry,
 )
 from rq.results import Result
+from rq.worker import WorkerStatus
 
 from backups.models import Environment
 from queues.rqclient import InspectionSerializer, environment_redis
@@ -45,12 +46,19 @@ class JobList(StrEnum):
         return str(JOB_LIST_LABELS[self])
 
 
+# A context of their own: Spanish words for jobs ("trabajos") take another gender than backups and restores.
 JOB_LIST_LABELS = {
-    JobList.QUEUED: _("Queued"),
-    JobList.STARTED: _("Started"),
-    JobList.FAILED: _("Failed"),
-    JobList.DEFERRED: _("Deferred"),
-    JobList.SCHEDULED: _("Scheduled"),
+    JobList.QUEUED: pgettext_lazy("RQ jobs", "Queued"),
+    JobList.STARTED: pgettext_lazy("RQ jobs", "Started"),
+    JobList.FAILED: pgettext_lazy("RQ jobs", "Failed"),
+    JobList.DEFERRED: pgettext_lazy("RQ jobs", "Deferred"),
+    JobList.SCHEDULED: pgettext_lazy("RQ jobs", "Scheduled"),
+}
+WORKER_STATE_LABELS = {
+    WorkerStatus.STARTED.value: pgettext_lazy("RQ worker", "Started"),
+    WorkerStatus.SUSPENDED.value: pgettext_lazy("RQ worker", "Suspended"),
+    WorkerStatus.BUSY.value: pgettext_lazy("RQ worker", "Busy"),
+    WorkerStatus.IDLE.value: pgettext_lazy("RQ worker", "Idle"),
 }
 REGISTRIES: dict[JobList, type[BaseRegistry]] = {
     JobList.STARTED: StartedJobRegistry,
@@ -80,6 +88,11 @@ class WorkerSummary:
     birth: datetime | None
     successful_jobs: int
     failed_jobs: int
+
+    @property
+    def state_label(self) -> str:
+        """rq's state word, in the page's language (a state this rq version does not name is shown as is)."""
+        return str(WORKER_STATE_LABELS.get(self.state, self.state))
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from backups.models import Environment
 from dr_console.jobs import JobEvent, JobModel
@@ -15,13 +16,14 @@ class ReprocessBatch(JobModel):
     """One set of documents to re-send, and the runs that send them. Never deleted: it is the record of recovery."""
 
     class Status(models.TextChoices):
-        DRAFT = "draft", _("Draft")  # built and shown, nothing sent yet
-        QUEUED = "queued", _("Queued")
-        RUNNING = "running", _("Running")
-        SUCCEEDED = "succeeded", _("Succeeded")  # every item accepted
-        FAILED = "failed", _("Failed")  # ended with items not accepted, or could not run
-        CANCELLED = "cancelled", _("Cancelled")
-        DISCARDED = "discarded", _("Discarded")  # a draft nobody sent
+        # A context of their own: in Spanish a batch ("lote") takes another gender than a backup or a restore.
+        DRAFT = "draft", pgettext_lazy("reprocess batch", "Draft")  # built and shown, nothing sent yet
+        QUEUED = "queued", pgettext_lazy("reprocess batch", "Queued")
+        RUNNING = "running", pgettext_lazy("reprocess batch", "Running")
+        SUCCEEDED = "succeeded", pgettext_lazy("reprocess batch", "Succeeded")  # every item accepted
+        FAILED = "failed", pgettext_lazy("reprocess batch", "Failed")  # items not accepted, or could not run
+        CANCELLED = "cancelled", pgettext_lazy("reprocess batch", "Cancelled")
+        DISCARDED = "discarded", pgettext_lazy("reprocess batch", "Discarded")  # a draft nobody sent
 
     class Source(models.TextChoices):
         QUERY = "query", _("Documents from the environment's query")
@@ -40,23 +42,35 @@ class ReprocessBatch(JobModel):
     }
     RUNNING_STATES = frozenset({Status.RUNNING})
 
-    environment = models.ForeignKey(Environment, models.PROTECT, related_name="reprocess_batches")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
-    source = models.CharField(max_length=16, choices=Source.choices)
-    source_detail = models.CharField(
-        max_length=200, blank=True, help_text=_("e.g. the CSV file's name, or which query built the batch.")
+    environment = models.ForeignKey(
+        Environment, models.PROTECT, related_name="reprocess_batches", verbose_name=_("environment")
     )
-    total = models.PositiveIntegerField(default=0)
-    accepted = models.PositiveIntegerField(default=0)
-    failed = models.PositiveIntegerField(default=0, help_text=_("Items refused, or still failing after retries."))
-    sent = models.PositiveIntegerField(default=0, help_text=_("Requests sent in all runs, retries included."))
-    runs = models.PositiveSmallIntegerField(default=0)
-    run_started_at = models.DateTimeField(null=True, blank=True)
-    run_accepted = models.PositiveIntegerField(default=0, help_text=_("Items accepted by the current or last run."))
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    source = models.CharField(_("source"), max_length=16, choices=Source.choices)
+    source_detail = models.CharField(
+        _("source detail"),
+        max_length=200,
+        blank=True,
+        help_text=_("e.g. the CSV file's name, or which query built the batch."),
+    )
+    total = models.PositiveIntegerField(_("documents"), default=0)
+    accepted = models.PositiveIntegerField(_("accepted documents"), default=0)
+    failed = models.PositiveIntegerField(
+        _("failed documents"), default=0, help_text=_("Items refused, or still failing after retries.")
+    )
+    sent = models.PositiveIntegerField(
+        _("requests sent"), default=0, help_text=_("Requests sent in all runs, retries included.")
+    )
+    runs = models.PositiveSmallIntegerField(_("runs"), default=0)
+    run_started_at = models.DateTimeField(_("run started at"), null=True, blank=True)
+    run_accepted = models.PositiveIntegerField(
+        _("accepted by the run"), default=0, help_text=_("Items accepted by the current or last run.")
+    )
 
     class Meta:
+        verbose_name = _("reprocess batch")
+        verbose_name_plural = _("reprocess batches")
         ordering = ["-created_at", "-pk"]
-        verbose_name_plural = "reprocess batches"
         constraints = [
             # Two batches sending to one application at once would send the same documents twice.
             models.UniqueConstraint(
@@ -88,20 +102,22 @@ class ReprocessItem(models.Model):
     """One document to re-send. `accepted` is final: an accepted item is never sent again."""
 
     class Status(models.TextChoices):
-        PENDING = "pending", _("Not sent yet")
-        ACCEPTED = "accepted", _("Accepted")
-        FAILED = "failed", _("Failed")
+        PENDING = "pending", pgettext_lazy("reprocess document", "Not sent yet")
+        ACCEPTED = "accepted", pgettext_lazy("reprocess document", "Accepted")
+        FAILED = "failed", pgettext_lazy("reprocess document", "Failed")
 
-    batch = models.ForeignKey(ReprocessBatch, models.CASCADE, related_name="items")
-    workspace_id = models.CharField(max_length=64)
-    document_id = models.CharField(max_length=64)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    last_error = models.CharField(max_length=500, blank=True)
-    accepted_at = models.DateTimeField(null=True, blank=True)
+    batch = models.ForeignKey(ReprocessBatch, models.CASCADE, related_name="items", verbose_name=_("batch"))
+    workspace_id = models.CharField(_("workspace id"), max_length=64)
+    document_id = models.CharField(_("document id"), max_length=64)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    last_status_code = models.PositiveSmallIntegerField(_("last status code"), null=True, blank=True)
+    last_error = models.CharField(_("last error"), max_length=500, blank=True)
+    accepted_at = models.DateTimeField(_("accepted at"), null=True, blank=True)
 
     class Meta:
+        verbose_name = _("reprocess document")
+        verbose_name_plural = _("reprocess documents")
         ordering = ["pk"]
         constraints = [
             models.UniqueConstraint(
@@ -117,4 +133,8 @@ class ReprocessItem(models.Model):
 class ReprocessBatchEvent(JobEvent):
     """A status change of a reprocess batch."""
 
-    job = models.ForeignKey(ReprocessBatch, models.CASCADE, related_name="events")
+    job = models.ForeignKey(ReprocessBatch, models.CASCADE, related_name="events", verbose_name=_("reprocess batch"))
+
+    class Meta(JobEvent.Meta):
+        verbose_name = _("reprocess batch event")
+        verbose_name_plural = _("reprocess batch events")

@@ -25,6 +25,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Count, F
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from audit.models import AuditEvent
@@ -46,6 +47,11 @@ class ReprocessRefused(Exception):
     """The action cannot be taken; the message says why and what to do."""
 
 
+def _status_word(status: str) -> str:
+    """A batch status as a word in a sentence ("discarded"), in the active language."""
+    return str(Status(status).label).lower()
+
+
 # --- building ---------------------------------------------------------------------------------------------------
 
 
@@ -61,7 +67,10 @@ def reprocess_batch_create(
 ) -> ReprocessBatch:
     """A DRAFT batch holding the documents: nothing is sent until someone sends it."""
     if not documents:
-        raise ReprocessRefused(f"no documents to reprocess in {environment.name} ({source_detail or source})")
+        raise ReprocessRefused(
+            _("no documents to reprocess in %(environment)s (%(source)s)")
+            % {"environment": environment.name, "source": source_detail or source}
+        )
     with transaction.atomic():
         batch = ReprocessBatch.objects.create(
             environment=environment,
@@ -103,17 +112,19 @@ def reprocess_batch_send(
     """Queue the batch for sending (again): only items not accepted yet are sent. `enqueue=False` leaves it
     queued for the caller to run in its own process (`manage.py reprocess --inline`)."""
     if batch.accepted >= batch.total and batch.status != Status.DRAFT:
-        raise ReprocessRefused(f"every item of batch #{batch.pk} was already accepted; nothing to send")
+        raise ReprocessRefused(
+            _("every item of batch #%(id)s was already accepted; nothing to send") % {"id": batch.pk}
+        )
     if not batch.environment.api_url:
         raise ReprocessRefused(
-            f"environment {batch.environment.name} has no api_url: set the application's URL in the admin or "
-            "with loadconfig"
+            _("environment %(environment)s has no api_url: set the application's URL in the admin or with loadconfig")
+            % {"environment": batch.environment.name}
         )
     try:
         with transaction.atomic():
             moved = job_transition(ReprocessBatch, pk=batch.pk, to=Status.QUEUED, fields={"error": ""})
             if not moved:
-                raise ReprocessRefused(f"batch #{batch.pk} changed meanwhile; reload the page")
+                raise ReprocessRefused(_("batch #%(id)s changed meanwhile; reload the page") % {"id": batch.pk})
             audit_record(
                 action=AuditEvent.Action.REPROCESS_QUEUED,
                 actor=requested_by,
@@ -125,12 +136,14 @@ def reprocess_batch_send(
             if enqueue:
                 transaction.on_commit(lambda: _enqueue(batch.pk))
     except IllegalTransition as exc:
-        raise ReprocessRefused(f"batch #{batch.pk} is {exc.old}; it cannot be sent now") from None
+        raise ReprocessRefused(
+            _("batch #%(id)s is %(status)s; it cannot be sent now") % {"id": batch.pk, "status": _status_word(exc.old)}
+        ) from None
     except IntegrityError:
         active = ReprocessBatch.objects.filter(environment=batch.environment, status__in=ReprocessBatch.ACTIVE).first()
         raise ReprocessRefused(
-            f"batch #{active.pk if active else '?'} is already sending to {batch.environment.name}; "
-            "wait for it to end or cancel it"
+            _("batch #%(id)s is already sending to %(environment)s; wait for it to end or cancel it")
+            % {"id": active.pk if active else "?", "environment": batch.environment.name}
         ) from None
 
 
@@ -153,10 +166,11 @@ def reprocess_batch_cancel(
     """Stop a queued or running batch. Calls in flight finish and are recorded; nothing new is sent."""
     try:
         if not job_transition(ReprocessBatch, pk=batch.pk, to=Status.CANCELLED, error="cancelled"):
-            raise ReprocessRefused(f"batch #{batch.pk} changed meanwhile; reload the page")
+            raise ReprocessRefused(_("batch #%(id)s changed meanwhile; reload the page") % {"id": batch.pk})
     except IllegalTransition as exc:
         raise ReprocessRefused(
-            f"batch #{batch.pk} is {exc.old}; only a queued or running batch can be cancelled"
+            _("batch #%(id)s is %(status)s; only a queued or running batch can be cancelled")
+            % {"id": batch.pk, "status": _status_word(exc.old)}
         ) from None
     audit_record(
         action=AuditEvent.Action.REPROCESS_CANCELLED,
@@ -170,9 +184,12 @@ def reprocess_batch_cancel(
 def reprocess_batch_discard(*, batch: ReprocessBatch, requested_by: User | None, client_ip: str | None = None) -> None:
     try:
         if not job_transition(ReprocessBatch, pk=batch.pk, to=Status.DISCARDED, event_message="discarded"):
-            raise ReprocessRefused(f"batch #{batch.pk} changed meanwhile; reload the page")
+            raise ReprocessRefused(_("batch #%(id)s changed meanwhile; reload the page") % {"id": batch.pk})
     except IllegalTransition as exc:
-        raise ReprocessRefused(f"batch #{batch.pk} is {exc.old}; only a draft can be discarded") from None
+        raise ReprocessRefused(
+            _("batch #%(id)s is %(status)s; only a draft can be discarded")
+            % {"id": batch.pk, "status": _status_word(exc.old)}
+        ) from None
     audit_record(action=AuditEvent.Action.REPROCESS_DISCARDED, actor=requested_by, obj=batch, client_ip=client_ip)
 
 
@@ -467,7 +484,7 @@ def reprocess_batch_build(
         documents, skipped = sources.documents_from_failed_jobs(environment)
         detail = "failed RQ jobs" + (f", {skipped} without a document ignored" if skipped else "")
     else:
-        raise ReprocessRefused(f"unknown source {source!r}")
+        raise ReprocessRefused(_("unknown source %(source)s") % {"source": repr(source)})
     return reprocess_batch_create(
         environment=environment,
         documents=documents,

@@ -9,6 +9,7 @@ import io
 
 import psycopg
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from backups.models import Environment
 from backups.postgres import PostgresError, first_line, pg_connection_from_env
@@ -24,18 +25,22 @@ class SourceError(Exception):
     def __init__(self, errors: list[str]) -> None:
         shown = errors[:MAX_LISTED_ERRORS]
         more = len(errors) - len(shown)
-        super().__init__("; ".join(shown) + (f"; and {more} more" if more else ""))
-        self.errors = shown + ([f"... and {more} more"] if more else [])
+        super().__init__("; ".join(shown) + ("; " + _("and %(count)s more") % {"count": more} if more else ""))
+        self.errors = shown + ([_("... and %(count)s more") % {"count": more}] if more else [])
 
 
 def _clean_id(value: object, what: str) -> tuple[str, str]:
     """(clean value, problem). Ids go into the request path (percent-encoded), so any text works but empty."""
     text = "" if value is None else str(value).strip()
     if not text:
-        return "", f"{what} is empty"
+        return "", _("%(column)s is empty") % {"column": what}
     if len(text) > MAX_ID_LENGTH:
-        return "", f"{what} is longer than {MAX_ID_LENGTH} characters"
+        return "", _("%(column)s is longer than %(max)s characters") % {"column": what, "max": MAX_ID_LENGTH}
     return text, ""
+
+
+def _line_problem(line: int, problem: str) -> str:
+    return _("line %(line)s: %(problem)s") % {"line": line, "problem": problem}
 
 
 def documents_from_csv(text: str) -> tuple[list[tuple[str, str]], int]:
@@ -54,15 +59,18 @@ def documents_from_csv(text: str) -> tuple[list[tuple[str, str]], int]:
             if not pairs and not errors and tuple(cell.strip().lower() for cell in row) == CSV_HEADER:
                 continue
             if len(row) != 2:
-                errors.append(f"line {line}: expected 2 columns (workspace_id,document_id), got {len(row)}")
+                errors.append(
+                    _("line %(line)s: expected 2 columns (workspace_id,document_id), got %(count)s")
+                    % {"line": line, "count": len(row)}
+                )
                 continue
             workspace_id, problem = _clean_id(row[0], "workspace_id")
             if problem:
-                errors.append(f"line {line}: {problem}")
+                errors.append(_line_problem(line, problem))
                 continue
             document_id, problem = _clean_id(row[1], "document_id")
             if problem:
-                errors.append(f"line {line}: {problem}")
+                errors.append(_line_problem(line, problem))
                 continue
             pair = (workspace_id, document_id)
             if pair in seen:
@@ -71,13 +79,15 @@ def documents_from_csv(text: str) -> tuple[list[tuple[str, str]], int]:
             seen.add(pair)
             pairs.append(pair)
             if len(pairs) > settings.REPROCESS_MAX_ITEMS:
-                raise SourceError([f"more than {settings.REPROCESS_MAX_ITEMS} documents; split the file"])
+                raise SourceError(
+                    [_("more than %(max)s documents; split the file") % {"max": settings.REPROCESS_MAX_ITEMS}]
+                )
     except csv.Error as exc:
-        errors.append(f"line {reader.line_num}: not valid CSV ({exc})")
+        errors.append(_line_problem(reader.line_num, _("not valid CSV (%(error)s)") % {"error": exc}))
     if errors:
         raise SourceError(errors)
     if not pairs:
-        raise SourceError(["the CSV lists no documents (expected lines of workspace_id,document_id)"])
+        raise SourceError([_("the CSV lists no documents (expected lines of workspace_id,document_id)")])
     return pairs, duplicates
 
 
@@ -87,8 +97,11 @@ def documents_from_query(environment: Environment) -> list[tuple[str, str]]:
     if store is None:
         raise SourceError(
             [
-                f"environment {environment.name} has no postgres_datastore: set the datastore holding the "
-                "application's documents in the admin or with loadconfig"
+                _(
+                    "environment %(environment)s has no postgres_datastore: set the datastore holding the "
+                    "application's documents in the admin or with loadconfig"
+                )
+                % {"environment": environment.name}
             ]
         )
     query = environment.effective_reprocess_query
@@ -102,16 +115,25 @@ def documents_from_query(environment: Environment) -> list[tuple[str, str]]:
                 cursor = conn.execute(query)
             except psycopg.errors.QueryCanceled:
                 raise SourceError(
-                    [f"the reprocess query ran longer than {settings.REPROCESS_QUERY_TIMEOUT} s and was stopped"]
+                    [
+                        _("the reprocess query ran longer than %(seconds)s s and was stopped")
+                        % {"seconds": settings.REPROCESS_QUERY_TIMEOUT}
+                    ]
                 ) from None
             except psycopg.Error as exc:
                 raise SourceError(
-                    [f"the reprocess query failed on {store.name}: {target.scrub(first_line(str(exc)))}"]
+                    [
+                        _("the reprocess query failed on %(datastore)s: %(error)s")
+                        % {"datastore": store.name, "error": target.scrub(first_line(str(exc)))}
+                    ]
                 ) from None
             columns = [column.name for column in cursor.description or []]
             if len(columns) < 2:
                 raise SourceError(
-                    [f"the reprocess query must return workspace_id, document_id; it returned {columns or 'nothing'}"]
+                    [
+                        _("the reprocess query must return workspace_id, document_id; it returned %(columns)s")
+                        % {"columns": columns or _("nothing")}
+                    ]
                 )
             ws_index = columns.index("workspace_id") if "workspace_id" in columns else 0
             doc_index = columns.index("document_id") if "document_id" in columns else 1
@@ -122,14 +144,17 @@ def documents_from_query(environment: Environment) -> list[tuple[str, str]]:
                 workspace_id, problem = _clean_id(row[ws_index], "workspace_id")
                 document_id, problem2 = _clean_id(row[doc_index], "document_id")
                 if problem or problem2:
-                    errors.append(f"row {number}: {problem or problem2}")
+                    errors.append(_("row %(row)s: %(problem)s") % {"row": number, "problem": problem or problem2})
                     continue
                 if (workspace_id, document_id) not in seen:
                     seen.add((workspace_id, document_id))
                     pairs.append((workspace_id, document_id))
                 if len(pairs) > settings.REPROCESS_MAX_ITEMS:
                     raise SourceError(
-                        [f"the query returned more than {settings.REPROCESS_MAX_ITEMS} documents; narrow it"]
+                        [
+                            _("the query returned more than %(max)s documents; narrow it")
+                            % {"max": settings.REPROCESS_MAX_ITEMS}
+                        ]
                     )
     except PostgresError as exc:
         raise SourceError([str(exc)]) from None
@@ -161,12 +186,20 @@ def documents_from_failed_jobs(environment: Environment) -> tuple[list[tuple[str
                 seen.add((workspace_id, document_id))
                 pairs.append((workspace_id, document_id))
             if len(pairs) > settings.REPROCESS_MAX_ITEMS:
-                raise SourceError([f"more than {settings.REPROCESS_MAX_ITEMS} failed jobs; requeue them in batches"])
+                raise SourceError(
+                    [
+                        _("more than %(max)s failed jobs; requeue them in batches")
+                        % {"max": settings.REPROCESS_MAX_ITEMS}
+                    ]
+                )
     except QueueUnavailable as exc:
         raise SourceError([str(exc)]) from None
     except redis.RedisError as exc:
         store = environment.redis_datastore
         raise SourceError(
-            [f"reading the failed jobs from {store.name if store else 'Redis'} failed: {type(exc).__name__}"]
+            [
+                _("reading the failed jobs from %(datastore)s failed: %(error)s")
+                % {"datastore": store.name if store else "Redis", "error": type(exc).__name__}
+            ]
         ) from None
     return pairs, skipped

@@ -45,39 +45,54 @@ class RestoreRun(JobModel):
     RUNNING_STATES = frozenset({Status.RUNNING, Status.VERIFYING})
     WAITING_STATES = frozenset({Status.REQUESTED, Status.AWAITING_APPROVAL, Status.APPROVED, Status.QUEUED})
 
-    artifact = models.ForeignKey(BackupArtifact, models.PROTECT, related_name="restore_runs")
-    artifact_sha256 = models.CharField(max_length=64, help_text=_("The checksum the run was requested for."))
-    target_kind = models.CharField(max_length=16, choices=TargetKind.choices)
+    artifact = models.ForeignKey(BackupArtifact, models.PROTECT, related_name="restore_runs", verbose_name=_("backup"))
+    artifact_sha256 = models.CharField(
+        _("backup SHA-256"), max_length=64, help_text=_("The checksum the run was requested for.")
+    )
+    target_kind = models.CharField(_("target kind"), max_length=16, choices=TargetKind.choices)
     target_datastore = models.ForeignKey(
         Datastore,
         models.PROTECT,
+        verbose_name=_("target datastore"),
         related_name="restore_runs",
         help_text=_("The datastore restored into; for a new database, the server the database is created on."),
     )
-    new_database_name = models.CharField(max_length=63, blank=True)
+    new_database_name = models.CharField(_("new database name"), max_length=63, blank=True)
     target_key = models.CharField(
+        _("target key"),
         max_length=200,
         editable=False,
         help_text=_("Identifies the target database, for the lock that lets one job at a time touch it."),
     )
-    options = models.JSONField(default=dict, blank=True)
-    reason = models.TextField(help_text=_("Why this restore is needed; shown to approvers and kept in the audit log."))
-    status = models.CharField(max_length=24, choices=Status.choices, default=Status.REQUESTED, db_index=True)
+    options = models.JSONField(_("options"), default=dict, blank=True)
+    reason = models.TextField(
+        _("reason"), help_text=_("Why this restore is needed; shown to approvers and kept in the audit log.")
+    )
+    status = models.CharField(
+        _("status"), max_length=24, choices=Status.choices, default=Status.REQUESTED, db_index=True
+    )
     required_approvals = models.PositiveSmallIntegerField(
-        default=0, help_text=_("Distinct approvals needed, frozen at request time (0: not a protected target).")
+        _("required approvals"),
+        default=0,
+        help_text=_("Distinct approvals needed, frozen at request time (0: not a protected target)."),
     )
     safety_backup = models.ForeignKey(
         BackupArtifact,
         models.PROTECT,
+        verbose_name=_("safety backup"),
         null=True,
         blank=True,
         related_name="+",
         help_text=_("The backup of the target taken just before this restore overwrote it."),
     )
-    exit_code = models.IntegerField(null=True, blank=True)
-    checks = models.JSONField(default=list, blank=True, help_text=_("Post-restore checks: name, ok, detail."))
+    exit_code = models.IntegerField(_("exit code"), null=True, blank=True)
+    checks = models.JSONField(
+        _("checks"), default=list, blank=True, help_text=_("Post-restore checks: name, ok, detail.")
+    )
 
     class Meta:
+        verbose_name = _("restore")
+        verbose_name_plural = _("restores")
         ordering = ["-created_at", "-pk"]
         permissions = [("approve_restorerun", "Can approve or reject restore runs")]
 
@@ -101,13 +116,15 @@ class RestoreApproval(models.Model):
         APPROVED = "approved", _("Approved")
         REJECTED = "rejected", _("Rejected")
 
-    run = models.ForeignKey(RestoreRun, models.CASCADE, related_name="approvals")
-    approver = models.ForeignKey("auth.User", models.PROTECT, related_name="+")
-    decision = models.CharField(max_length=16, choices=Decision.choices)
-    comment = models.TextField(blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
+    run = models.ForeignKey(RestoreRun, models.CASCADE, related_name="approvals", verbose_name=_("restore"))
+    approver = models.ForeignKey("auth.User", models.PROTECT, related_name="+", verbose_name=_("approver"))
+    decision = models.CharField(_("decision"), max_length=16, choices=Decision.choices)
+    comment = models.TextField(_("comment"), blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
     class Meta:
+        verbose_name = _("restore approval")
+        verbose_name_plural = _("restore approvals")
         ordering = ["created_at", "pk"]
         constraints = [models.UniqueConstraint(fields=["run", "approver"], name="restoreapproval_once_per_person")]
 
@@ -118,4 +135,8 @@ class RestoreApproval(models.Model):
 class RestoreRunEvent(JobEvent):
     """A status change of a restore run."""
 
-    job = models.ForeignKey(RestoreRun, models.CASCADE, related_name="events")
+    job = models.ForeignKey(RestoreRun, models.CASCADE, related_name="events", verbose_name=_("restore"))
+
+    class Meta(JobEvent.Meta):
+        verbose_name = _("restore event")
+        verbose_name_plural = _("restore events")

@@ -22,6 +22,7 @@ from itertools import islice
 from typing import Any
 
 import redis
+from django.utils.translation import gettext as _
 
 from backups.redis_snapshot import NO_EXPIRY, SnapshotReader, SnapshotRecord, pipelined, server_time_ms
 
@@ -66,9 +67,9 @@ def key_pattern_regex(pattern: str) -> re.Pattern[bytes]:
                     members += re.escape(source[end : end + 1])
                 end += 1
             if end >= len(source):
-                raise KeyPatternError(f"unclosed [ in the key pattern {pattern!r}")
+                raise KeyPatternError(_("unclosed [ in the key pattern %(pattern)s") % {"pattern": repr(pattern)})
             if members in (b"", b"^"):
-                raise KeyPatternError(f"empty [] in the key pattern {pattern!r}")
+                raise KeyPatternError(_("empty [] in the key pattern %(pattern)s") % {"pattern": repr(pattern)})
             out += b"[" + members + b"]"
             i = end
         else:

@@ -33,6 +33,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from audit.models import AuditEvent
 from audit.services import audit_record
@@ -113,21 +114,34 @@ def restore_run_request(
     `enqueue=False` leaves a queued run for the caller to execute itself (`manage.py restore --inline`).
     """
     if not requested_by.is_active or not requested_by.has_perm("restores.add_restorerun"):
-        raise RestoreRefused(f"{requested_by.get_username()} may not request restores (needs the operator role)")
+        raise RestoreRefused(
+            _("%(user)s may not request restores (needs the operator role)") % {"user": requested_by.get_username()}
+        )
     reason = reason.strip()
     if not reason:
-        raise RestoreRefused("say why this restore is needed (a reason is required)")
+        raise RestoreRefused(_("say why this restore is needed (a reason is required)"))
     if artifact.status != BackupArtifact.Status.SUCCEEDED or not artifact.storage_key:
-        raise RestoreRefused(f"backup #{artifact.pk} is {artifact.status}; only a succeeded backup can be restored")
+        raise RestoreRefused(
+            _("backup #%(id)s is %(status)s; only a succeeded backup can be restored")
+            % {"id": artifact.pk, "status": artifact.get_status_display().lower()}
+        )
     if artifact.verification == BackupArtifact.Verification.CORRUPT:
         raise RestoreRefused(
-            f"backup #{artifact.pk} is marked corrupt ({artifact.verification_error}); it cannot be restored"
+            _("backup #%(id)s is marked corrupt (%(error)s); it cannot be restored")
+            % {"id": artifact.pk, "error": artifact.verification_error}
         )
     method = RESTORE_METHODS[BackupArtifact.Format(artifact.format)]
     if target_kind == TargetKind.NEW_DATABASE and not method.new_database:
         raise RestoreRefused(
-            f"backup #{artifact.pk} is a {artifact.get_format_display()}: restore it in place or into another "
-            f"{artifact.datastore.get_kind_display()} datastore (a new database is for PostgreSQL backups)"
+            _(
+                "backup #%(id)s is a %(format)s: restore it in place or into another %(kind)s datastore "
+                "(a new database is for PostgreSQL backups)"
+            )
+            % {
+                "id": artifact.pk,
+                "format": artifact.get_format_display(),
+                "kind": artifact.datastore.get_kind_display(),
+            }
         )
     if target_kind == TargetKind.IN_PLACE:
         target_datastore = artifact.datastore
@@ -135,21 +149,29 @@ def restore_run_request(
         target_datastore = target_datastore or artifact.datastore
         if not DATABASE_NAME_RE.match(new_database_name):
             raise RestoreRefused(
-                f"{new_database_name!r} is not a valid database name "
-                "(letters, digits, _ $ -, at most 63 characters, not starting with a digit)"
+                _(
+                    "%(name)s is not a valid database name "
+                    "(letters, digits, _ $ -, at most 63 characters, not starting with a digit)"
+                )
+                % {"name": repr(new_database_name)}
             )
     elif target_kind == TargetKind.DATASTORE:
         if target_datastore is None:
-            raise RestoreRefused("choose the datastore to restore into")
+            raise RestoreRefused(_("choose the datastore to restore into"))
         if target_datastore.pk == artifact.datastore_id:
             target_kind = TargetKind.IN_PLACE
     else:
-        raise RestoreRefused(f"unknown restore target kind {target_kind!r}")
+        raise RestoreRefused(_("unknown restore target kind %(kind)s") % {"kind": repr(target_kind)})
     assert target_datastore is not None
     if FORMAT_BY_KIND.get(Datastore.Kind(target_datastore.kind)) != artifact.format:
         raise RestoreRefused(
-            f"{target_datastore.name} is not a {artifact.datastore.get_kind_display()} datastore; "
-            f"backup #{artifact.pk} is a {artifact.get_format_display()}"
+            _("%(target)s is not a %(kind)s datastore; backup #%(id)s is a %(format)s")
+            % {
+                "target": target_datastore.name,
+                "kind": artifact.datastore.get_kind_display(),
+                "id": artifact.pk,
+                "format": artifact.get_format_display(),
+            }
         )
     try:
         datastore_check_not_broker(target_datastore)
@@ -162,8 +184,11 @@ def restore_run_request(
     protected = environment.protected and target_kind != TargetKind.NEW_DATABASE
     if protected and confirm != target_datastore.name:
         raise RestoreRefused(
-            f"{target_datastore.name} is in the protected environment {environment.name}: type its name to "
-            f"confirm (--confirm {target_datastore.name})"
+            _(
+                "%(datastore)s is in the protected environment %(environment)s: type its name to confirm "
+                "(--confirm %(datastore)s)"
+            )
+            % {"datastore": target_datastore.name, "environment": environment.name}
         )
     target_key = f"datastore:{target_datastore.pk}"
     if target_kind == TargetKind.NEW_DATABASE:
@@ -236,14 +261,24 @@ def _notify(run_id: int, event: str) -> None:
 
 def _check_can_decide(run: RestoreRun, user: User) -> None:
     if not user.is_active or not user.has_perm("restores.approve_restorerun"):
-        raise ApprovalRefused(f"{user.get_username()} may not approve or reject restores (needs the approver role)")
+        raise ApprovalRefused(
+            _("%(user)s may not approve or reject restores (needs the approver role)") % {"user": user.get_username()}
+        )
     if run.triggered_by_id == user.pk:
         # Not even a superuser: a second pair of eyes is the point.
-        raise ApprovalRefused(f"{user.get_username()} requested restore #{run.pk} and cannot decide on it")
+        raise ApprovalRefused(
+            _("%(user)s requested restore #%(id)s and cannot decide on it")
+            % {"user": user.get_username(), "id": run.pk}
+        )
     if run.status != Status.AWAITING_APPROVAL:
-        raise ApprovalRefused(f"restore #{run.pk} is {run.get_status_display().lower()}, not awaiting approval")
+        raise ApprovalRefused(
+            _("restore #%(id)s is %(status)s, not awaiting approval")
+            % {"id": run.pk, "status": run.get_status_display().lower()}
+        )
     if run.approvals.filter(approver=user).exists():
-        raise ApprovalRefused(f"{user.get_username()} already decided on restore #{run.pk}")
+        raise ApprovalRefused(
+            _("%(user)s already decided on restore #%(id)s") % {"user": user.get_username(), "id": run.pk}
+        )
 
 
 def restore_run_approve(
@@ -277,7 +312,7 @@ def restore_run_reject(*, run_id: int, approver: User, reason: str, client_ip: s
     """One rejection ends the run."""
     reason = reason.strip()
     if not reason:
-        raise ApprovalRefused("say why the restore is rejected (a reason is required)")
+        raise ApprovalRefused(_("say why the restore is rejected (a reason is required)"))
     with transaction.atomic():
         run = RestoreRun.objects.select_for_update().get(pk=run_id)
         _check_can_decide(run, approver)
@@ -306,7 +341,7 @@ def restore_run_cancel(*, run_id: int, cancelled_by: User | None, client_ip: str
         and run.triggered_by_id != cancelled_by.pk
         and not cancelled_by.has_perm("restores.change_restorerun")
     ):
-        raise ApprovalRefused(f"{cancelled_by.get_username()} may only cancel their own restores")
+        raise ApprovalRefused(_("%(user)s may only cancel their own restores") % {"user": cancelled_by.get_username()})
     who = cancelled_by.get_username() if cancelled_by else "the console"
     try:
         cancelled = job_transition(RestoreRun, pk=run_id, to=Status.CANCELLED, error=f"cancelled by {who}")
@@ -615,18 +650,18 @@ def _check_redis_can_take(client: redis.Redis, target: RedisTarget, artifact: Ba
 
 def _pg_options(*, jobs: int | None, no_owner: bool, replace: bool, key_pattern: str) -> dict[str, Any]:
     if replace or key_pattern:
-        raise RestoreRefused("replacing keys and key patterns apply to Redis backups only")
+        raise RestoreRefused(_("replacing keys and key patterns apply to Redis backups only"))
     jobs = settings.RESTORE_JOBS if jobs is None else jobs
     if not 1 <= jobs <= 64:
-        raise RestoreRefused("--jobs must be between 1 and 64")
+        raise RestoreRefused(_("--jobs must be between 1 and 64"))
     return {"jobs": jobs, "no_owner": no_owner}
 
 
 def _redis_options(*, jobs: int | None, no_owner: bool, replace: bool, key_pattern: str) -> dict[str, Any]:
     if jobs is not None or no_owner:
-        raise RestoreRefused("parallel jobs and --no-owner apply to PostgreSQL backups only")
+        raise RestoreRefused(_("parallel jobs and --no-owner apply to PostgreSQL backups only"))
     if len(key_pattern) > 1000:
-        raise RestoreRefused("the key pattern is longer than 1000 characters")
+        raise RestoreRefused(_("the key pattern is longer than 1000 characters"))
     try:
         redis_restore.key_matcher(key_pattern)
     except redis_restore.KeyPatternError as exc:

@@ -15,14 +15,23 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import translation
 
 from backups.models import BackupArtifact
+from backups.services import BackupRefused, backup_artifact_request
 from restores.models import RestoreRun
 from restores.services import restore_run_request
-from tests.factories import BackupArtifactFactory, DatastoreFactory, EnvironmentFactory, user_in_groups
+from tests.factories import (
+    BackupArtifactFactory,
+    DatastoreFactory,
+    EnvironmentFactory,
+    ReprocessBatchFactory,
+    user_in_groups,
+)
 
 LOCALE_DIR = Path(settings.BASE_DIR) / "locale"
 PO_FILE = LOCALE_DIR / "es" / "LC_MESSAGES" / "django.po"
@@ -145,6 +154,75 @@ def test_language_switcher_overrides_the_browser(viewer_client: Client) -> None:
     html = page(viewer_client, "backups:dashboard", **EN)
     assert '<html lang="es">' in html and "<h1>Panel</h1>" in html
     assert '<option value="es" lang="es" selected>español</option>' in html
+
+
+def test_a_refusal_is_worded_in_the_language_of_the_page_and_in_english_elsewhere(
+    client: Client, console_data: RestoreRun
+) -> None:
+    """Services word their refusals in the active language: the page's user's, and English on the command line
+    and in workers (where nothing activates another)."""
+    orders = console_data.target_datastore
+    running = BackupArtifactFactory(datastore=orders, status="running")
+    client.force_login(user_in_groups("oscar", "operator"))
+    response = client.post(reverse("backups:datastore_backup", args=[orders.pk]), follow=True, **ES)
+    html = response.content.decode()
+    assert f"No se puede respaldar orders: ya hay una copia de seguridad de orders en curso (#{running.pk})" in html
+
+    translation.deactivate()  # what a command-line process or a worker runs with: no request activated a language
+    with pytest.raises(BackupRefused, match=rf"^a backup of orders is already running \(#{running.pk}\)$"):
+        backup_artifact_request(datastore=orders, trigger="cli")
+
+
+def test_the_requester_is_told_in_spanish_why_they_cannot_approve(client: Client, console_data: RestoreRun) -> None:
+    client.force_login(user_in_groups("ana", "operator", "approver"))
+    run = restore_run_request(
+        artifact=console_data.artifact,
+        target_kind=RestoreRun.TargetKind.NEW_DATABASE,
+        new_database_name="check",
+        requested_by=User.objects.get(username="ana"),
+        reason="check it restores",
+        enqueue=False,
+    )
+    html = client.post(reverse("restores:run_approve", args=[run.pk]), follow=True, **ES).content.decode()
+    assert f"No aprobada: ana solicitó la restauración #{run.pk} y no puede decidir sobre ella." in html
+
+
+def test_a_bad_csv_is_explained_line_by_line_in_spanish(client: Client, db: None) -> None:
+    prod = EnvironmentFactory(name="prod")
+    client.force_login(user_in_groups("oscar", "operator"))
+    response = client.post(
+        reverse("reprocess:batch_create"),
+        {"environment": prod.pk, "source": "csv", "csv_text": "ws-1,10\nws-1;11\nws-1,\n"},
+        **ES,
+    )
+    html = response.content.decode()
+    assert "No se creó el lote:" in html
+    assert "línea 2: se esperaban 2 columnas (workspace_id,document_id) y hay 1" in html
+    assert "línea 3: document_id está vacío" in html
+
+
+def test_reprocess_and_datastore_pages_are_in_spanish(viewer_client: Client, console_data: RestoreRun) -> None:
+    orders = console_data.target_datastore
+    batch = ReprocessBatchFactory(environment=orders.environment, documents=[("ws-1", "1")])
+    pages = {
+        reverse("reprocess:batch_list"): ["<h1>Reprocesar documentos</h1>", "Borrador", "0 de 1 aceptados"],
+        reverse("reprocess:batch_detail", args=[batch.pk]): ["Lote de reprocesamiento #", "Sin enviar"],
+        reverse("backups:datastore_detail", args=[orders.name]): [
+            "Almacén de datos orders (prod)",
+            "Programación de copias de seguridad",
+            "Simulacros de restauración",
+            "Ningún simulacro todavía",
+            "Sin política de retención: se conservan todas las copias de seguridad.",
+            # a backup a restore is waiting for is never expired, and the page says so in Spanish
+            f"en uso por la restauración #{console_data.pk}",
+        ],
+    }
+    for url, spanish in pages.items():
+        html = viewer_client.get(url, **ES).content.decode()
+        for text in spanish:
+            assert text in html, f"{url}: {text!r} missing from the Spanish page"
+        for english in ["Draft", "Not sent yet", "Backup schedule", "Restore drills", "restore #", *LAYOUT_EN]:
+            assert english not in html, f"{url}: English {english!r} left on the Spanish page"
 
 
 # The catalogue ----------------------------------------------------------------------------------------------------
