@@ -117,6 +117,21 @@ class JobDetail:
     undecodable: bool = False
     missing: bool = False  # listed in the registry but its data expired or was deleted
 
+    @property
+    def exception_headline(self) -> str:
+        return exception_headline(self.exception)
+
+
+def exception_headline(traceback: str) -> str:
+    """The line of a traceback that names the error: the first unindented line after the last frame. Lines after
+    it are detail (an SQL error's `LINE 1: ...` and its caret), so the last line is not always the one to show."""
+    lines = traceback.strip().splitlines()
+    frames = [number for number, line in enumerate(lines) if line.startswith('  File "')]
+    for line in lines[frames[-1] + 1 :] if frames else lines:
+        if line.strip() and not line[0].isspace():
+            return line
+    return lines[-1] if lines else ""
+
 
 @dataclass
 class JobPage:

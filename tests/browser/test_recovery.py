@@ -48,6 +48,9 @@ def fill_redis_restore(page: Page, reason: str = "Redis lost its data at 09:12; 
     page.locator("#id_replace").check()
     page.locator("#id_key_pattern").fill("rq:*")
     page.locator("#id_reason").fill(reason)
+    # The part saying what the restore does (with the confirmation field) follows each choice: type the
+    # confirmation once it has followed the last one.
+    expect(page.locator("#restore-impact")).to_contain_text("rq:*")
     page.locator("#id_confirm").fill("prod-redis")
 
 
@@ -133,6 +136,10 @@ def test_an_operator_backs_up_the_queue_redis_and_reprocesses_what_it_lost(
     olga.get_by_role("link", name="Build a batch").first.click()
     olga.get_by_label("Environment", exact=True).select_option("prod")
     expect(olga.get_by_label("The documents the environment's query returns")).to_be_checked()
+    expect(olga.get_by_label("Paste the CSV")).to_be_hidden()  # the CSV's fields only for a CSV
+    olga.get_by_label("A list of workspace_id,document_id").check()
+    expect(olga.get_by_label("Paste the CSV")).to_be_visible()
+    olga.get_by_label("The documents the environment's query returns").check()
     screenshots.take(olga, "reprocess-new")
     if screenshots.enabled:
         page = spanish.open(olga.url, "Crear un lote de reprocesamiento")

@@ -16,6 +16,18 @@ def process(workspace_id: str, document_id: int) -> str:
     return "READY"
 
 
+def update_missing_table(workspace_id: str, document_id: int) -> str:
+    """Fails as a job does while its table is being restored: PostgreSQL's error names the relation, then shows the
+    statement and a caret under it."""
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    with psycopg.connect(PG_ADMIN_URL) as conn:
+        conn.execute("UPDATE documents_being_restored SET status = 'PROCESSING' WHERE id = %s", [document_id])
+    return "READY"
+
+
 def hold(workspace_id: str, document_id: int) -> str:
     """Runs until the key `release` exists (a job that stays started while a test looks at it)."""
     job = get_current_job()

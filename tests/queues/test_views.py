@@ -152,6 +152,19 @@ def test_failed_jobs_show_function_arguments_times_and_error(viewer_client: Clie
     assert "Requeue" not in content  # a viewer is not offered the buttons
 
 
+def test_a_failed_job_is_summed_up_by_its_error_not_by_the_lines_after_it(
+    viewer_client: Client, queue_env: QueueEnv
+) -> None:
+    queue_env.enqueue(7, func=jobs.update_missing_table)
+    queue_env.work()
+    response = viewer_client.get(_list_url(queue_env), headers=HTMX)
+    [detail] = response.context["job_page"].jobs
+    assert detail.exception.rstrip().endswith("^")  # the caret under the statement is the traceback's last line
+    summary = 'psycopg.errors.UndefinedTable: relation "documents_being_restored" does not exist'
+    assert detail.exception_headline == summary
+    assert f'<summary class="error">{summary.replace(chr(34), "&quot;")}</summary>' in response.content.decode()
+
+
 def test_job_list_without_htmx_is_the_whole_page(viewer_client: Client, queue_env: QueueEnv) -> None:
     queue_env.enqueue(1)
     response = viewer_client.get(_list_url(queue_env, "queued"))
