@@ -245,8 +245,8 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
             for key, store_name in env_links[name].items():
                 setattr(env, key, Datastore.objects.get(name=store_name) if store_name else None)
             linked = _save(f"environment {name}", env, only=tuple(ENVIRONMENT_DATASTORE_KEYS))
-            if not linked.endswith("unchanged"):
-                report.changes.append(linked)
+            if not linked.endswith("unchanged") and f"environment {name}: created" not in report.changes:
+                report.changes.append(linked)  # a new environment's links are part of "created"
         audit_record(
             action=AuditEvent.Action.CONFIG_LOADED,
             actor_label=actor_label or "console",
