@@ -59,6 +59,8 @@ class DrillRun(JobModel):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        verbose_name = _("drill run")
+        verbose_name_plural = _("drill runs")
         constraints = [
             models.UniqueConstraint(
                 fields=["datastore"],
@@ -98,6 +100,8 @@ class ObjectiveBreach(models.Model):
 
     class Meta:
         ordering = ["-opened_at", "-pk"]
+        verbose_name = _("objective breach")
+        verbose_name_plural = _("objective breaches")
         constraints = [
             models.UniqueConstraint(
                 fields=["datastore", "objective"],
