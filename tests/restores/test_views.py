@@ -192,6 +192,18 @@ def test_impact_preview_follows_the_target(client: Client, operator: User, backu
     assert 'name="confirm"' not in text and "no approval is needed" in text
 
 
+def test_a_refreshed_impact_box_keeps_the_typed_confirmation(
+    client: Client, operator: User, backup: BackupArtifact
+) -> None:
+    """The box refreshes when the target changes; what the person already typed is not wiped by it."""
+    logged_in(client, operator)
+    headers = {**HTMX, "HX-Target": "restore-impact"}
+    text = client.get(create_url(backup) + "&target_kind=in_place&confirm=prod-d", headers=headers).content.decode()
+    assert 'value="prod-d"' in text
+    text = client.get(create_url(backup) + "&target_kind=in_place", headers=headers).content.decode()
+    assert 'name="confirm"' in text and "value=" not in text.split('name="confirm"')[1].split(">")[0]
+
+
 def test_operator_requests_a_protected_restore(client: Client, operator: User, backup: BackupArtifact) -> None:
     response = logged_in(client, operator).post(create_url(backup), form_data(no_owner="on"))
     run = RestoreRun.objects.get()
