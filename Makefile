@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | md5sum | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test screenshots install system-deps browser-deps check bench clean sampleapp
+.PHONY: run test screenshots install system-deps test-deps check bench clean sampleapp
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,13 @@ system-deps:
 		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-client postgresql gettext >/dev/null; \
 	fi
 
-# Chromium from Debian for the browser tests (Playwright drives it; `playwright install` cannot download a browser
-# here). Only the tests need it, so `make run` does not install it.
-browser-deps:
-	@if [ ! -x /usr/bin/chromium ]; then \
-		echo "installing Chromium for the browser tests (apt-get install chromium)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
+# What only the tests need, so `make run` does not install it: Chromium from Debian for the browser tests
+# (Playwright drives it; `playwright install` cannot download a browser here), and the redis-server binary for the
+# test that stops a private Redis under the sample application.
+test-deps:
+	@if [ ! -x /usr/bin/chromium ] || ! command -v redis-server >/dev/null; then \
+		echo "installing test packages (apt-get install chromium redis-server)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core redis-server >/dev/null; \
 	fi
 
 install: $(STAMP) system-deps
@@ -36,7 +37,7 @@ install: $(STAMP) system-deps
 run: install
 	DJANGO_DEBUG=True $(BIN)/python manage.py runconsole
 
-test: install browser-deps
+test: install test-deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python manage.py makemigrations --check --dry-run >/dev/null 2>&1 || { echo "models changed without a migration: run manage.py makemigrations"; exit 1; }
@@ -53,7 +54,7 @@ sampleapp: install
 		--print-token $(if $(SEED),--seed $(SEED))
 
 # The browser tests alone, saving a PNG of every page (English, and Spanish under es/) for the README and runbook.
-screenshots: install browser-deps
+screenshots: install test-deps
 	DR_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/browser
 
 check: install

@@ -289,13 +289,11 @@ def test_compiled_catalogue_matches_the_po_file() -> None:
     )
 
 
-@pytest.mark.skipif(
-    not shutil.which("xgettext") or not shutil.which("msgmerge"),
-    reason="gettext is not installed (apt-get install gettext): strings missing from locale/es go undetected",
-)
 def test_every_marked_string_is_in_the_spanish_catalogue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """makemessages, run on a copy of the project, finds nothing new or fuzzy: a string marked for translation in
     the code but not yet in locale/es fails here, not on a Spanish page."""
+    if not shutil.which("xgettext") or not shutil.which("msgmerge"):
+        pytest.fail("gettext is not installed: apt-get install -y gettext (`make test` does)")
     project = tmp_path / "project"
     shutil.copytree(
         settings.BASE_DIR,

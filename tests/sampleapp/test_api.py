@@ -145,7 +145,7 @@ def test_readyz_is_503_naming_postgres_when_its_database_is_gone(sampleapp: Samp
 def test_readyz_is_503_naming_redis_while_its_redis_is_down(sampleapp_factory, tmp_path: Path) -> None:
     """A private redis-server (not the shared one) is stopped under the running app, then started again."""
     if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed")
+        pytest.fail("redis-server is not installed: apt-get install -y redis-server (`make test` does)")
     port = _free_port()
     redis_server = _start_redis(port, tmp_path)
     try:
