@@ -58,7 +58,7 @@ JOB_TIMEOUT_MS = 60_000
 def browser() -> Iterator[Browser]:
     """One Chromium for all the browser tests; each test opens its own contexts (sessions) in it."""
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser-deps` (apt-get install -y chromium)")
+        pytest.fail(f"{CHROMIUM} is missing: run `make test-deps` (apt-get install -y chromium)")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         playwright = sync_playwright().start()
