@@ -39,6 +39,35 @@ def _clean_id(value: object, what: str) -> tuple[str, str]:
     return text, ""
 
 
+def _clean_pair(workspace: object, document: object) -> tuple[tuple[str, str] | None, str]:
+    """((workspace_id, document_id), "") or (None, the first problem)."""
+    workspace_id, problem = _clean_id(workspace, "workspace_id")
+    document_id, problem2 = _clean_id(document, "document_id")
+    if problem or problem2:
+        return None, problem or problem2
+    return (workspace_id, document_id), ""
+
+
+class _UniqueDocuments:
+    """The documents a source names, each once, in the order first seen; more than REPROCESS_MAX_ITEMS is refused
+    with `too_many`."""
+
+    def __init__(self, too_many: str) -> None:
+        self.pairs: list[tuple[str, str]] = []
+        self.duplicates = 0
+        self._seen: set[tuple[str, str]] = set()
+        self._too_many = too_many
+
+    def add(self, pair: tuple[str, str]) -> None:
+        if pair in self._seen:
+            self.duplicates += 1
+            return
+        self._seen.add(pair)
+        self.pairs.append(pair)
+        if len(self.pairs) > settings.REPROCESS_MAX_ITEMS:
+            raise SourceError([self._too_many])
+
+
 def _line_problem(line: int, problem: str) -> str:
     return _("line %(line)s: %(problem)s") % {"line": line, "problem": problem}
 
@@ -47,16 +76,16 @@ def documents_from_csv(text: str) -> tuple[list[tuple[str, str]], int]:
     """Parse `workspace_id,document_id` lines (a header line is optional). Returns the unique pairs in file order
     and how many duplicate lines were dropped."""
     errors: list[str] = []
-    pairs: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
-    duplicates = 0
+    documents = _UniqueDocuments(
+        _("more than %(max)s documents; split the file") % {"max": settings.REPROCESS_MAX_ITEMS}
+    )
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
     try:
         for row in reader:
             line = reader.line_num
             if not row or all(not cell.strip() for cell in row):
                 continue
-            if not pairs and not errors and tuple(cell.strip().lower() for cell in row) == CSV_HEADER:
+            if not documents.pairs and not errors and tuple(cell.strip().lower() for cell in row) == CSV_HEADER:
                 continue
             if len(row) != 2:
                 errors.append(
@@ -72,23 +101,14 @@ def documents_from_csv(text: str) -> tuple[list[tuple[str, str]], int]:
             if problem:
                 errors.append(_line_problem(line, problem))
                 continue
-            pair = (workspace_id, document_id)
-            if pair in seen:
-                duplicates += 1
-                continue
-            seen.add(pair)
-            pairs.append(pair)
-            if len(pairs) > settings.REPROCESS_MAX_ITEMS:
-                raise SourceError(
-                    [_("more than %(max)s documents; split the file") % {"max": settings.REPROCESS_MAX_ITEMS}]
-                )
+            documents.add((workspace_id, document_id))
     except csv.Error as exc:
         errors.append(_line_problem(reader.line_num, _("not valid CSV (%(error)s)") % {"error": exc}))
     if errors:
         raise SourceError(errors)
-    if not pairs:
+    if not documents.pairs:
         raise SourceError([_("the CSV lists no documents (expected lines of workspace_id,document_id)")])
-    return pairs, duplicates
+    return documents.pairs, documents.duplicates
 
 
 def documents_from_query(environment: Environment) -> list[tuple[str, str]]:
@@ -137,30 +157,21 @@ def documents_from_query(environment: Environment) -> list[tuple[str, str]]:
                 )
             ws_index = columns.index("workspace_id") if "workspace_id" in columns else 0
             doc_index = columns.index("document_id") if "document_id" in columns else 1
-            pairs: list[tuple[str, str]] = []
-            seen: set[tuple[str, str]] = set()
+            documents = _UniqueDocuments(
+                _("the query returned more than %(max)s documents; narrow it") % {"max": settings.REPROCESS_MAX_ITEMS}
+            )
             errors: list[str] = []
             for number, row in enumerate(cursor, start=1):
-                workspace_id, problem = _clean_id(row[ws_index], "workspace_id")
-                document_id, problem2 = _clean_id(row[doc_index], "document_id")
-                if problem or problem2:
-                    errors.append(_("row %(row)s: %(problem)s") % {"row": number, "problem": problem or problem2})
-                    continue
-                if (workspace_id, document_id) not in seen:
-                    seen.add((workspace_id, document_id))
-                    pairs.append((workspace_id, document_id))
-                if len(pairs) > settings.REPROCESS_MAX_ITEMS:
-                    raise SourceError(
-                        [
-                            _("the query returned more than %(max)s documents; narrow it")
-                            % {"max": settings.REPROCESS_MAX_ITEMS}
-                        ]
-                    )
+                pair, problem = _clean_pair(row[ws_index], row[doc_index])
+                if pair is None:
+                    errors.append(_("row %(row)s: %(problem)s") % {"row": number, "problem": problem})
+                else:
+                    documents.add(pair)
     except PostgresError as exc:
         raise SourceError([str(exc)]) from None
     if errors:
         raise SourceError(errors)
-    return pairs
+    return documents.pairs
 
 
 def documents_from_failed_jobs(environment: Environment) -> tuple[list[tuple[str, str]], int]:
@@ -172,26 +183,18 @@ def documents_from_failed_jobs(environment: Environment) -> tuple[list[tuple[str
     from queues.rqclient import QueueUnavailable
     from queues.selectors import environment_failed_jobs
 
-    pairs: list[tuple[str, str]] = []
-    seen: set[tuple[str, str]] = set()
+    documents = _UniqueDocuments(
+        _("more than %(max)s failed jobs; requeue them in batches") % {"max": settings.REPROCESS_MAX_ITEMS}
+    )
     skipped = 0
     try:
         for job in environment_failed_jobs(environment=environment):
             key = job.document_key()
-            workspace_id, problem = _clean_id(key[0] if key else None, "workspace_id")
-            document_id, problem2 = _clean_id(key[1] if key else None, "document_id")
-            if problem or problem2:
+            pair, _problem = _clean_pair(*(key or (None, None)))
+            if pair is None:
                 skipped += 1
-            elif (workspace_id, document_id) not in seen:
-                seen.add((workspace_id, document_id))
-                pairs.append((workspace_id, document_id))
-            if len(pairs) > settings.REPROCESS_MAX_ITEMS:
-                raise SourceError(
-                    [
-                        _("more than %(max)s failed jobs; requeue them in batches")
-                        % {"max": settings.REPROCESS_MAX_ITEMS}
-                    ]
-                )
+            else:
+                documents.add(pair)
     except QueueUnavailable as exc:
         raise SourceError([str(exc)]) from None
     except redis.RedisError as exc:
@@ -202,4 +205,4 @@ def documents_from_failed_jobs(environment: Environment) -> tuple[list[tuple[str
                 % {"datastore": store.name if store else "Redis", "error": type(exc).__name__}
             ]
         ) from None
-    return pairs, skipped
+    return documents.pairs, skipped

@@ -367,6 +367,16 @@ def celery_worker_thread(settings: Any) -> Iterator[None]:
         yield
 
 
+def wait_for(condition: Any, timeout: float = 120) -> None:
+    """Poll `condition()` until it is true (a worker finishing a job), failing the test after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
 def start_thread(target: Any, **kwargs: Any) -> Any:
     """Run `target(**kwargs)` in a thread, as a second worker would, closing its own database connections after."""
     import threading

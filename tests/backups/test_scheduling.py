@@ -27,7 +27,7 @@ from backups.scheduling import (
     datastore_schedule_sync,
 )
 from dr_console.celery import app as celery_app
-from tests.conftest import SourceDb
+from tests.conftest import SourceDb, wait_for
 from tests.factories import BackupArtifactFactory, DatastoreFactory
 
 MADRID = ZoneInfo("Europe/Madrid")
@@ -44,13 +44,6 @@ def beat_ticks(scheduler: DatabaseScheduler, count: int = 6) -> None:
     """A few turns of beat's loop: each tick looks at the entry due first (the reaper's is there too)."""
     for _ in range(count):
         scheduler.tick()
-
-
-def wait_for(condition: Any, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 @pytest.mark.django_db(transaction=True)

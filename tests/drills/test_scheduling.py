@@ -17,15 +17,8 @@ from dr_console.celery import app as celery_app
 from drills.models import DrillRun
 from drills.scheduling import drill_schedule_task_name
 from drills.services import drill_run_scheduled
-from tests.conftest import SourceDb, backup_taken
+from tests.conftest import SourceDb, backup_taken, wait_for
 from tests.factories import DatastoreFactory
-
-
-def wait_for(condition: Any, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 @pytest.mark.django_db(transaction=True)

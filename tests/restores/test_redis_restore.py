@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,21 +13,14 @@ from backups.models import BackupArtifact, Datastore
 from backups.services import backup_artifact_execute, backup_artifact_request
 from restores import redis_restore
 from restores.models import RestoreRun
-from restores.services import RestoreRefused, restore_run_cancel, restore_run_execute, restore_run_request
+from restores.services import RestoreRefused, restore_run_cancel, restore_run_execute
 from tests.conftest import AppRedis, redis_contents, redis_fill_all_types, start_thread
 from tests.factories import DatastoreFactory, EnvironmentFactory
+from tests.restores.helpers import REQUESTER, request, requester, restore  # noqa: F401 (requester: autouse)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = RestoreRun.Status
 Kind = RestoreRun.TargetKind
-REQUESTER: list[Any] = []
-
-
-@pytest.fixture(autouse=True)
-def _requester(operator: Any) -> Iterator[None]:
-    REQUESTER.append(operator)
-    yield
-    REQUESTER.clear()
 
 
 def redis_datastore(db: AppRedis, **fields: Any) -> Datastore:
@@ -41,18 +33,6 @@ def backup_of(datastore: Datastore) -> BackupArtifact:
     artifact.refresh_from_db()
     assert artifact.status == BackupArtifact.Status.SUCCEEDED, artifact.error
     return artifact
-
-
-def request(artifact: BackupArtifact, **kwargs: Any) -> RestoreRun:
-    kwargs.setdefault("reason", "test restore")
-    return restore_run_request(artifact=artifact, requested_by=REQUESTER[0], enqueue=False, **kwargs)
-
-
-def restore(artifact: BackupArtifact, **kwargs: Any) -> RestoreRun:
-    run = request(artifact, **kwargs)
-    restore_run_execute(run_id=run.pk)
-    run.refresh_from_db()
-    return run
 
 
 def test_round_trip_of_every_type_into_another_redis_keeps_values_and_ttls(

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import psycopg
@@ -17,41 +15,20 @@ from restores.services import (
     RestoreRefused,
     restore_run_cancel,
     restore_run_execute,
-    restore_run_request,
     restore_runs_reap_stale,
 )
 from tests.conftest import SourceDb, admin_connection, backup_taken, database_url, start_thread, table_fingerprints
 from tests.factories import DatastoreFactory
+from tests.restores.helpers import REQUESTER, request, requester, restore  # noqa: F401 (requester: autouse)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = RestoreRun.Status
 Kind = RestoreRun.TargetKind
-REQUESTER: list[Any] = []
 
 
 @pytest.fixture
 def backup(source_db: SourceDb) -> BackupArtifact:
     return backup_taken(source_db.url_env)  # type: ignore[no-any-return]
-
-
-@pytest.fixture(autouse=True)
-def _requester(operator: Any) -> Iterator[None]:
-    """The operator who requests the restores of this module."""
-    REQUESTER.append(operator)
-    yield
-    REQUESTER.clear()
-
-
-def request(artifact: BackupArtifact, **kwargs: Any) -> RestoreRun:
-    kwargs.setdefault("reason", "test restore")
-    return restore_run_request(artifact=artifact, requested_by=REQUESTER[0], enqueue=False, **kwargs)
-
-
-def restore(artifact: BackupArtifact, **kwargs: Any) -> RestoreRun:
-    run = request(artifact, **kwargs)
-    restore_run_execute(run_id=run.pk)
-    run.refresh_from_db()
-    return run
 
 
 def database_exists(name: str) -> bool:
