@@ -56,6 +56,9 @@ class AuditEvent(models.Model):
         RETENTION_CHANGED = "retention.changed", _("Retention policy changed")
         QUEUE_JOB_REQUEUED = "queue.job_requeued", _("Failed queue job requeued")
         QUEUE_FAILED_REQUEUED = "queue.failed_requeued", _("Failed queue jobs requeued")
+        BACKUP_CANCELLED = "backup.cancelled", _("Backup cancelled")
+        VERIFY_CANCELLED = "backup.verify_cancelled", _("Verification cancelled")
+        VERIFY_FINISHED = "backup.verify_finished", _("Verification finished")
 
     created_at = models.DateTimeField(_("when"), default=timezone.now, db_index=True)
     # PROTECT: the log never loses its actors (SET_NULL would be an update, which the table refuses anyway).

@@ -1,82 +1,31 @@
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment
-from backups.scheduling import datastore_schedule_delete, datastore_schedule_sync
-from backups.services import (
-    BackupRefused,
-    BrokerUnavailable,
-    backup_artifact_request,
-    backup_artifact_verify_request,
-    datastore_check_not_broker,
-)
-from dr_console.admin_base import AuditedConfigAdmin, ReadOnlyInline
+from backups.models import BackupArtifact, BackupArtifactEvent
+from backups.services import BackupRefused, backup_artifact_request
+from backups.verification import VerificationRefused, backup_verification_request
+from dr_console.admin_base import ReadOnlyInline
 from dr_console.http import client_ip
+from dr_console.jobs import BrokerUnavailable
+from inventory import admin as inventory_admin
+from inventory.models import Datastore
 
-
-@admin.register(Environment)
-class EnvironmentAdmin(AuditedConfigAdmin):
-    list_display = ["name", "protected", "required_approvals", "api_url"]
-    search_fields = ["name"]
-
-
-# Retention is set on the datastore's page, which previews what a policy would delete before it is saved.
-RETENTION_FIELDS = ["retention_keep_last", "retention_keep_daily", "retention_keep_weekly", "retention_keep_monthly"]
-
-
-class DatastoreForm(forms.ModelForm):
-    class Meta:
-        model = Datastore
-        exclude = RETENTION_FIELDS
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        candidate = Datastore(
-            kind=cleaned.get("kind", ""), url_env=cleaned.get("url_env", ""), name=gettext("this datastore")
-        )
-        try:
-            datastore_check_not_broker(candidate)
-        except BackupRefused as exc:
-            raise forms.ValidationError(str(exc)) from None
-        return cleaned
+# The datastore admin is the inventory's; the backups app adds its action. Re-registering a subclass is Django's
+# way of extending another app's ModelAdmin (as for contrib.auth's UserAdmin).
+admin.site.unregister(Datastore)
 
 
 @admin.register(Datastore)
-class DatastoreAdmin(AuditedConfigAdmin):
-    form = DatastoreForm
-    list_display = ["name", "environment", "kind", "url_env", "url_env_is_set", "backup_schedule", "compression_level"]
-    list_filter = ["environment", "kind"]
-    search_fields = ["name"]
+class DatastoreAdmin(inventory_admin.DatastoreAdmin):
     actions = ["back_up_now"]
-    readonly_fields = ["backup_schedule_since"]
-
-    def save_model(self, request: HttpRequest, obj: Model, form: forms.ModelForm, change: bool) -> None:
-        assert isinstance(obj, Datastore)
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            datastore_schedule_sync(datastore=obj)
-
-    def delete_model(self, request: HttpRequest, obj: Model) -> None:
-        with transaction.atomic():
-            datastore_id = obj.pk
-            super().delete_model(request, obj)
-            datastore_schedule_delete(datastore_id=datastore_id)
-
-    @admin.display(boolean=True, description=_("URL variable set in the web process"))
-    def url_env_is_set(self, obj: Datastore) -> bool:
-        # Only whether it is set: the value is a secret and is never shown.
-        return bool(os.environ.get(obj.url_env))
 
     @admin.action(description=_("Back up now"), permissions=["change"])
     def back_up_now(self, request: HttpRequest, queryset: QuerySet[Datastore]) -> None:
@@ -135,12 +84,12 @@ class BackupArtifactAdmin(admin.ModelAdmin):
     def verify(self, request: HttpRequest, queryset: QuerySet[BackupArtifact]) -> None:
         for artifact in queryset:
             try:
-                backup_artifact_verify_request(
+                backup_verification_request(
                     artifact=artifact,
                     requested_by=request.user,  # type: ignore[arg-type]
                     client_ip=client_ip(request),
                 )
-            except (BackupRefused, BrokerUnavailable) as exc:
+            except (VerificationRefused, BrokerUnavailable) as exc:
                 self.message_user(request, gettext("Not verified: %(reason)s") % {"reason": exc}, messages.ERROR)
             else:
                 message = gettext("Verification of backup #%(id)s queued") % {"id": artifact.pk}

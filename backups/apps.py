@@ -7,3 +7,11 @@ from django.utils.translation import gettext_lazy as _
 class BackupsConfig(AppConfig):
     name = "backups"
     verbose_name = _("Backups")
+
+    def ready(self) -> None:
+        from backups import scheduling
+        from inventory.signals import datastore_configured, datastore_removed
+
+        # Keep beat's backup schedule in step with the inventory (which imports nothing above it).
+        datastore_configured.connect(scheduling.on_datastore_configured, dispatch_uid="backups-schedule")
+        datastore_removed.connect(scheduling.on_datastore_removed, dispatch_uid="backups-schedule")

@@ -15,16 +15,43 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, TYPE_CHECKING, cast
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
 from backups.postgres import scratch_dir
+from dr_console.jobs.processes import scratch_prefix
+
+if TYPE_CHECKING:
+    from backups.models import BackupArtifact
 
 CHUNK_SIZE = 1024 * 1024
 TMP_PREFIX = "tmp/"
+EXTENSIONS = {"pg_custom": ".dump", "redis_snapshot": ".rsnap"}  # by BackupArtifact.Format
+
+
+@dataclass
+class DumpOutcome:
+    """What taking a backup produced, whatever its format: saved on the row when the job succeeds."""
+
+    storage_key: str
+    size_bytes: int
+    sha256: str
+    tool_version: str
+    server_version: str
+    archive_entries: int
+    row_counts: dict[str, int]
+    stderr_tail: str
+
+
+def artifact_storage_key(artifact: BackupArtifact) -> str:
+    ds = artifact.datastore
+    stamp = artifact.created_at
+    extension = EXTENSIONS[artifact.format]
+    return f"{ds.environment.name}/{ds.name}/{stamp:%Y/%m}/{ds.name}-{stamp:%Y%m%dT%H%M%SZ}-{artifact.pk}{extension}"
 
 
 def artifact_storage() -> Storage:
@@ -187,7 +214,7 @@ def local_copy(key: str) -> Iterator[tuple[str, str]]:
         digest, _size = sha256_of(key)
         yield path, digest
         return
-    fd, scratch = tempfile.mkstemp(prefix="dr-restore-", suffix=".dump", dir=scratch_dir())
+    fd, scratch = tempfile.mkstemp(prefix=scratch_prefix("copy"), suffix=".dump", dir=scratch_dir())
     try:
         digest_obj = hashlib.sha256()
         with os.fdopen(fd, "wb") as out:

@@ -6,10 +6,11 @@ from django import forms
 from django.http import QueryDict
 from django.utils.translation import gettext_lazy as _
 
-from backups.models import BackupArtifact, Datastore, Environment
+from backups.models import BackupArtifact
 from backups.retention import RetentionPolicy
 from backups.selectors import BackupArtifactFilters
 from dr_console.history import check_day_range
+from inventory.models import Datastore, Environment
 
 DATE_WIDGET = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
 

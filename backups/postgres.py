@@ -9,11 +9,9 @@ PG* environment variables and PGPASSFILE; error text is scrubbed of the password
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -28,8 +26,11 @@ from django.conf import settings
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from dr_console.jobs.errors import JobFailed
+from dr_console.jobs.processes import describe_exit, scratch_prefix, start_process, stop_process
 
-class PostgresError(Exception):
+
+class PostgresError(JobFailed):
     """An expected failure talking to a protected PostgreSQL (unreachable, refused, missing tool...)."""
 
 
@@ -121,7 +122,7 @@ class PgConnection:
         if self.password is None:
             yield child_env
             return
-        fd, passfile = tempfile.mkstemp(prefix="dr-pgpass-", dir=scratch_dir())  # mkstemp creates it 0600
+        fd, passfile = tempfile.mkstemp(prefix=scratch_prefix("pgpass"), dir=scratch_dir())  # mkstemp creates it 0600
         try:
             with os.fdopen(fd, "w") as handle:
                 handle.write(f"*:*:*:*:{_passfile_escape(self.password)}\n")
@@ -229,59 +230,6 @@ def scratch_dir() -> str:
     path = Path(settings.DR_SCRATCH_DIR)
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return str(path)
-
-
-def start_process(
-    args: list[str], *, env: dict[str, str], stdin: Any = None, stdout: Any = None, stderr: IO[bytes]
-) -> subprocess.Popen[bytes]:
-    """Start a client tool in its own process group, so stop_process can stop it with everything it started
-    (pg_restore --jobs forks workers)."""
-    try:
-        proc = subprocess.Popen(
-            args,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
-    except OSError as exc:
-        raise ToolMissing(f"cannot start {args[0]}: {exc.strerror}") from None
-    for pipe in (proc.stdout, proc.stdin):
-        if pipe is not None:
-            _widen_pipe(pipe.fileno())
-    return proc
-
-
-def _widen_pipe(fd: int) -> None:
-    """1 MiB pipe buffers instead of 64 KiB: 16 times fewer wake-ups when streaming gigabytes (Linux only)."""
-    with contextlib.suppress(AttributeError, OSError):
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace_seconds: float = 5.0) -> None:
-    """SIGTERM the process group, then SIGKILL what is left after `grace_seconds`."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 30.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def describe_exit(tool: str, returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"{tool} was killed by {name}"
-    return f"{tool} exited with status {returncode}"
 
 
 def read_tail(handle: IO[bytes], limit: int = 4000) -> str:

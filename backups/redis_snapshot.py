@@ -26,6 +26,8 @@ import hiredis
 import redis
 from redis.connection import Connection
 
+from dr_console.jobs.errors import JobFailed
+
 MAGIC = b"DRCREDIS"
 FORMAT_VERSION = 1
 FLAG_ZLIB = 0x0001
@@ -58,7 +60,7 @@ RDB_TYPES = {
 }
 
 
-class RedisDatastoreError(Exception):
+class RedisDatastoreError(JobFailed):
     """An expected failure talking to a protected Redis (unset variable, unreachable, refused...)."""
 
 

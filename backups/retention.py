@@ -32,8 +32,9 @@ from django.utils.translation import gettext as _
 from audit.models import AuditEvent
 from audit.services import audit_record
 from backups import artifacts
-from backups.models import BackupArtifact, Datastore
+from backups.models import BackupArtifact
 from dr_console.jobs import IllegalTransition, job_transition
+from inventory.models import Datastore
 
 logger = logging.getLogger(__name__)
 Status = BackupArtifact.Status
@@ -356,7 +357,7 @@ class RetentionRefused(Exception):
 
 
 PIN_PERM = "backups.pin_backupartifact"
-POLICY_PERM = "backups.change_datastore_retention"
+POLICY_PERM = "inventory.change_datastore_retention"
 
 
 def _require(user: User, perm: str, refusal: str) -> None:

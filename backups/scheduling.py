@@ -19,8 +19,9 @@ from django_celery_beat.models import PeriodicTask
 
 from audit.models import AuditEvent
 from audit.services import audit_record
-from backups.models import BackupArtifact, Datastore, ScheduledBackup
+from backups.models import BackupArtifact, ScheduledBackup
 from dr_console.schedules import CronSchedule, periodic_task_delete, periodic_task_sync
+from inventory.models import Datastore
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +38,12 @@ def backup_schedule_task_name(datastore_id: int) -> str:
 
 
 def datastore_schedule_sync(*, datastore: Datastore) -> None:
-    """Bring beat's entries in step with the datastore's backup and drill schedules; call it after saving a
-    datastore.
+    """Bring beat's entry in step with the datastore's backup schedule; runs when a datastore is saved
+    (inventory.signals.datastore_configured; drills keep the drill schedule in step the same way).
 
     A new or changed schedule counts its runs from now (`backup_schedule_since`): fire times before it were not
     due, so they are never shown as missed.
     """
-    from drills.scheduling import drill_schedule_sync
-
-    drill_schedule_sync(datastore=datastore)  # the drill schedule is read in the same time zone
     name = backup_schedule_task_name(datastore.pk)
     before = PeriodicTask.objects.filter(name=name).values_list("crontab_id", "enabled").first()
     entry = periodic_task_sync(
@@ -63,9 +61,6 @@ def datastore_schedule_sync(*, datastore: Datastore) -> None:
 
 
 def datastore_schedule_delete(*, datastore_id: int) -> None:
-    from drills.scheduling import drill_schedule_delete
-
-    drill_schedule_delete(datastore_id=datastore_id)
     periodic_task_delete(name=backup_schedule_task_name(datastore_id))
 
 
@@ -164,3 +159,11 @@ def datastore_schedule_state(
         last_run=last_run,
         missed=_fires_without_run(schedule, datastore, last_run, before=now - grace),
     )
+
+
+def on_datastore_configured(sender: object, *, datastore: Datastore, **kwargs: object) -> None:
+    datastore_schedule_sync(datastore=datastore)
+
+
+def on_datastore_removed(sender: object, *, datastore_id: int, **kwargs: object) -> None:
+    datastore_schedule_delete(datastore_id=datastore_id)

@@ -12,9 +12,10 @@ from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment, ScheduledBackup
+from backups.models import BackupArtifact, BackupArtifactEvent, ScheduledBackup
 from backups.scheduling import ScheduleState, datastore_schedule_state
 from dr_console.history import PER_PAGE, Page, created_within_days, keyset_page
+from inventory.models import Datastore, Environment
 
 if TYPE_CHECKING:
     from drills.selectors import DatastoreDrillState
@@ -192,7 +193,8 @@ def backup_artifact_pinned(datastore: Datastore) -> list[BackupArtifact]:
 
 
 def backup_artifact_in_progress(artifact: BackupArtifact) -> bool:
-    """A backup that is being taken or verified: its row and status on the pages keep polling."""
+    """A backup that is being taken or verified (its summary says verifying from the request of a verification
+    to its end): its row and status on the pages keep polling."""
     return artifact.is_active or artifact.verification == BackupArtifact.Verification.VERIFYING
 
 

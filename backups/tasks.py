@@ -1,5 +1,6 @@
 """Thin Celery tasks: load by id, call a service. The job row is the truth, so a redelivered message is a
-no-op (the service claims the row first) and nothing here retries a backup behind the operator's back."""
+no-op (the service claims the row first) and nothing here retries a backup behind the operator's back.
+Beat's entries (dr_console/settings.py, CELERY_BEAT_SCHEDULE) run the periodic ones on the maintenance queue."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.conf import settings
 
 
 @shared_task(
-    acks_late=True,  # safe because backup_artifact_execute claims the row before doing anything
+    acks_late=True,  # safe because the job runner claims the row before doing anything
     soft_time_limit=settings.BACKUP_TIME_LIMIT,
     time_limit=settings.BACKUP_TIME_LIMIT + 120,
 )
@@ -25,24 +26,20 @@ def backup_artifact_execute_task(*, artifact_id: int) -> None:
     soft_time_limit=settings.BACKUP_TIME_LIMIT,
     time_limit=settings.BACKUP_TIME_LIMIT + 120,
 )
-def backup_artifact_verify_task(*, artifact_id: int) -> None:
-    from backups.services import backup_artifact_verify
+def backup_verification_execute_task(*, verification_id: int) -> None:
+    from backups.verification import backup_verification_execute
 
-    backup_artifact_verify(artifact_id=artifact_id)
+    backup_verification_execute(verification_id=verification_id)
 
 
 @shared_task(ignore_result=True, soft_time_limit=300, time_limit=360)
-def jobs_reap_stale_task() -> None:
-    """Periodic (beat): fail jobs whose worker died (backups, restores, reprocess batches), expire stale restore
-    requests, release their locks."""
+def backup_artifacts_reap_task() -> None:
+    """Periodic: end backups and verifications whose worker died or whose message was lost."""
     from backups.services import backup_artifacts_reap_stale
-    from reprocess.services import reprocess_batches_reap_stale
-    from restores.services import restore_runs_expire, restore_runs_reap_stale
+    from backups.verification import backup_verifications_reap_stale
 
-    reprocess_batches_reap_stale()
-    restore_runs_reap_stale()
-    restore_runs_expire()
-    backup_artifacts_reap_stale()  # last: it also releases the target locks of the jobs failed above
+    backup_artifacts_reap_stale()
+    backup_verifications_reap_stale()
 
 
 @shared_task(bind=True, ignore_result=True, soft_time_limit=60, time_limit=90)
@@ -55,7 +52,7 @@ def backup_scheduled_task(self: Any, *, datastore_id: int) -> None:
 
 @shared_task(ignore_result=True, soft_time_limit=1800, time_limit=1900)
 def retention_apply_task() -> None:
-    """Periodic (beat): expire the backups each datastore's retention policy does not keep."""
+    """Periodic: expire the backups each datastore's retention policy does not keep."""
     from backups.retention import retention_apply_all
 
     retention_apply_all()

@@ -8,7 +8,7 @@ stops htmx polling.
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -25,7 +25,7 @@ from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect, push
 
 from backups import selectors
 from backups.forms import BackupArtifactFilterForm, RetentionPolicyForm
-from backups.models import BackupArtifact, Datastore
+from backups.models import BackupArtifact, BackupVerification
 from backups.retention import (
     PIN_PERM,
     POLICY_PERM,
@@ -36,15 +36,18 @@ from backups.retention import (
     datastore_retention_save,
     retention_preview,
 )
-from backups.services import BackupRefused, BrokerUnavailable, backup_artifact_request, backup_artifact_verify_request
+from backups.services import BackupRefused, backup_artifact_request
+from backups.verification import VerificationRefused, backup_verification_request
 from dr_console.http import HtmxRequest, client_ip, partial_wanted
+from dr_console.jobs import BrokerUnavailable
 from drills.selectors import drill_run_recent
+from inventory.models import Datastore
 
-VIEW_PERMS = ("backups.view_datastore", "backups.view_backupartifact")
+VIEW_PERMS = ("inventory.view_datastore", "backups.view_backupartifact")
 START_PERM = "backups.add_backupartifact"  # operators: start backups and verifications
 PAGE_SIZE = 50
-# After "Verify", the status keeps polling until a worker has verified the backup, or this long at most.
-VERIFY_WAIT = timedelta(minutes=5)
+# A verification still waiting for a worker after this long gets a hint on its page.
+VERIFY_WAIT = timedelta(minutes=2)
 
 
 def _next_url(request: HtmxRequest, default: str) -> str:
@@ -245,39 +248,27 @@ def artifact_status(request: HtmxRequest, pk: int) -> HttpResponse:
     verification has not started yet). When the job has ended: 286, and the page reloads to show everything the
     job recorded."""
     artifact = get_object_or_404(BackupArtifact.objects.select_related("datastore"), pk=pk)
-    requested_at = _timestamp(request.GET.get("verify_requested", ""))
-    context = _status_context(artifact, requested_at)
-    if context["in_progress"] or context["verify_waiting"]:
+    context = _status_context(artifact)
+    if context["in_progress"]:
         return render(request, "backups/partials/artifact_status.html", context)
     response = render(request, "backups/partials/artifact_status.html", context, status=HTMX_STOP_POLLING)
-    if not context["verify_stalled"]:
-        response["HX-Refresh"] = "true"
+    response["HX-Refresh"] = "true"
     return response
 
 
-def _status_context(artifact: BackupArtifact, verify_requested: datetime | None) -> dict[str, Any]:
-    in_progress = selectors.backup_artifact_in_progress(artifact)
-    not_started = (
-        verify_requested is not None
-        and not in_progress
-        and artifact.status == BackupArtifact.Status.SUCCEEDED
-        and (artifact.verified_at is None or artifact.verified_at < verify_requested)
-    )
-    stalled = not_started and verify_requested is not None and timezone.now() - verify_requested > VERIFY_WAIT
+def _status_context(artifact: BackupArtifact) -> dict[str, Any]:
+    """The status box follows the backup's own job and its newest verification job, both rows with states."""
+    verification = artifact.verifications.order_by("-pk").first()
+    waiting = verification is not None and verification.status == BackupVerification.Status.QUEUED
+    since = timezone.now() - verification.created_at if verification is not None else timedelta(0)
     return {
         "artifact": artifact,
-        "in_progress": in_progress,
-        "verify_requested": verify_requested,
-        "verify_waiting": not_started and not stalled,
-        "verify_stalled": stalled,
+        "in_progress": selectors.backup_artifact_in_progress(artifact),
+        "verification_job": verification,
+        "verify_waiting": waiting,
+        # Still waiting after a while: say what to check (the reaper fails it if the broker lost its message).
+        "verify_stalled": waiting and since > VERIFY_WAIT,
     }
-
-
-def _timestamp(value: str) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(float(value), tz=timezone.get_current_timezone())
-    except (ValueError, OverflowError, OSError):
-        return None
 
 
 @require_POST
@@ -317,15 +308,15 @@ def artifact_verify(request: HtmxRequest, pk: int) -> HttpResponse:
     """Verify again: queue a job that re-reads the stored file. With htmx the answer is the status box, which
     polls until a worker has done it."""
     artifact = get_object_or_404(BackupArtifact.objects.select_related("datastore"), pk=pk)
-    requested_at = timezone.now()
     try:
-        backup_artifact_verify_request(artifact=artifact, requested_by=request.user, client_ip=client_ip(request))
-    except (BackupRefused, BrokerUnavailable) as exc:
+        backup_verification_request(artifact=artifact, requested_by=request.user, client_ip=client_ip(request))
+    except (VerificationRefused, BrokerUnavailable) as exc:
         ok, notice = False, _("Backup #%(id)s cannot be verified now: %(reason)s") % {"id": artifact.pk, "reason": exc}
     else:
         ok, notice = True, _("Verification of backup #%(id)s queued.") % {"id": artifact.pk}
     if request.htmx:
-        context = _status_context(artifact, requested_at if ok else None)
+        artifact.refresh_from_db()
+        context = _status_context(artifact)
         return render(request, "backups/partials/artifact_status.html", {**context, "notice": notice, "notice_ok": ok})
     messages.add_message(request, messages.SUCCESS if ok else messages.ERROR, notice)
     return redirect("backups:artifact_detail", pk=artifact.pk)

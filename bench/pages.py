@@ -69,8 +69,9 @@ def run(args: argparse.Namespace) -> None:
     from django.test.utils import override_settings, setup_test_environment
     from django.utils import timezone
 
-    from backups.models import BackupArtifact, Datastore, Environment
+    from backups.models import BackupArtifact
     from drills.models import DrillRun
+    from inventory.models import Datastore, Environment
 
     setup_test_environment()
     call_command("migrate", verbosity=0)

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace, connection: Any) -> None:
     from rq.job import Job
     from rq.registry import FailedJobRegistry
 
-    from backups.models import Datastore, Environment
+    from inventory.models import Datastore, Environment
     from queues import services
     from queues.selectors import environment_failed_jobs
 

@@ -219,8 +219,10 @@ def run(
     from django.contrib.auth.models import User
 
     from backups import redis_snapshot
-    from backups.models import BackupArtifact, Datastore, Environment
-    from backups.services import backup_artifact_execute, backup_artifact_request, backup_artifact_verify
+    from backups.models import BackupArtifact
+    from backups.services import backup_artifact_execute, backup_artifact_request
+    from backups.verification import backup_artifact_verify
+    from inventory.models import Datastore, Environment
     from restores.models import RestoreRun
     from restores.services import restore_run_execute, restore_run_request
 

@@ -96,7 +96,7 @@ def sequential_rate(url: str, items: int) -> float:
 
 
 def batch_run(url: str, items: int, concurrency: int) -> tuple[float, Any]:
-    from backups.models import Environment
+    from inventory.models import Environment
     from reprocess.models import ReprocessBatch
     from reprocess.services import reprocess_batch_create, reprocess_batch_execute, reprocess_batch_send
 

@@ -47,8 +47,8 @@ def check_database() -> CheckResult:
 
 
 def check_broker() -> CheckResult:
-    from backups.services import broker_label
     from dr_console.celery import app
+    from dr_console.jobs import broker_label
 
     try:
         with app.connection_for_write() as conn:

@@ -38,9 +38,10 @@ class DatastoreMetrics:
 
 def metrics_snapshot() -> tuple[list[DatastoreMetrics], dict[str, int]]:
     """Per-datastore figures and restore runs by state, in eight queries."""
-    from backups.models import BackupArtifact, Datastore
+    from backups.models import BackupArtifact
     from backups.selectors import backup_artifact_recovery_point
     from drills.models import DrillRun, ObjectiveBreach
+    from inventory.models import Datastore
     from restores.models import RestoreRun
 
     Status, Verification = BackupArtifact.Status, BackupArtifact.Verification

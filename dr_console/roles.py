@@ -7,9 +7,10 @@ from typing import Any
 
 # Read everything the console records.
 VIEWER = [
-    "backups.view_environment",
-    "backups.view_datastore",
+    "inventory.view_environment",
+    "inventory.view_datastore",
     "backups.view_backupartifact",
+    "backups.view_backupverification",
     "restores.view_restorerun",
     "restores.view_restoreapproval",
     "audit.view_auditevent",
@@ -25,7 +26,7 @@ OPERATOR = [
     "restores.add_restorerun",
     "reprocess.add_reprocessbatch",
     "backups.pin_backupartifact",
-    "backups.change_datastore_retention",
+    "inventory.change_datastore_retention",
     "drills.add_drillrun",
     "queues.requeue_job",
 ]

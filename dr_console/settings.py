@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "django_celery_beat",  # beat's schedule lives in the database, editable while beat runs
     "dr_console",  # project-wide commands (runconsole)
     "audit",
+    "inventory",  # environments, datastores, target locks: the bottom of the app layers
     "backups",
     "restores",
     "drills",
@@ -183,6 +184,9 @@ DR_SCRATCH_DIR = env.str("DR_SCRATCH_DIR", default=str(VAR_DIR / "scratch"))
 BACKUP_DEFAULT_COMPRESSION = env_int("BACKUP_DEFAULT_COMPRESSION", default=1)  # chosen by bench/backup_overhead.py
 BACKUP_VERIFY_AFTER_DUMP = env_flag("BACKUP_VERIFY_AFTER_DUMP", default=True)
 BACKUP_TIME_LIMIT = env_int("BACKUP_TIME_LIMIT", default=6 * 3600)  # seconds
+# How long a backup waits for a table another session holds locked (pg_dump --lock-wait-timeout) before it fails,
+# naming the table, instead of hanging until BACKUP_TIME_LIMIT.
+BACKUP_LOCK_WAIT_TIMEOUT = env_int("BACKUP_LOCK_WAIT_TIMEOUT", default=300)
 RESTORE_TIME_LIMIT = env_int("RESTORE_TIME_LIMIT", default=6 * 3600)
 RESTORE_JOBS = env_int("RESTORE_JOBS", default=2)
 JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", default=15)
@@ -252,20 +256,44 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
-# Per-datastore schedules are PeriodicTask rows (dr_console/schedules.py); the entries below are synced into the
-# same table when beat starts.
+# Two queues. "celery" (the default) carries the jobs, which may run for hours; "maintenance" carries the short
+# periodic tasks (reapers, expiry, schedule firings, retention, objectives), with a worker of its own, so that two
+# six-hour dumps never starve the reaper or the schedules. `make run`, `runconsole` and docker-compose.yml start both.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+MAINTENANCE_QUEUE = "maintenance"
+_MAINTENANCE_TASKS = [
+    "inventory.tasks.target_locks_release_stale_task",
+    "backups.tasks.backup_artifacts_reap_task",
+    "backups.tasks.backup_scheduled_task",
+    "backups.tasks.retention_apply_task",
+    "restores.tasks.restore_runs_reap_task",
+    "drills.tasks.drill_runs_reap_stale_task",
+    "drills.tasks.drill_run_scheduled_task",
+    "drills.tasks.objectives_check_task",
+    "reprocess.tasks.reprocess_batches_reap_task",
+]
+CELERY_TASK_ROUTES = {name: {"queue": MAINTENANCE_QUEUE} for name in _MAINTENANCE_TASKS}
+# Each app owns its periodic tasks; this is the one list of them. Per-datastore schedules are PeriodicTask rows
+# (dr_console/schedules.py); the entries below are synced into the same table when beat starts.
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+_REAP_SECONDS = 60.0
 CELERY_BEAT_SCHEDULE = {
-    "reap-stale-jobs": {"task": "backups.tasks.jobs_reap_stale_task", "schedule": 60.0},
+    "reap-stale-backups": {"task": "backups.tasks.backup_artifacts_reap_task", "schedule": _REAP_SECONDS},
+    "reap-stale-restores": {"task": "restores.tasks.restore_runs_reap_task", "schedule": _REAP_SECONDS},
+    "reap-stale-drills": {"task": "drills.tasks.drill_runs_reap_stale_task", "schedule": _REAP_SECONDS},
+    "reap-stale-reprocess": {"task": "reprocess.tasks.reprocess_batches_reap_task", "schedule": _REAP_SECONDS},
+    # After the reapers above have ended the jobs whose worker died: their locks go once their processes have.
+    "release-stale-locks": {"task": "inventory.tasks.target_locks_release_stale_task", "schedule": _REAP_SECONDS},
     # Every datastore's retention policy; seconds between runs (RETENTION_INTERVAL_SECONDS, default hourly).
     "apply-retention": {
         "task": "backups.tasks.retention_apply_task",
         "schedule": float(env_int("RETENTION_INTERVAL_SECONDS", default=3600)),
     },
-    "reap-stale-drills": {"task": "drills.tasks.drill_runs_reap_stale_task", "schedule": 60.0},
     # Breaches are told once when they open and once when they close, however often this runs.
     "check-objectives": {"task": "drills.tasks.objectives_check_task", "schedule": 60.0},
 }
+for _entry in CELERY_BEAT_SCHEDULE.values():
+    _entry["options"] = {"queue": MAINTENANCE_QUEUE}
 # How long publishing a task may retry before the caller gets a clear "broker unreachable" error.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 

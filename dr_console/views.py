@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 
 from dr_console.health import readiness
 
-METRICS_VIEW_PERM = "backups.view_datastore"
+METRICS_VIEW_PERM = "inventory.view_datastore"
 
 
 @login_not_required

@@ -7,3 +7,11 @@ from django.utils.translation import gettext_lazy as _
 class DrillsConfig(AppConfig):
     name = "drills"
     verbose_name = _("Restore drills and objectives")
+
+    def ready(self) -> None:
+        from drills import scheduling
+        from inventory.signals import datastore_configured, datastore_removed
+
+        # Keep beat's drill schedule in step with the inventory (which imports nothing above it).
+        datastore_configured.connect(scheduling.on_datastore_configured, dispatch_uid="drills-schedule")
+        datastore_removed.connect(scheduling.on_datastore_removed, dispatch_uid="drills-schedule")

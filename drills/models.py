@@ -5,8 +5,9 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
-from backups.models import BackupArtifact, Datastore
+from backups.models import BackupArtifact
 from dr_console.jobs import JobEvent, JobModel
+from inventory.models import Datastore
 
 
 class DrillRun(JobModel):
@@ -20,15 +21,17 @@ class DrillRun(JobModel):
         CHECKING = "checking", pgettext_lazy("drill", "Checking")
         SUCCEEDED = "succeeded", pgettext_lazy("drill", "Succeeded")
         FAILED = "failed", pgettext_lazy("drill", "Failed")
+        ERRORED = "errored", pgettext_lazy("drill", "Errored")  # a bug in the console; the traceback is in the log
         CANCELLED = "cancelled", pgettext_lazy("drill", "Cancelled")
 
     ACTIVE = frozenset({Status.QUEUED, Status.RUNNING, Status.CHECKING})
-    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.ERRORED, Status.CANCELLED})
     TRANSITIONS = {
-        Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.CANCELLED}),
-        Status.RUNNING: frozenset({Status.CHECKING, Status.FAILED, Status.CANCELLED}),
-        Status.CHECKING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}),
+        Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.ERRORED, Status.CANCELLED}),
+        Status.RUNNING: frozenset({Status.CHECKING, Status.FAILED, Status.ERRORED, Status.CANCELLED}),
+        Status.CHECKING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.ERRORED, Status.CANCELLED}),
     }
+    QUEUED_STATES = frozenset({Status.QUEUED})
     RUNNING_STATES = frozenset({Status.RUNNING, Status.CHECKING})
 
     datastore = models.ForeignKey(Datastore, models.PROTECT, related_name="drill_runs")

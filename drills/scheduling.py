@@ -3,8 +3,8 @@ scheduling module (dr_console/schedules.py), read in the datastore's schedule ti
 
 from __future__ import annotations
 
-from backups.models import Datastore
 from dr_console.schedules import periodic_task_delete, periodic_task_sync
+from inventory.models import Datastore
 
 DRILL_TASK = "drills.tasks.drill_run_scheduled_task"
 
@@ -26,3 +26,11 @@ def drill_schedule_sync(*, datastore: Datastore) -> None:
 
 def drill_schedule_delete(*, datastore_id: int) -> None:
     periodic_task_delete(name=drill_schedule_task_name(datastore_id))
+
+
+def on_datastore_configured(sender: object, *, datastore: Datastore, **kwargs: object) -> None:
+    drill_schedule_sync(datastore=datastore)
+
+
+def on_datastore_removed(sender: object, *, datastore_id: int, **kwargs: object) -> None:
+    drill_schedule_delete(datastore_id=datastore_id)

@@ -12,9 +12,10 @@ from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from backups.models import BackupArtifact, Datastore
+from backups.models import BackupArtifact
 from backups.selectors import iso
 from drills.models import DrillRun
+from inventory.models import Datastore
 
 
 def drill_run_summary(run: DrillRun) -> dict[str, Any]:

@@ -13,13 +13,11 @@ pg_restore and checks, plus the datastore's SQL probes.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -30,23 +28,24 @@ from django.utils.translation import pgettext_lazy
 from audit.models import AuditEvent
 from audit.services import audit_record
 from backups import artifacts
-from backups.models import BackupArtifact, Datastore
+from backups.models import BackupArtifact
 from backups.postgres import PgConnection, PostgresError, describe_exit, pg_connection_from_env
 from backups.selectors import RpoState
-from backups.services import BrokerUnavailable, JobFailed, job_enqueue
 from dr_console.jobs import (
-    IllegalTransition,
-    JobHeartbeat,
-    JobStopped,
-    job_claim,
-    job_fail,
-    job_heartbeat,
+    BrokerUnavailable,
+    JobContext,
+    JobFailed,
+    JobType,
+    job_cancel,
+    job_enqueue,
+    job_run,
     job_transition,
-    jobs_reap_stale,
+    jobs_reap,
 )
 from dr_console.notifications import alert_recipients, notify
 from drills.models import DrillRun, ObjectiveBreach
 from drills.selectors import RtoState
+from inventory.models import Datastore
 from restores import pg_restore as primitive
 
 if TYPE_CHECKING:
@@ -141,17 +140,14 @@ def drill_run_request(
 def _enqueue_drill(run_id: int) -> None:
     from drills.tasks import drill_run_execute_task
 
-    job_enqueue(drill_run_execute_task, DrillRun, pk=run_id, failed=Status.FAILED, run_id=run_id)
+    job_enqueue(drill_run_execute_task, DrillRun, pk=run_id, run_id=run_id)
 
 
 def drill_run_cancel(*, run_id: int, cancelled_by: User | None, client_ip: str | None = None) -> bool:
     """Cancel a queued or running drill. Its worker stops pg_restore within JOB_HEARTBEAT_SECONDS and drops the
     scratch database. False if the drill had already ended."""
     who = cancelled_by.get_username() if cancelled_by else "the console"
-    try:
-        cancelled = job_transition(DrillRun, pk=run_id, to=Status.CANCELLED, error=f"cancelled by {who}")
-    except IllegalTransition:
-        return False
+    cancelled = job_cancel(DRILL_JOB, pk=run_id, who=who)
     if cancelled:
         audit_record(
             action=AuditEvent.Action.DRILL_CANCELLED,
@@ -166,49 +162,8 @@ def drill_run_cancel(*, run_id: int, cancelled_by: User | None, client_ip: str |
 
 
 def drill_run_execute(*, run_id: int) -> None:
-    """Run a queued drill. Only the caller that wins QUEUED -> RUNNING works: a redelivered message does nothing."""
-    if not job_claim(
-        DrillRun,
-        pk=run_id,
-        to=Status.RUNNING,
-        label=f"drill #{run_id}",
-        fields={"started_at": timezone.now()},
-        event_message=f"started on {socket.gethostname()}",
-    ):
-        return
-    run = DrillRun.objects.select_related("datastore", "artifact").get(pk=run_id)
-    heartbeat = JobHeartbeat(
-        lambda: job_heartbeat(DrillRun, pk=run_id, running_states=DrillRun.RUNNING_STATES),
-        interval=settings.JOB_HEARTBEAT_SECONDS,
-    )
-    try:
-        with heartbeat:
-            _drill(run, heartbeat)
-    except JobStopped:
-        logger.info("drill #%s stopped: it was cancelled or reaped", run_id)
-    except (JobFailed, PostgresError) as exc:
-        _fail(run_id, str(exc), getattr(exc, "stderr_tail", ""))
-    except SoftTimeLimitExceeded:
-        _fail(run_id, f"time limit of {settings.RESTORE_TIME_LIMIT} s reached; pg_restore was stopped")
-    except Exception as exc:
-        logger.exception("drill #%s failed unexpectedly", run_id)
-        _fail(run_id, f"internal error: {type(exc).__name__}: {exc}")
-    _finished(run_id)
-
-
-def _fail(run_id: int, message: str, stderr_tail: str = "") -> None:
-    fields: dict[str, Any] = {"stderr_tail": stderr_tail} if stderr_tail else {}
-    job_fail(DrillRun, pk=run_id, to=Status.FAILED, label=f"drill #{run_id}", error=message, **fields)
-
-
-def _advance(run_id: int, to: str, fields: dict[str, Any] | None = None) -> None:
-    """Move the drill on; if it was cancelled (or reaped) meanwhile, stop."""
-    try:
-        moved = job_transition(DrillRun, pk=run_id, to=to, fields=fields)
-    except IllegalTransition:
-        moved = False
-    if not moved:
-        raise JobStopped
+    """Run a queued drill (the job framework's runner): a redelivered message does nothing."""
+    job_run(DRILL_JOB, pk=run_id)
 
 
 def scratch_database_name(run_id: int) -> str:
@@ -216,12 +171,13 @@ def scratch_database_name(run_id: int) -> str:
     return f"{SCRATCH_PREFIX}{run_id}_{uuid.uuid4().hex[:8]}"
 
 
-def _drill(run: DrillRun, heartbeat: JobHeartbeat) -> None:
+def _drill(ctx: JobContext) -> None:
     """1. Preflight (pg_restore reads the archive, room for a copy, the drill server answers).
     2. Name the scratch database on the row before creating it (the reaper drops it if this worker dies).
     3. Restore into it, timing fetch + CREATE DATABASE + pg_restore: the measured RTO.
     4. CHECKING: SELECT 1, SELECT now(), row counts against the dump's, the datastore's probes.
     5. Drop the scratch database whatever happened, and record whether that worked."""
+    run = DrillRun.objects.select_related("datastore", "artifact").get(pk=ctx.pk)
     artifact = run.artifact
     if artifact is None or artifact.status != BackupArtifact.Status.SUCCEEDED:
         raise JobFailed("the backup this drill was requested for is no longer a succeeded backup")
@@ -231,13 +187,13 @@ def _drill(run: DrillRun, heartbeat: JobHeartbeat) -> None:
     DrillRun.objects.filter(pk=run.pk).update(scratch_database=name)
     database = server.with_dbname(name)
     try:
-        rto, exit_code, stderr_tail = _restore_timed(artifact, server, database, pg_restore, archive_major, heartbeat)
-        heartbeat.check()
+        rto, exit_code, stderr_tail = _restore_timed(artifact, server, database, pg_restore, archive_major, ctx)
+        ctx.check()
         DrillRun.objects.filter(pk=run.pk).update(exit_code=exit_code, stderr_tail=stderr_tail)
         if exit_code != 0:
             summary = primitive.restore_error_summary(stderr_tail)
             raise JobFailed(f"{describe_exit('pg_restore', exit_code)}: {summary}", stderr_tail)
-        _advance(run.pk, Status.CHECKING, fields={"rto": rto})
+        ctx.advance(Status.CHECKING, rto=rto)
         checks = primitive.run_checks(database, artifact.row_counts)
         checks += primitive.run_probes(database, run.datastore.drill_probe_list)
         DrillRun.objects.filter(pk=run.pk).update(checks=checks)
@@ -246,7 +202,6 @@ def _drill(run: DrillRun, heartbeat: JobHeartbeat) -> None:
             raise JobFailed("check failed: " + "; ".join(f"{c['name']}: {c['detail']}" for c in failed))
     finally:
         _drop_scratch(run.pk, server, name)
-    _advance(run.pk, Status.SUCCEEDED)
 
 
 def _restore_timed(
@@ -255,7 +210,7 @@ def _restore_timed(
     database: PgConnection,
     pg_restore: str,
     archive_major: int,
-    heartbeat: JobHeartbeat,
+    ctx: JobContext,
 ) -> tuple[timedelta, int, str]:
     started = time.monotonic()
     with artifacts.local_copy(artifact.storage_key) as (path, digest):
@@ -264,7 +219,7 @@ def _restore_timed(
                 f"checksum mismatch: the stored file hashes to {digest}, backup #{artifact.pk} recorded "
                 f"{artifact.sha256}; nothing was restored"
             )
-        heartbeat.check()
+        ctx.check()
         primitive.create_database(server, database.dbname, archive_major)
         exit_code, stderr_tail = primitive.pg_restore_run(
             pg_restore=pg_restore,
@@ -272,7 +227,6 @@ def _restore_timed(
             path=path,
             jobs=settings.RESTORE_JOBS,
             no_owner=True,  # the drill server need not have the source's roles; ownership is not what is proven
-            heartbeat=heartbeat,
         )
     return timedelta(seconds=time.monotonic() - started), exit_code, stderr_tail
 
@@ -299,7 +253,7 @@ def _finished(run_id: int) -> None:
             "checks": [{"name": c["name"], "ok": c["ok"]} for c in run.checks],
         },
     )
-    if run.status == Status.FAILED:
+    if run.status in (Status.FAILED, Status.ERRORED):
         drill_run_notify_failed(run)
 
 
@@ -322,19 +276,26 @@ def drill_run_notify_failed(run: DrillRun) -> None:
     )
 
 
+DRILL_JOB = JobType(
+    name="drill",
+    model=DrillRun,
+    work=_drill,
+    running=Status.RUNNING,
+    time_limit=lambda: settings.RESTORE_TIME_LIMIT,
+    time_limit_message="time limit of {seconds} s reached; pg_restore was stopped",
+    stale_message="worker lost: the drill did not finish",
+    lost_message="the broker lost the message that hands this drill to a worker; nothing was restored",
+    on_finished=_finished,
+)
+
+
 # --- reaping --------------------------------------------------------------------------------------------------------
 
 
 def drill_runs_reap_stale() -> int:
     """Fail drills whose worker stopped heartbeating, then drop every scratch database a drill left behind (a
     worker killed outright, or a server that was unreachable when the drill ended). Returns how many it failed."""
-    reaped = jobs_reap_stale(
-        DrillRun,
-        running_states=DrillRun.RUNNING_STATES,
-        to=Status.FAILED,
-        error="worker lost: the drill did not finish",
-        on_reaped=_finished,
-    )
+    reaped = jobs_reap(DRILL_JOB)
     leftovers = DrillRun.objects.filter(status__in=DrillRun.TERMINAL, scratch_database__startswith=SCRATCH_PREFIX)
     for run_id, url_env, name in leftovers.exclude(scratch_dropped=True).values_list(
         "pk", "server_url_env", "scratch_database"

@@ -10,10 +10,10 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from backups.models import Datastore
-from backups.services import BrokerUnavailable
 from dr_console.http import HtmxRequest, client_ip
+from dr_console.jobs import BrokerUnavailable
 from drills.services import DrillRefused, drill_run_request
+from inventory.models import Datastore
 
 START_PERM = "drills.add_drillrun"
 

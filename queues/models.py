@@ -6,7 +6,7 @@ from django.utils.translation import gettext_lazy as _
 
 class RqQueue(models.Model):
     """No table: the RQ queues live in the application's Redis. This model only carries the permission to requeue
-    their failed jobs (reading them needs backups.view_datastore, like every other page about a datastore)."""
+    their failed jobs (reading them needs inventory.view_datastore, like every other page about a datastore)."""
 
     class Meta:
         managed = False

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import redis
 from django.utils.translation import gettext as _
 
-from backups.models import Environment
+from inventory.models import Environment
 
 CONNECT_TIMEOUT = 3  # seconds; a page must say "unreachable" quickly, not hang
 READ_TIMEOUT = 5

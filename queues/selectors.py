@@ -24,7 +24,7 @@ from rq.registry import (
 from rq.results import Result
 from rq.worker import WorkerStatus
 
-from backups.models import Environment
+from inventory.models import Environment
 from queues.rqclient import InspectionSerializer, environment_redis
 
 JOB_PAGE_SIZE = 25

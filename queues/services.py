@@ -11,7 +11,7 @@ from rq.registry import FailedJobRegistry
 
 from audit.models import AuditEvent
 from audit.services import audit_record
-from backups.models import Environment
+from inventory.models import Environment
 from queues.rqclient import OpaqueSerializer, environment_redis
 
 # "Requeue all" moves at most this many jobs per click, so a web request stays a few seconds however many failed

@@ -1,5 +1,5 @@
 """The RQ queue pages: environments with a queue Redis, one environment's queues and workers, a page of jobs of a
-queue or registry; and the POSTs that requeue failed jobs. Reading needs backups.view_datastore (every role);
+queue or registry; and the POSTs that requeue failed jobs. Reading needs inventory.view_datastore (every role);
 requeueing needs queues.requeue_job (operators), checked here on the server."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HTMX_STOP_POLLING, trigger_client_event
 
-from backups.models import Environment
 from dr_console.http import HtmxRequest, client_ip, partial_wanted
+from inventory.models import Environment
 from queues import selectors, services
 from queues.rqclient import QueueUnavailable, environment_redis, redis_error_reason
 
-VIEW_PERM = "backups.view_datastore"
+VIEW_PERM = "inventory.view_datastore"
 REQUEUE_PERM = "queues.requeue_job"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from backups.models import Environment
+from inventory.models import Environment
 from reprocess.models import ReprocessBatch, ReprocessItem
 
 Source = ReprocessBatch.Source

@@ -8,8 +8,8 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
-from backups.models import Environment
 from dr_console.jobs import JobEvent, JobModel
+from inventory.models import Environment
 
 
 class ReprocessBatch(JobModel):
@@ -22,6 +22,7 @@ class ReprocessBatch(JobModel):
         RUNNING = "running", pgettext_lazy("reprocess batch", "Running")
         SUCCEEDED = "succeeded", pgettext_lazy("reprocess batch", "Succeeded")  # every item accepted
         FAILED = "failed", pgettext_lazy("reprocess batch", "Failed")  # items not accepted, or could not run
+        ERRORED = "errored", pgettext_lazy("reprocess batch", "Errored")  # a bug in the console (see the log)
         CANCELLED = "cancelled", pgettext_lazy("reprocess batch", "Cancelled")
         DISCARDED = "discarded", pgettext_lazy("reprocess batch", "Discarded")  # a draft nobody sent
 
@@ -31,15 +32,17 @@ class ReprocessBatch(JobModel):
         FAILED_JOBS = "failed_jobs", _("Failed RQ jobs")
 
     ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
-    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.DISCARDED})
+    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.ERRORED, Status.CANCELLED, Status.DISCARDED})
     TRANSITIONS = {
         Status.DRAFT: frozenset({Status.QUEUED, Status.DISCARDED}),
-        Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.CANCELLED}),
-        Status.RUNNING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}),
+        Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.ERRORED, Status.CANCELLED}),
+        Status.RUNNING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.ERRORED, Status.CANCELLED}),
         # Sending again sends only what was not accepted.
         Status.FAILED: frozenset({Status.QUEUED}),
+        Status.ERRORED: frozenset({Status.QUEUED}),
         Status.CANCELLED: frozenset({Status.QUEUED}),
     }
+    QUEUED_STATES = frozenset({Status.QUEUED})
     RUNNING_STATES = frozenset({Status.RUNNING})
 
     environment = models.ForeignKey(
@@ -93,7 +96,7 @@ class ReprocessBatch(JobModel):
 
     @property
     def can_send(self) -> bool:
-        return self.status in (self.Status.DRAFT, self.Status.FAILED, self.Status.CANCELLED) and (
+        return self.status in (self.Status.DRAFT, self.Status.FAILED, self.Status.ERRORED, self.Status.CANCELLED) and (
             self.accepted < self.total
         )
 

@@ -11,8 +11,8 @@ import psycopg
 from django.conf import settings
 from django.utils.translation import gettext as _
 
-from backups.models import Environment
 from backups.postgres import PostgresError, first_line, pg_connection_from_env
+from inventory.models import Environment
 
 MAX_ID_LENGTH = 64
 MAX_LISTED_ERRORS = 20

@@ -9,7 +9,8 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
 
-from backups.models import BackupArtifact, Datastore
+from backups.models import BackupArtifact
+from inventory.models import Datastore
 from restores.models import RestoreRun
 from restores.redis_restore import KeyPatternError, key_matcher
 from restores.selectors import ACTIVE_FILTER, RestoreImpact, restore_impact, restore_target_datastores

@@ -4,8 +4,9 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from backups.models import BackupArtifact, Datastore
+from backups.models import BackupArtifact
 from dr_console.jobs import JobEvent, JobModel
+from inventory.models import Datastore
 
 
 class RestoreRun(JobModel):
@@ -19,7 +20,8 @@ class RestoreRun(JobModel):
         RUNNING = "running", _("Running")
         VERIFYING = "verifying", _("Verifying")
         SUCCEEDED = "succeeded", _("Succeeded")
-        FAILED = "failed", _("Failed")
+        FAILED = "failed", _("Failed")  # expected: a precondition, the tool or a check said no
+        ERRORED = "errored", _("Errored")  # unexpected: a bug in the console (the traceback is in the log)
         REJECTED = "rejected", _("Rejected")
         EXPIRED = "expired", _("Expired")
         CANCELLED = "cancelled", _("Cancelled")
@@ -32,16 +34,19 @@ class RestoreRun(JobModel):
     ACTIVE = frozenset(
         {Status.REQUESTED, Status.AWAITING_APPROVAL, Status.APPROVED, Status.QUEUED, Status.RUNNING, Status.VERIFYING}
     )
-    TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.EXPIRED, Status.CANCELLED})
+    TERMINAL = frozenset(
+        {Status.SUCCEEDED, Status.FAILED, Status.ERRORED, Status.REJECTED, Status.EXPIRED, Status.CANCELLED}
+    )
     # The one place that says what may follow what. Approval is a set of states, not a flag.
     TRANSITIONS = {
         Status.REQUESTED: frozenset({Status.AWAITING_APPROVAL, Status.QUEUED, Status.FAILED, Status.CANCELLED}),
         Status.AWAITING_APPROVAL: frozenset({Status.APPROVED, Status.REJECTED, Status.EXPIRED, Status.CANCELLED}),
         Status.APPROVED: frozenset({Status.QUEUED, Status.FAILED, Status.EXPIRED, Status.CANCELLED}),
-        Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.EXPIRED, Status.CANCELLED}),
-        Status.RUNNING: frozenset({Status.VERIFYING, Status.FAILED, Status.CANCELLED}),
-        Status.VERIFYING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}),
+        Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.ERRORED, Status.EXPIRED, Status.CANCELLED}),
+        Status.RUNNING: frozenset({Status.VERIFYING, Status.FAILED, Status.ERRORED, Status.CANCELLED}),
+        Status.VERIFYING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.ERRORED, Status.CANCELLED}),
     }
+    QUEUED_STATES = frozenset({Status.QUEUED})
     RUNNING_STATES = frozenset({Status.RUNNING, Status.VERIFYING})
     WAITING_STATES = frozenset({Status.REQUESTED, Status.AWAITING_APPROVAL, Status.APPROVED, Status.QUEUED})
 
@@ -84,6 +89,17 @@ class RestoreRun(JobModel):
         blank=True,
         related_name="+",
         help_text=_("The backup of the target taken just before this restore overwrote it."),
+    )
+    approved_at = models.DateTimeField(
+        _("approved at"),
+        null=True,
+        blank=True,
+        help_text=_("When the last approval it needed was given: the approval's time to live counts from here."),
+    )
+    database_created = models.BooleanField(
+        _("database created"),
+        default=False,
+        help_text=_("The run created its new database (and so drops it again if it fails, or the reaper does)."),
     )
     exit_code = models.IntegerField(_("exit code"), null=True, blank=True)
     checks = models.JSONField(

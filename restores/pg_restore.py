@@ -23,6 +23,7 @@ from backups.postgres import (
     PostgresError,
     count_rows,
     first_line,
+    pg_connection_from_env,
     pg_tool,
     read_tail,
     scratch_dir,
@@ -31,8 +32,8 @@ from backups.postgres import (
     stop_process,
     tool_version,
 )
-from backups.services import JobFailed
-from dr_console.jobs import JobHeartbeat
+from dr_console.jobs import JobContext, JobFailed, describe_exit
+from restores.models import RestoreRun
 
 if TYPE_CHECKING:
     from backups.models import BackupArtifact
@@ -114,18 +115,16 @@ def drop_database_quietly(target: PgConnection, name: str) -> bool:
         return False
 
 
-def pg_restore_run(
-    *, pg_restore: str, database: PgConnection, path: str, jobs: int, no_owner: bool, heartbeat: JobHeartbeat
-) -> tuple[int, str]:
+def pg_restore_run(*, pg_restore: str, database: PgConnection, path: str, jobs: int, no_owner: bool) -> tuple[int, str]:
     """Run pg_restore --clean --if-exists --jobs N from a seekable file. Returns (exit status, stderr tail).
-    A non-zero status (pg_restore's "errors ignored on restore" included) is the caller's failure to report."""
+    A non-zero status (pg_restore's "errors ignored on restore" included) is the caller's failure to report.
+    The job's runner stops pg_restore, and the workers it forked, when the row is cancelled or reaped."""
     args = [pg_restore, "--clean", "--if-exists", "--no-password", f"--jobs={jobs}"]
     if no_owner:
         args += ["--no-owner", "--no-privileges"]
     args += [f"--dbname={database.dbname}", path]  # the name only; host, user and password come via PG* and PGPASSFILE
     with database.subprocess_env() as env, tempfile.TemporaryFile() as stderr_file:
         proc = start_process(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr_file)
-        heartbeat.on_stop(lambda: stop_process(proc))  # a cancel stops pg_restore and the workers it forked
         try:
             returncode = proc.wait()
         except BaseException:
@@ -202,3 +201,71 @@ def run_probes(database: PgConnection, probes: list[str]) -> list[dict[str, Any]
                 ok, detail = row[0] is True, f"returned {row[0]!r}"
             checks.append({"name": f"probe: {probe}", "ok": ok, "detail": detail})
     return checks
+
+
+# --- the restore of a PostgreSQL backup (restores.methods) ---------------------------------------------------------
+
+
+def pg_restore_execute(run: RestoreRun, ctx: JobContext) -> None:
+    """Preconditions first, each with its own message; then the safety backup, pg_restore and the checks.
+    A new database this run created is dropped again if the run fails (or, if its worker dies, by the reaper),
+    so a retry can use the same name."""
+    from restores import steps
+
+    steps.check_artifact_unchanged(run)
+    artifact = run.artifact
+    target = pg_connection_from_env(run.target_datastore.url_env)
+    pg_restore, major = restore_preflight(artifact, target)
+
+    database = target
+    created = False
+    try:
+        with artifacts.local_copy(artifact.storage_key) as (path, digest):
+            if digest != run.artifact_sha256:
+                raise steps.checksum_mismatch(digest, run)
+            ctx.check()
+            if run.target_kind == RestoreRun.TargetKind.NEW_DATABASE:
+                database = target.with_dbname(run.new_database_name)
+                create_database(target, run.new_database_name, major)
+                created = True
+                ctx.update(database_created=True)
+            elif run.target_datastore.environment.takes_safety_backup:
+                steps.take_safety_backup(run)
+                ctx.check()
+            exit_code, stderr_tail = pg_restore_run(
+                pg_restore=pg_restore,
+                database=database,
+                path=path,
+                jobs=int(run.options.get("jobs", 1)),
+                no_owner=bool(run.options.get("no_owner")),
+            )
+        ctx.check()
+        ctx.update(exit_code=exit_code, stderr_tail=stderr_tail)
+        if exit_code != 0:
+            summary = restore_error_summary(stderr_tail)
+            raise JobFailed(f"{describe_exit('pg_restore', exit_code)}: {summary}", stderr_tail)
+        ctx.advance(RestoreRun.Status.VERIFYING)
+        steps.record_checks(run, run_checks(database, run.artifact.row_counts))
+    except BaseException as exc:
+        if created:
+            dropped = drop_database_quietly(target, run.new_database_name)
+            if dropped:
+                ctx.update(database_created=False)
+            if dropped and isinstance(exc, JobFailed):
+                raise JobFailed(
+                    f"{exc} (the new database {run.new_database_name} was dropped)", exc.stderr_tail
+                ) from None
+        raise
+
+
+def pg_restore_reaped(run: RestoreRun) -> None:
+    """A restore whose worker died: drop the new database it created (it is not a restore anyone can use)."""
+    if not run.database_created:
+        return
+    try:
+        target = pg_connection_from_env(run.target_datastore.url_env)
+    except PostgresError as exc:
+        logger.warning("restore #%s: cannot drop database %s: %s", run.pk, run.new_database_name, exc)
+        return
+    if drop_database_quietly(target, run.new_database_name):
+        RestoreRun.objects.filter(pk=run.pk).update(database_created=False)

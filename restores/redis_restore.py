@@ -22,9 +22,26 @@ from itertools import islice
 from typing import Any
 
 import redis
+from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 
-from backups.redis_snapshot import NO_EXPIRY, SnapshotReader, SnapshotRecord, pipelined, server_time_ms
+from backups import artifacts
+from backups.models import BackupArtifact
+from backups.redis_snapshot import (
+    NO_EXPIRY,
+    RedisDatastoreError,
+    RedisTarget,
+    SnapshotCorrupt,
+    SnapshotReader,
+    SnapshotRecord,
+    pipelined,
+    redis_target_from_env,
+    server_time_ms,
+    version_tuple,
+)
+from dr_console.jobs import JobContext, JobFailed
+from inventory.services import DatastoreRefused, datastore_check_not_broker
+from restores.models import RestoreRun
 
 BATCH = 1000
 SAMPLE = 10  # key names quoted in a message
@@ -312,3 +329,90 @@ def redis_checks(
         }
     )
     return checks
+
+
+# --- the restore of a Redis backup (restores.methods) ------------------------------------------------------------
+
+
+def redis_restore_execute(run: RestoreRun, ctx: JobContext) -> None:
+    """Preconditions first (the target answers, is not the console's broker, runs a Redis at least as new as the
+    source, has room); then a read of the whole file (its sha256, and conflicts unless replacing) before anything
+    is written; the safety backup; RESTORE of every matching key; the checks."""
+    from restores import steps
+
+    steps.check_artifact_unchanged(run)
+    artifact, datastore = run.artifact, run.target_datastore
+    try:
+        datastore_check_not_broker(datastore)
+    except DatastoreRefused as exc:
+        raise JobFailed(f"{exc}; nothing was restored") from None
+    target = redis_target_from_env(datastore.url_env)
+    replace = bool(run.options.get("replace"))
+    match = key_matcher(str(run.options.get("key_pattern") or ""))
+    client = target.client()
+    writing = False
+    try:
+        with client:
+            empty = _check_redis_can_take(client, target, artifact)
+            preflight = redis_preflight(
+                client,
+                artifacts.iter_chunks(artifact.storage_key),
+                match=match,
+                check_conflicts=not replace and not empty,
+                checkpoint=ctx.check,
+            )
+            if preflight.sha256 != run.artifact_sha256:
+                raise steps.checksum_mismatch(preflight.sha256, run)
+            if preflight.conflicts.count:
+                raise JobFailed(
+                    f"{preflight.conflicts.count} keys of the backup already exist in {datastore.name}: "
+                    f"{preflight.conflicts.named()}; nothing was restored. Restore with “replace existing keys” "
+                    "to overwrite them, or with a key pattern that leaves them out"
+                )
+            if datastore.environment.takes_safety_backup:
+                steps.take_safety_backup(run)
+                ctx.check()
+            writing = True
+            result = redis_restore(client, _records(artifact), match=match, replace=replace, checkpoint=ctx.check)
+            ctx.check()
+            ctx.update(stderr_tail=result.summary())
+            ctx.advance(RestoreRun.Status.VERIFYING)
+            checks = redis_checks(client, _records(artifact), match=match, result=result, target_label=datastore.name)
+            steps.record_checks(run, checks)
+    except SnapshotCorrupt as exc:
+        partly = "; the target may be partly restored" if writing else "; nothing was restored"
+        raise JobFailed(f"the backup file is corrupt: {exc}{partly}") from None
+    except redis.RedisError as exc:
+        partly = "; the target may be partly restored" if writing else "; nothing was restored"
+        raise RedisDatastoreError(f"{target.error('the restore failed', exc)}{partly}") from None
+
+
+def _records(artifact: BackupArtifact) -> Iterator[SnapshotRecord]:
+    return SnapshotReader(artifacts.iter_chunks(artifact.storage_key)).records()
+
+
+def _check_redis_can_take(client: redis.Redis, target: RedisTarget, artifact: BackupArtifact) -> bool:
+    """The target answers, its RESTORE can read the source's payloads, and it has at least the snapshot's size of
+    memory to spare (a lower bound: keys take more room in memory than serialized). Returns whether it is empty."""
+    try:
+        client.ping()
+        info = client.info()
+        size = client.dbsize()
+    except redis.RedisError as exc:
+        raise target.error("cannot reach the target Redis; nothing was restored", exc) from None
+    source = version_tuple(artifact.server_version)
+    found = version_tuple(str(info.get("redis_version", "")))
+    if found < source:
+        raise JobFailed(
+            f"the target {target.label} runs Redis {info.get('redis_version')}, older than the "
+            f"{artifact.server_version} the backup was taken from: its RESTORE cannot read newer payloads; "
+            "restore into a Redis at least as new"
+        )
+    limit = int(info.get("maxmemory") or 0) or int(info.get("total_system_memory") or 0)
+    free = limit - int(info.get("used_memory") or 0)
+    if limit and (artifact.size_bytes or 0) > free:
+        raise JobFailed(
+            f"the target {target.label} has {filesizeformat(max(free, 0))} of memory to spare, less than the "
+            f"{filesizeformat(artifact.size_bytes or 0)} of the snapshot; nothing was restored"
+        )
+    return size == 0

@@ -12,9 +12,10 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from backups.models import BackupArtifact, Datastore
+from backups.models import BackupArtifact
 from backups.selectors import iso
 from dr_console.history import PER_PAGE, Page, keyset_page
+from inventory.models import Datastore
 from restores.models import RestoreApproval, RestoreRun
 
 Status = RestoreRun.Status

@@ -1,5 +1,5 @@
 """Thin Celery tasks for restores. A restore is never retried automatically: not by Celery, not by a
-redelivered message (the service claims the run first)."""
+redelivered message (the job runner claims the run first)."""
 
 from __future__ import annotations
 
@@ -16,3 +16,12 @@ def restore_run_execute_task(*, run_id: int) -> None:
     from restores.services import restore_run_execute
 
     restore_run_execute(run_id=run_id)
+
+
+@shared_task(ignore_result=True, soft_time_limit=300, time_limit=360)
+def restore_runs_reap_task() -> None:
+    """Periodic: end restores whose worker died or whose message was lost; expire requests nobody launched."""
+    from restores.services import restore_runs_expire, restore_runs_reap_stale
+
+    restore_runs_reap_stale()
+    restore_runs_expire()

@@ -21,8 +21,8 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect, trigger_client_event
 
 from backups.models import BackupArtifact
-from backups.services import BrokerUnavailable
 from dr_console.http import HtmxRequest, client_ip
+from dr_console.jobs import BrokerUnavailable
 from restores import selectors, services
 from restores.forms import ApproveForm, RejectForm, RestoreRequestForm, RunFilterForm
 from restores.models import RestoreApproval, RestoreRun

@@ -363,7 +363,10 @@ def celery_worker_thread(settings: Any) -> Iterator[None]:
     from dr_console.celery import app
 
     redis.Redis.from_url(os.environ["CELERY_BROKER_URL"]).flushdb()  # only the tests' own broker database
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING"):
+    queues = ["celery", settings.MAINTENANCE_QUEUE]  # the jobs and the periodic tasks, as `make run` runs them
+    with start_worker(
+        app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING", queues=queues
+    ):
         yield
 
 

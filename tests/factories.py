@@ -5,7 +5,8 @@ from django.contrib.auth.models import User
 from factory.django import DjangoModelFactory
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact, Datastore, Environment
+from backups.models import BackupArtifact
+from inventory.models import Datastore, Environment
 from reprocess.models import ReprocessBatch, ReprocessItem
 from restores.models import RestoreRun
 

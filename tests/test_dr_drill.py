@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
-from backups.models import Datastore
+from inventory.models import Datastore
 from reprocess.models import ReprocessBatch
 from tests.conftest import SampleApp
 from tests.factories import DatastoreFactory, EnvironmentFactory

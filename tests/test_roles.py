@@ -22,7 +22,7 @@ def test_viewer_reads_but_changes_nothing() -> None:
     assert not viewer.has_perm("backups.add_backupartifact")
     assert not viewer.has_perm("restores.add_restorerun")
     assert not viewer.has_perm("restores.approve_restorerun")
-    assert viewer.has_perm("backups.view_datastore") and not viewer.has_perm("queues.requeue_job")
+    assert viewer.has_perm("inventory.view_datastore") and not viewer.has_perm("queues.requeue_job")
 
 
 def test_operator_starts_backups_and_requests_restores_but_does_not_approve() -> None:

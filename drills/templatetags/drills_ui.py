@@ -13,9 +13,9 @@ from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from backups.models import Datastore
 from backups.templatetags.backups_ui import badge, duration_short
 from drills.selectors import DatastoreDrillState, RtoState
+from inventory.models import Datastore
 
 register = template.Library()
 

@@ -33,13 +33,13 @@ def test_datastore_page_says_whether_the_url_is_set_but_never_shows_it(
     monkeypatch.setenv("SHOWN_DB_URL", "postgresql://app:Very-Secret-pw@db.internal:5432/app")
     datastore = DatastoreFactory(url_env="SHOWN_DB_URL")
     for url in (
-        reverse("admin:backups_datastore_changelist"),
-        reverse("admin:backups_datastore_change", args=[datastore.pk]),
+        reverse("admin:inventory_datastore_changelist"),
+        reverse("admin:inventory_datastore_change", args=[datastore.pk]),
     ):
         response = admin_client_logged_in.get(url)
         assert response.status_code == 200
         assert b"Very-Secret-pw" not in response.content and b"db.internal" not in response.content
-    assert b"SHOWN_DB_URL" in admin_client_logged_in.get(reverse("admin:backups_datastore_changelist")).content
+    assert b"SHOWN_DB_URL" in admin_client_logged_in.get(reverse("admin:inventory_datastore_changelist")).content
 
 
 def test_backup_history_is_read_only(admin_client_logged_in: Client) -> None:
@@ -65,7 +65,7 @@ def test_back_up_now_action_queues_a_backup_on_the_real_broker(admin_client_logg
     broker.delete("celery")
     datastore = DatastoreFactory(name="prod-db")
     response = admin_client_logged_in.post(
-        reverse("admin:backups_datastore_changelist"),
+        reverse("admin:inventory_datastore_changelist"),
         {"action": "back_up_now", "_selected_action": [datastore.pk]},
         follow=True,
     )
@@ -76,7 +76,7 @@ def test_back_up_now_action_queues_a_backup_on_the_real_broker(admin_client_logg
     broker.delete("celery")
 
     response = admin_client_logged_in.post(
-        reverse("admin:backups_datastore_changelist"),
+        reverse("admin:inventory_datastore_changelist"),
         {"action": "back_up_now", "_selected_action": [datastore.pk]},
         follow=True,
     )
@@ -92,12 +92,12 @@ def test_admin_refuses_a_redis_datastore_that_is_the_console_broker(
     monkeypatch.setenv("QUEUE_REDIS_URL", os.environ["CELERY_BROKER_URL"])
     environment = EnvironmentFactory(name="prod")
     response = admin_client_logged_in.post(
-        reverse("admin:backups_datastore_add"),
+        reverse("admin:inventory_datastore_add"),
         {"environment": environment.pk, "name": "prod-redis", "kind": "redis", "url_env": "QUEUE_REDIS_URL"},
     )
     assert response.status_code == 200
     assert "is the console&#x27;s own task broker" in response.content.decode()
-    from backups.models import Datastore
+    from inventory.models import Datastore
 
     assert not Datastore.objects.exists()
 
@@ -108,7 +108,7 @@ def test_back_up_now_is_audited_with_the_client_ip(admin_client_logged_in: Clien
 
     datastore = DatastoreFactory(name="prod-db")
     admin_client_logged_in.post(
-        reverse("admin:backups_datastore_changelist"),
+        reverse("admin:inventory_datastore_changelist"),
         {"action": "back_up_now", "_selected_action": [datastore.pk]},
         REMOTE_ADDR="10.1.2.3",
     )
@@ -121,7 +121,7 @@ def test_configuration_edited_in_the_admin_is_audited(admin_client_logged_in: Cl
     from audit.models import AuditEvent
 
     response = admin_client_logged_in.post(
-        reverse("admin:backups_environment_add"),
+        reverse("admin:inventory_environment_add"),
         {
             "name": "staging",
             "required_approvals": 1,

@@ -14,7 +14,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from backups.models import BackupArtifact, Datastore, Environment
+from backups.models import BackupArtifact
+from inventory.models import Datastore, Environment
 from tests.conftest import SourceDb, database_url, table_fingerprints
 from tests.factories import DatastoreFactory
 

@@ -13,8 +13,9 @@ from django.urls import reverse
 from pytest_django.asserts import assertTemplateUsed
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact, Datastore, ScheduledBackup
+from backups.models import BackupArtifact, ScheduledBackup
 from backups.scheduling import datastore_schedule_sync
+from inventory.models import Datastore
 from tests.factories import BackupArtifactFactory, DatastoreFactory, user_in_groups
 
 pytestmark = pytest.mark.django_db

@@ -12,9 +12,11 @@ import pytest
 import redis
 
 from backups import redis_snapshot
-from backups.models import BackupArtifact, Datastore
-from backups.services import backup_artifact_execute, backup_artifact_request, backup_artifact_verify
+from backups.models import BackupArtifact
+from backups.services import backup_artifact_execute, backup_artifact_request
+from backups.verification import backup_artifact_verify
 from dr_console.jobs import job_transition
+from inventory.models import Datastore
 from tests.conftest import AppRedis, redis_fill_all_types, start_thread, stored_files
 from tests.factories import DatastoreFactory
 

@@ -19,7 +19,7 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact, Datastore, ScheduledBackup
+from backups.models import BackupArtifact, ScheduledBackup
 from backups.scheduling import (
     backup_schedule_fire,
     backup_schedule_task_name,
@@ -27,6 +27,7 @@ from backups.scheduling import (
     datastore_schedule_sync,
 )
 from dr_console.celery import app as celery_app
+from inventory.models import Datastore
 from tests.conftest import SourceDb, wait_for
 from tests.factories import BackupArtifactFactory, DatastoreFactory
 
@@ -56,7 +57,7 @@ def test_beat_fires_the_scheduled_backup_at_its_local_time_on_a_real_worker(
         datastore = scheduled_datastore("0 3 * * *", "Europe/Madrid", url_env=source_db.url_env)
         scheduler = DatabaseScheduler(app=celery_app)
         try:
-            assert "reap-stale-jobs" in scheduler.schedule  # CELERY_BEAT_SCHEDULE's entries are there too
+            assert "reap-stale-backups" in scheduler.schedule  # CELERY_BEAT_SCHEDULE's entries are there too
             beat_ticks(scheduler)
             time.sleep(1)
             assert not ScheduledBackup.objects.exists()  # 02:59:5x in Madrid: not yet
@@ -239,7 +240,7 @@ def test_loadconfig_refuses_a_bad_schedule_and_applies_nothing(
 @pytest.mark.django_db
 def test_the_admin_saves_a_schedule_into_beat_and_refuses_a_bad_one(admin_client: Any) -> None:
     datastore = DatastoreFactory(name="prod-db")
-    url = f"/admin/backups/datastore/{datastore.pk}/change/"
+    url = f"/admin/inventory/datastore/{datastore.pk}/change/"
     form = {
         "environment": datastore.environment_id,
         "name": "prod-db",

@@ -18,9 +18,9 @@ from backups.services import (
     BackupRefused,
     backup_artifact_execute,
     backup_artifact_request,
-    backup_artifact_verify,
     backup_artifacts_reap_stale,
 )
+from backups.verification import backup_artifact_verify
 from dr_console.jobs import IllegalTransition, job_transition
 from tests.conftest import PasswordServer, SourceDb, start_thread, stored_files, table_fingerprints
 from tests.factories import BackupArtifactFactory, DatastoreFactory
@@ -352,12 +352,12 @@ def test_reaper_fails_a_backup_whose_worker_died_and_deletes_its_temporary_file(
 
 
 def test_a_redis_datastore_that_is_the_broker_is_refused(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
-    from backups.models import Datastore
-    from backups.services import datastore_check_not_broker
+    from inventory.models import Datastore
+    from inventory.services import DatastoreRefused, datastore_check_not_broker
 
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/15"
     monkeypatch.setenv("QUEUE_URL", "redis://localhost:6379/15")
-    with pytest.raises(BackupRefused, match="is the console's own task broker"):
+    with pytest.raises(DatastoreRefused, match="is the console's own task broker"):
         datastore_check_not_broker(DatastoreFactory.build(kind=Datastore.Kind.REDIS, url_env="QUEUE_URL"))
     monkeypatch.setenv("QUEUE_URL", "redis://localhost:6379/3")  # same server, another database: fine
     datastore_check_not_broker(DatastoreFactory.build(kind=Datastore.Kind.REDIS, url_env="QUEUE_URL"))

@@ -9,7 +9,8 @@ import pytest
 from django.core.files.storage import storages
 
 from backups.models import BackupArtifact
-from backups.services import backup_artifact_execute, backup_artifact_request, backup_artifact_verify
+from backups.services import backup_artifact_execute, backup_artifact_request
+from backups.verification import backup_artifact_verify
 from restores.models import RestoreRun
 from restores.services import restore_run_execute, restore_run_request
 from tests.conftest import SourceDb, database_url, table_fingerprints

@@ -17,8 +17,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact, BackupArtifactEvent, Datastore
+from backups.models import BackupArtifact, BackupArtifactEvent
 from backups.selectors import BackupArtifactFilters, RpoState, backup_artifact_page, datastore_dashboard_rows
+from inventory.models import Datastore
 from restores.models import RestoreRun
 from tests.factories import BackupArtifactFactory, DatastoreFactory, EnvironmentFactory, UserFactory, user_in_groups
 
@@ -197,14 +198,14 @@ def test_dashboard_without_datastores_says_how_to_add_one(client: Client):
     client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
     page = client.get(reverse("backups:dashboard")).content.decode()
     assert "No datastores yet." in page
-    assert reverse("admin:backups_datastore_add") in page
+    assert reverse("admin:inventory_datastore_add") in page
     assert "manage.py loadconfig" in page
 
 
 def test_dashboard_empty_state_for_a_viewer_has_no_admin_link(viewer_client: Client):
     page = viewer_client.get(reverse("backups:dashboard")).content.decode()
     assert "No datastores yet." in page and "manage.py loadconfig" in page
-    assert reverse("admin:backups_datastore_add") not in page
+    assert reverse("admin:inventory_datastore_add") not in page
 
 
 def test_dashboard_rows_judge_the_recovery_point_against_the_rpo_target():
@@ -289,7 +290,7 @@ def test_dashboard_query_count_does_not_grow_with_datastores_and_backups(
 
 
 def test_loadconfig_rpo_hours_sets_the_target_the_dashboard_uses():
-    from backups.config import ConfigError, config_apply
+    from inventory.config import ConfigError, config_apply
 
     EnvironmentFactory(name="prod")
     entry = {"name": "prod-db", "environment": "prod", "kind": "postgres", "url_env": "PROD_DATABASE_URL"}
@@ -730,6 +731,10 @@ def test_operator_verifies_and_the_job_reaches_the_real_broker(broker: Any):
 
 
 def test_verify_with_htmx_answers_with_a_status_box_that_waits_for_the_worker(operator_client: Client):
+    from backups.models import BackupVerification
+    from backups.verification import VERIFICATION_JOB
+    from dr_console.jobs import job_transition
+
     artifact = backup(verified_at=timezone.now() - timedelta(days=1))
     response = operator_client.post(reverse("backups:artifact_verify", args=[artifact.pk]), headers=HTMX)
     assert response.status_code == 200
@@ -738,24 +743,30 @@ def test_verify_with_htmx_answers_with_a_status_box_that_waits_for_the_worker(op
     assert f"Verification of backup #{artifact.pk} queued." in page
     assert "waiting for a worker to start it" in page
     assert reverse("backups:artifact_verify", args=[artifact.pk]) not in page  # no second click meanwhile
-    poll = response.context["verify_requested"]
-    status_url = reverse("backups:artifact_status", args=[artifact.pk]) + f"?verify_requested={int(poll.timestamp())}"
+    status_url = reverse("backups:artifact_status", args=[artifact.pk])
     assert f'hx-get="{status_url}"' in page
 
+    verification = BackupVerification.objects.get(artifact=artifact)
     assert operator_client.get(status_url, headers=HTMX).status_code == 200  # no worker yet: keep waiting
-    BackupArtifact.objects.filter(pk=artifact.pk).update(verification=Verification.VERIFYING)
-    assert operator_client.get(status_url, headers=HTMX).status_code == 200
-    BackupArtifact.objects.filter(pk=artifact.pk).update(verification=Verification.VERIFIED, verified_at=timezone.now())
+    job_transition(BackupVerification, pk=verification.pk, to=BackupVerification.Status.RUNNING)
+    running = operator_client.get(status_url, headers=HTMX)
+    assert running.status_code == 200 and "A worker is re-reading the stored file." in running.content.decode()
+    job_transition(BackupVerification, pk=verification.pk, to=BackupVerification.Status.VERIFIED)
+    VERIFICATION_JOB.on_finished(verification.pk)
     done = operator_client.get(status_url, headers=HTMX)
     assert done.status_code == 286 and done["HX-Refresh"] == "true"
+    assert BackupArtifact.objects.get(pk=artifact.pk).verification == Verification.VERIFIED
 
 
-def test_a_verification_no_worker_starts_stops_polling_with_a_hint(operator_client: Client):
+def test_a_verification_no_worker_starts_keeps_polling_with_a_hint(operator_client: Client):
+    from backups.models import BackupVerification
+    from backups.verification import backup_verification_request
+
     artifact = backup()
-    asked = int((timezone.now() - timedelta(minutes=6)).timestamp())
-    url = reverse("backups:artifact_status", args=[artifact.pk]) + f"?verify_requested={asked}"
-    response = operator_client.get(url, headers=HTMX)
-    assert response.status_code == 286 and "HX-Refresh" not in response
+    verification = backup_verification_request(artifact=artifact, trigger="test", enqueue=False)
+    BackupVerification.objects.filter(pk=verification.pk).update(created_at=timezone.now() - timedelta(minutes=6))
+    response = operator_client.get(reverse("backups:artifact_status", args=[artifact.pk]), headers=HTMX)
+    assert response.status_code == 200
     assert "Check that a worker is running" in response.content.decode()
 
 

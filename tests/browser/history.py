@@ -18,11 +18,12 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact, BackupArtifactEvent, Datastore, Environment, ScheduledBackup
-from backups.scheduling import datastore_schedule_sync
-from backups.services import artifact_storage_key
+from backups.artifacts import artifact_storage_key
+from backups.models import BackupArtifact, BackupArtifactEvent, ScheduledBackup
 from dr_console.schedules import cron_schedule_parse
 from drills.models import DrillRun, DrillRunEvent
+from inventory.models import Datastore, Environment
+from inventory.services import datastore_configured_notify as datastore_schedule_sync
 from restores.models import RestoreApproval, RestoreRun, RestoreRunEvent
 from tests.factories import (
     AuditEventFactory,

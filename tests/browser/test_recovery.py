@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 from rq import Queue
 from rq.registry import FailedJobRegistry
 
-from backups.models import Datastore
+from inventory.models import Datastore
 from sampleapp.config import QUEUE_NAME
 from tests.browser.conftest import JOB_TIMEOUT_MS, Console, Screenshots
 from tests.browser.pages import go_to, mark_page, number_in, row_with_cell, row_with_link, still_marked

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from backups.config import ConfigError, config_apply
-from backups.models import Datastore
+from inventory.config import ConfigError, config_apply
+from inventory.models import Datastore
 
 pytestmark = pytest.mark.django_db
 

@@ -16,9 +16,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact, Datastore
+from backups.models import BackupArtifact
 from drills.models import DrillRun, ObjectiveBreach
 from drills.services import objectives_check
+from inventory.models import Datastore
 from tests.conftest import HttpStub
 from tests.factories import BackupArtifactFactory, DatastoreFactory, user_in_groups
 

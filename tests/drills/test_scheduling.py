@@ -11,12 +11,13 @@ import time_machine
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
 
-from backups.models import Datastore
-from backups.scheduling import datastore_schedule_delete, datastore_schedule_sync
 from dr_console.celery import app as celery_app
 from drills.models import DrillRun
 from drills.scheduling import drill_schedule_task_name
 from drills.services import drill_run_scheduled
+from inventory.models import Datastore
+from inventory.services import datastore_configured_notify as datastore_schedule_sync
+from inventory.services import datastore_removed_notify as datastore_schedule_delete
 from tests.conftest import SourceDb, backup_taken, wait_for
 from tests.factories import DatastoreFactory
 
@@ -81,7 +82,7 @@ def test_a_scheduled_drill_while_one_runs_starts_nothing(django_capture_on_commi
 @pytest.mark.django_db
 def test_the_admin_saves_a_drill_schedule_into_beat_and_refuses_a_bad_one(admin_client: Any) -> None:
     datastore = DatastoreFactory()
-    url = f"/admin/backups/datastore/{datastore.pk}/change/"
+    url = f"/admin/inventory/datastore/{datastore.pk}/change/"
     form = admin_client.get(url).context["adminform"].form
     data = {name: form[name].value() for name in form.fields if form[name].value() is not None}
     data.update(drill_schedule="0 5 * * 7", drill_probes="SELECT true")

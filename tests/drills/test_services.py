@@ -239,7 +239,7 @@ def test_a_drill_stopped_by_its_time_limit_during_pg_restore_drops_its_scratch_d
 def test_a_drill_that_cannot_reach_the_broker_fails_at_once_and_says_why(
     source_db: SourceDb, broker_down: str, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from backups.services import BrokerUnavailable
+    from dr_console.jobs import BrokerUnavailable
 
     artifact = backup_taken(source_db.url_env)
     refused = pytest.raises(BrokerUnavailable, match="could not reach the task broker")

@@ -12,7 +12,7 @@ from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
 
-from backups.models import Datastore, Environment
+from inventory.models import Datastore, Environment
 from tests.conftest import AppRedis
 from tests.factories import DatastoreFactory, EnvironmentFactory
 from tests.queues import jobs

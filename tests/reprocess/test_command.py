@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from backups.models import Environment
+from inventory.models import Environment
 from reprocess.models import ReprocessBatch
 from tests.factories import EnvironmentFactory, user_in_groups
 from tests.reprocess.conftest import ReprocessStub

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from audit.models import AuditEvent
-from backups.models import Environment
+from inventory.models import Environment
 from reprocess.models import ReprocessBatch, ReprocessItem
 from reprocess.services import (
     ReprocessRefused,

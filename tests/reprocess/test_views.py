@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from audit.models import AuditEvent
-from backups.models import Environment
+from inventory.models import Environment
 from reprocess.models import ReprocessBatch, ReprocessItem
 from tests.factories import EnvironmentFactory, ReprocessBatchFactory, user_in_groups
 from tests.reprocess.conftest import ReprocessStub

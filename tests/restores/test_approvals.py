@@ -15,9 +15,10 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from audit.models import AppendOnlyError, AuditEvent
-from backups.models import BackupArtifact, Datastore, Environment
+from backups.models import BackupArtifact
 from backups.services import backup_artifact_execute, backup_artifact_request
 from dr_console.jobs import IllegalTransition, job_transition
+from inventory.models import Datastore, Environment
 from restores.models import RestoreRun
 from restores.services import (
     ApprovalRefused,
@@ -26,6 +27,7 @@ from restores.services import (
     restore_run_execute,
     restore_run_reject,
     restore_run_request,
+    restore_runs_expire,
 )
 from tests.conftest import HttpStub, SourceDb, table_fingerprints
 from tests.factories import APPROVER_PERMS, OPERATOR_PERMS, DatastoreFactory, EnvironmentFactory, user_with_perms
@@ -160,10 +162,32 @@ def test_a_queued_run_past_its_approval_window_expires_instead_of_running(
 ) -> None:
     run = request_in_place(backup, operator)
     restore_run_approve(run_id=run.pk, approver=approver, enqueue=False)
-    RestoreRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(hours=5))
+    RestoreRun.objects.filter(pk=run.pk).update(
+        created_at=timezone.now() - timedelta(hours=6), approved_at=timezone.now() - timedelta(hours=5)
+    )
     restore_run_execute(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == Status.EXPIRED and run.started_at is None
+    assert run.error == "not launched within 4 h of its approval; request it again"
+
+
+def test_a_run_approved_late_gets_the_whole_window_from_its_approval(
+    backup: BackupArtifact, operator: Any, approver: Any, source_db: SourceDb, settings: Any
+) -> None:
+    """Approved 3 h 59 min after the request, then queued behind busy workers for an hour: it still runs, because
+    the time to live counts from the approval once there is one."""
+    run = request_in_place(backup, operator)
+    RestoreRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(hours=3, minutes=59))
+    restore_run_approve(run_id=run.pk, approver=approver, enqueue=False)
+    RestoreRun.objects.filter(pk=run.pk).update(
+        created_at=timezone.now() - timedelta(hours=4, minutes=59),
+        approved_at=timezone.now() - timedelta(hours=1),
+    )
+    assert restore_runs_expire() == 0
+    restore_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == Status.SUCCEEDED, run.error
+    assert run.started_at is not None
 
 
 def test_illegal_transition_raises_and_changes_nothing(backup: BackupArtifact, operator: Any) -> None:
@@ -379,8 +403,8 @@ def test_no_room_for_the_temporary_copy_is_refused_before_anything_is_touched(
 
 
 def test_reaped_restore_releases_its_target_lock(backup: BackupArtifact, operator: Any) -> None:
-    from backups.models import TargetLock
-    from backups.services import backup_artifacts_reap_stale, target_lock_acquire
+    from inventory.locks import target_lock_acquire, target_locks_release_stale
+    from inventory.models import TargetLock
     from restores.services import restore_runs_reap_stale
 
     Environment.objects.filter(name="prod").update(protected=False)
@@ -392,11 +416,12 @@ def test_reaped_restore_releases_its_target_lock(backup: BackupArtifact, operato
         enqueue=False,
     )
     job_transition(RestoreRun, pk=run.pk, to=Status.RUNNING)
-    assert target_lock_acquire(target_key=run.target_key, holder=f"restore #{run.pk}") == ""
+    assert target_lock_acquire(target_key=run.target_key, holder=run) is None
     RestoreRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
 
+    assert target_locks_release_stale() == 0  # the run still says running: the job reaper ends it first
     assert restore_runs_reap_stale() == 1
-    backup_artifacts_reap_stale()
+    target_locks_release_stale()
 
     assert RestoreRun.objects.get(pk=run.pk).error == "worker lost: the target may be partly restored"
     assert not TargetLock.objects.exists()

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from backups import redis_snapshot
-from backups.models import BackupArtifact, Datastore
+from backups.models import BackupArtifact
 from backups.services import backup_artifact_execute, backup_artifact_request
+from inventory.models import Datastore
 from restores import redis_restore
 from restores.models import RestoreRun
 from restores.services import RestoreRefused, restore_run_cancel, restore_run_execute
@@ -188,7 +189,7 @@ def test_cancel_stops_a_running_redis_restore(
     run.refresh_from_db()
     assert run.status == Status.CANCELLED
     assert 0 < second_redis.client.dbsize() < 20_000
-    from backups.models import TargetLock
+    from inventory.models import TargetLock
 
     assert not TargetLock.objects.exists()
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import psutil
 import psycopg
 import pytest
+from django.utils import timezone
 
 from backups.models import BackupArtifact
 from restores.models import RestoreRun
@@ -140,22 +141,26 @@ def test_two_restores_into_one_target_never_run_together(backup: BackupArtifact,
     worker.join(timeout=60)
     first.refresh_from_db()
     assert first.status == Status.SUCCEEDED, first.error
-    from backups.models import TargetLock
+    from inventory.models import TargetLock
 
     assert not TargetLock.objects.exists()  # released
 
 
 def test_a_restore_waits_for_no_backup_it_fails_clearly_while_one_runs(backup: BackupArtifact) -> None:
-    from backups.services import datastore_target_key, target_lock_acquire, target_lock_release
+    from backups.models import BackupArtifact as Artifact
+    from backups.services import backup_artifact_request
+    from inventory.locks import datastore_target_key, target_lock_acquire, target_lock_release
 
+    running = backup_artifact_request(datastore=backup.datastore, trigger="test", enqueue=False)
+    Artifact.objects.filter(pk=running.pk).update(status=Artifact.Status.RUNNING, heartbeat_at=timezone.now())
     key = datastore_target_key(backup.datastore_id)
-    assert target_lock_acquire(target_key=key, holder="backup #999") == ""
+    assert target_lock_acquire(target_key=key, holder=running) is None
     try:
         run = restore(backup, target_kind=Kind.IN_PLACE)
     finally:
-        target_lock_release(target_key=key, holder="backup #999")
+        target_lock_release(target_key=key, holder=running)
     assert run.status == Status.FAILED
-    assert run.error.startswith("backup #999 is running against")
+    assert run.error.startswith(f"backup #{running.pk} is running against")
 
 
 def test_corrupt_or_failed_backups_cannot_be_restored(backup: BackupArtifact) -> None:

@@ -17,7 +17,8 @@ from django.urls import reverse
 from pytest_django.asserts import assertTemplateNotUsed, assertTemplateUsed
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact, Datastore, Environment
+from backups.models import BackupArtifact
+from inventory.models import Datastore, Environment
 from restores.models import RestoreApproval, RestoreRun
 from restores.selectors import restore_run_page
 from restores.services import restore_run_request

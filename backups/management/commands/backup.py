@@ -7,16 +7,13 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.template.defaultfilters import filesizeformat
 
-from backups.models import BackupArtifact, Datastore
+from backups.models import BackupArtifact
 from backups.selectors import backup_artifact_summary
-from backups.services import (
-    BackupRefused,
-    BrokerUnavailable,
-    backup_artifact_execute,
-    backup_artifact_request,
-    backup_artifact_verify,
-)
+from backups.services import BackupRefused, backup_artifact_execute, backup_artifact_request
+from backups.verification import backup_verification_execute, backup_verification_request
 from dr_console.cli import JobCommand, one_line, user_by_name
+from dr_console.jobs import BrokerUnavailable
+from inventory.models import Datastore
 
 
 def datastore_by_name(name: str) -> Datastore:
@@ -39,8 +36,12 @@ def describe_backup(artifact: BackupArtifact) -> str:
             f"{contents}, {artifact.duration_seconds or 0:.1f} s, "
             f"sha256 {artifact.sha256}, stored as {artifact.storage_key} (verification: {artifact.verification})"
         )
-    if artifact.status == BackupArtifact.Status.FAILED:
-        return f"backup #{artifact.pk} of {artifact.datastore.name} failed: {artifact.error}"
+    if artifact.status in (
+        BackupArtifact.Status.FAILED,
+        BackupArtifact.Status.ERRORED,
+        BackupArtifact.Status.CANCELLED,
+    ):
+        return f"backup #{artifact.pk} of {artifact.datastore.name} {artifact.status}: {artifact.error}"
     done = f", {filesizeformat(artifact.bytes_done)} written" if artifact.bytes_done else ""
     return f"backup #{artifact.pk} of {artifact.datastore.name} is {artifact.status}{done}"
 
@@ -77,7 +78,8 @@ class Command(JobCommand):
             backup_artifact_execute(artifact_id=artifact.pk, verify_after=False)
             artifact.refresh_from_db()
             if artifact.status == BackupArtifact.Status.SUCCEEDED:
-                backup_artifact_verify(artifact_id=artifact.pk)
+                verification = backup_verification_request(artifact=artifact, trigger=artifact.trigger, enqueue=False)
+                backup_verification_execute(verification_id=verification.pk)
         elif options["wait"]:
             self.warn_if_no_worker(options)
             self.wait_for(
@@ -88,7 +90,7 @@ class Command(JobCommand):
             )
         artifact = BackupArtifact.objects.select_related("datastore__environment").get(pk=artifact.pk)
         waited = options["wait"] or options["inline"]
-        failed = artifact.status == BackupArtifact.Status.FAILED
+        failed = artifact.status in (BackupArtifact.Status.FAILED, BackupArtifact.Status.ERRORED)
         self.finish(
             options,
             backup_artifact_summary(artifact),

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 from django.core.management.base import CommandParser
 
 from backups.management.commands.backup import datastore_by_name
-from backups.models import Datastore
 from backups.retention import RetentionPolicy, RetentionPreview, retention_apply, retention_preview
 from dr_console.cli import JobCommand, OneLineCommand
+from inventory.models import Datastore
 
 
 def describe_policy(policy: RetentionPolicy, timezone: str) -> str:

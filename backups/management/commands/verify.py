@@ -6,10 +6,11 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from backups.models import BackupArtifact
+from backups.models import BackupArtifact, BackupVerification
 from backups.selectors import backup_artifact_summary
-from backups.services import BackupRefused, BrokerUnavailable, backup_artifact_verify, backup_artifact_verify_request
+from backups.verification import VerificationRefused, backup_verification_execute, backup_verification_request
 from dr_console.cli import JobCommand, one_line, user_by_name
+from dr_console.jobs import BrokerUnavailable
 
 Verification = BackupArtifact.Verification
 
@@ -45,30 +46,25 @@ class Command(JobCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         artifact = artifact_by_id(options["artifact_id"])
-        before = artifact.verified_at
+        user = user_by_name(options["as_user"]) if options["as_user"] else None
         try:
-            if options["inline"]:
-                if artifact.status != BackupArtifact.Status.SUCCEEDED:
-                    raise BackupRefused(
-                        f"backup #{artifact.pk} is {artifact.status}; only a succeeded backup can be verified"
-                    )
-                backup_artifact_verify(artifact_id=artifact.pk)
-            else:
-                user = user_by_name(options["as_user"]) if options["as_user"] else None
-                backup_artifact_verify_request(
-                    artifact=artifact,
-                    requested_by=user,
-                    trigger=f"cli:{user.get_username()}" if user else self.trigger_label(),
-                )
-        except (BackupRefused, BrokerUnavailable) as exc:
+            verification = backup_verification_request(
+                artifact=artifact,
+                requested_by=user,
+                trigger=f"cli:{user.get_username()}" if user else self.trigger_label(),
+                enqueue=not options["inline"],
+            )
+        except (VerificationRefused, BrokerUnavailable) as exc:
             raise CommandError(one_line(exc)) from None
-        if options["wait"] and not options["inline"]:
+        if options["inline"]:
+            backup_verification_execute(verification_id=verification.pk)
+        elif options["wait"]:
             self.warn_if_no_worker(options)
             self.wait_for(
                 options,
-                load=lambda: BackupArtifact.objects.get(pk=artifact.pk),
-                done=lambda row: row.verified_at != before and row.verification != Verification.VERIFYING,
-                describe=describe_verification,
+                load=lambda: BackupVerification.objects.get(pk=verification.pk),
+                done=lambda row: row.is_finished,
+                describe=lambda row: describe_verification(artifact_by_id(artifact.pk)),
             )
         artifact = artifact_by_id(artifact.pk)
         waited = options["wait"] or options["inline"]

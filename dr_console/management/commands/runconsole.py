@@ -24,11 +24,14 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from backups.services import broker_label
+from dr_console.jobs import broker_label
 
 
 class Command(BaseCommand):
-    help = "Run the web console and a Celery worker for local use (what `make run` does)."
+    help = (
+        "Run the web console, a Celery worker for the jobs and one for the maintenance queue (with beat), for local "
+        "use (what `make run` does)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--addr", default="127.0.0.1:8000", help="Address for the web console.")
@@ -58,15 +61,23 @@ class Command(BaseCommand):
                 [python, manage, "runserver", options["addr"], "--noreload"], env=child_env
             ),
             "the Celery worker": subprocess.Popen(
+                [celery, "-A", "dr_console", "worker", "--loglevel=INFO", "--concurrency=2", "--hostname=jobs@%h"],
+                env=child_env,
+            ),
+            # Its own worker for the maintenance queue, so that long jobs on the one above never starve the
+            # reapers and the schedules; it also runs beat (the reapers, retention, every datastore's schedules).
+            "the maintenance worker": subprocess.Popen(
                 [
                     celery,
                     "-A",
                     "dr_console",
                     "worker",
-                    "--beat",  # the reaper, retention and every datastore's backup schedule
+                    f"--queues={settings.MAINTENANCE_QUEUE}",
+                    "--pool=solo",
+                    "--hostname=maintenance@%h",
+                    "--beat",
                     f"--scheduler={settings.CELERY_BEAT_SCHEDULER}",
                     "--loglevel=INFO",
-                    "--concurrency=2",
                 ],
                 env=child_env,
             ),
@@ -84,7 +95,7 @@ class Command(BaseCommand):
             name, failed = next((n, p) for n, p in named.items() if p.poll() is not None)
             self.stderr.write(f"{name} stopped (exit status {failed.returncode}); stopping the rest")
         except KeyboardInterrupt:
-            self.stdout.write("\nstopping the console and the worker...")
+            self.stdout.write("\nstopping the console and the workers...")
         finally:
             for process in processes:
                 if process.poll() is None:

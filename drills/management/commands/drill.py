@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from backups.management.commands.backup import datastore_by_name
-from backups.services import BrokerUnavailable
 from dr_console.cli import JobCommand, one_line, user_by_name
+from dr_console.jobs import BrokerUnavailable
 from drills.models import DrillRun
 from drills.selectors import drill_run_describe, drill_run_summary
 from drills.services import DrillRefused, drill_run_execute, drill_run_request

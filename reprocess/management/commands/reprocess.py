@@ -7,8 +7,8 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from backups.models import Environment
 from dr_console.cli import JobCommand, one_line, user_by_name
+from inventory.models import Environment
 from reprocess.models import ReprocessBatch
 from reprocess.services import (
     ReprocessRefused,

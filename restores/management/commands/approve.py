@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from backups.services import BrokerUnavailable
 from dr_console.cli import one_line, user_by_name
+from dr_console.jobs import BrokerUnavailable
 from restores.management.commands.restore import Command as RestoreCommand
 from restores.management.commands.restore import describe_restore
 from restores.models import RestoreRun

@@ -9,9 +9,9 @@ from django.core.management.base import CommandError, CommandParser
 
 from backups.management.commands.backup import datastore_by_name
 from backups.management.commands.verify import artifact_by_id
-from backups.models import Datastore
-from backups.services import BrokerUnavailable
 from dr_console.cli import JobCommand, one_line, user_by_name
+from dr_console.jobs import BrokerUnavailable
+from inventory.models import Datastore
 from restores.models import RestoreRun
 from restores.selectors import restore_run_summary
 from restores.services import RestoreRefused, restore_run_execute, restore_run_request

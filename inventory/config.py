@@ -18,8 +18,9 @@ from django.db import transaction
 
 from audit.models import AuditEvent
 from audit.services import audit_record
-from backups.models import Datastore, Environment
 from dr_console.schedules import DEFAULT_TIMEZONE
+from inventory.models import Datastore, Environment
+from inventory.services import DatastoreRefused, datastore_check_not_broker, datastore_configured_notify
 
 ENVIRONMENT_KEYS = {
     "protected": bool,
@@ -127,8 +128,6 @@ def _validate(
 def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") -> ConfigReport:
     """Check everything, then create or update in one transaction. Raises ConfigError and applies nothing
     if any entry is wrong."""
-    from backups.scheduling import datastore_schedule_sync
-    from backups.services import BackupRefused, datastore_check_not_broker
 
     errors: list[str] = []
     report = ConfigReport()
@@ -213,7 +212,7 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
         if store.kind == Datastore.Kind.REDIS and store.url_env:
             try:
                 datastore_check_not_broker(store)
-            except BackupRefused as exc:
+            except DatastoreRefused as exc:
                 errors.append(f"{where}: {exc}")
         planned_stores.append((store, env_name))
         if values.get("url_env") and not os.environ.get(values["url_env"]):
@@ -240,7 +239,7 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
             env = planned_envs.get(env_name) or Environment.objects.get(name=env_name)
             store.environment = env
             report.changes.append(_save(f"datastore {store.name}", store))
-            datastore_schedule_sync(datastore=store)
+            datastore_configured_notify(datastore=store)
         for name, env in planned_envs.items():
             for key, store_name in env_links[name].items():
                 setattr(env, key, Datastore.objects.get(name=store_name) if store_name else None)

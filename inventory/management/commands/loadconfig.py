@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from backups.config import ConfigError, config_load_file
 from dr_console.cli import JobCommand, OneLineCommand
+from inventory.config import ConfigError, config_load_file
 
 
 class Command(OneLineCommand):

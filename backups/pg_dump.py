@@ -1,0 +1,175 @@
+"""PostgreSQL backups: pg_dump's custom format, taken in one exported snapshot with exact row counts, and read
+back through pg_restore for verification. The backup job around it (claim, lock, heartbeat, audit) is
+backups.services'; the primitives (connections, tools) are backups.postgres."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from psycopg import sql
+
+from backups import artifacts
+from backups.artifacts import DumpOutcome, artifact_storage_key
+from backups.models import BackupArtifact
+from backups.postgres import (
+    archive_read_through,
+    archive_toc,
+    count_rows,
+    first_line,
+    list_dumped_tables,
+    pg_connection_from_env,
+    pg_tool,
+    read_tail,
+    server_version,
+    tool_version,
+)
+from dr_console.jobs import JobContext, JobFailed, describe_exit, start_process, stop_process
+
+# pg_dump's "Query was: LOCK TABLE public.documents IN ACCESS SHARE MODE" names the table it waited for.
+LOCK_QUERY_RE = re.compile(r"LOCK TABLE (\S+) IN ")
+
+
+def pg_backup_take(artifact: BackupArtifact, ctx: JobContext) -> DumpOutcome:
+    """Stream pg_dump's custom-format output into storage, counting every table's rows in the same snapshot.
+
+    1. Open a REPEATABLE READ transaction on the source and export its snapshot.
+    2. Start pg_dump --snapshot=<it> in its own process group; stream its stdout to a temporary key while
+       hashing, and meanwhile count rows in the exported snapshot on our connection (a second thread).
+    3. On success check the archive's table of contents and promote the file to its final key. On any failure
+       stop pg_dump and delete the temporary file: a failed job leaves no artifact behind.
+    The job's runner stops pg_dump if the row leaves `running` meanwhile (cancelled, or the reaper gave up on us).
+    A table another session holds locked makes pg_dump (and the row counter) give up after
+    BACKUP_LOCK_WAIT_TIMEOUT seconds, naming the table, instead of waiting until the time limit.
+    """
+    target = pg_connection_from_env(artifact.datastore.url_env)
+    pg_dump, pg_restore = pg_tool("pg_dump"), pg_tool("pg_restore")
+    dump_version, dump_major = tool_version(pg_dump)
+    final_key = artifact_storage_key(artifact)
+    tmp_key = artifacts.temporary_key(final_key, artifact.pk)
+
+    with target.connect() as snapshot_conn:
+        server_text, server_major = server_version(snapshot_conn)
+        if dump_major < server_major:
+            raise JobFailed(
+                f"{dump_version} cannot dump a PostgreSQL {server_major} server; install the "
+                f"PostgreSQL {server_major} client on the worker or set PG_BIN_DIR"
+            )
+        snapshot_conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        snapshot_conn.read_only = True
+        snapshot_row = snapshot_conn.execute("SELECT pg_export_snapshot()").fetchone()
+        assert snapshot_row is not None
+        # The row counter waits for table locks like pg_dump does, and gives up as soon.
+        lock_wait = settings.BACKUP_LOCK_WAIT_TIMEOUT
+        snapshot_conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{lock_wait}s")))
+        tables = list_dumped_tables(snapshot_conn)
+        counter = _RowCounter(snapshot_conn, tables)
+        args = [
+            pg_dump,
+            "--format=custom",
+            f"--compress={artifact.compression_level}",
+            f"--snapshot={snapshot_row[0]}",
+            "--no-password",
+            f"--lock-wait-timeout={lock_wait}s",
+        ]
+        with target.subprocess_env() as env, tempfile.TemporaryFile() as stderr_file:
+            proc = start_process(args, env=env, stdout=subprocess.PIPE, stderr=stderr_file)
+            assert proc.stdout is not None
+            counter.start()
+            reader = artifacts.HashingReader(proc.stdout, ctx.progress)
+            written_key = ""
+            try:
+                written_key = artifacts.write_stream(tmp_key, reader)
+                returncode = proc.wait()
+                ctx.check()
+                if returncode == 0:
+                    counter.join()
+                else:
+                    counter.stop()  # its counts are useless now, and it may be waiting on the same lock
+            except BaseException:
+                stop_process(proc)
+                counter.stop()
+                artifacts.delete_quietly(written_key or tmp_key)
+                raise
+            finally:
+                proc.stdout.close()
+            stderr_tail = target.scrub(read_tail(stderr_file))
+        if returncode != 0:
+            artifacts.delete_quietly(written_key)
+            detail = dump_error_summary(stderr_tail, lock_wait)
+            raise JobFailed(f"{describe_exit('pg_dump', returncode)}{': ' + detail if detail else ''}", stderr_tail)
+        if counter.error:
+            artifacts.delete_quietly(written_key)
+            raise JobFailed(f"counting rows in the dump's snapshot failed: {target.scrub(counter.error)}", stderr_tail)
+    try:
+        ctx.check()
+        local = artifacts.local_path(written_key)
+        toc = (
+            archive_toc(pg_restore, path=local)
+            if local
+            else archive_toc(pg_restore, chunks=artifacts.iter_chunks(written_key))
+        )
+        storage_key = artifacts.promote(written_key, final_key)
+    except BaseException:
+        artifacts.delete_quietly(written_key)
+        raise
+    return DumpOutcome(
+        storage_key=storage_key,
+        size_bytes=reader.size,
+        sha256=reader.sha256.hexdigest(),
+        tool_version=dump_version,
+        server_version=server_text,
+        archive_entries=len(toc),
+        row_counts=counter.counts,
+        stderr_tail=stderr_tail,
+    )
+
+
+def dump_error_summary(stderr_tail: str, lock_wait_seconds: int) -> str:
+    """pg_dump's most telling line (the last one that says error, else the last one); for a lock it could not get
+    in time, which table and how long it waited."""
+    if not stderr_tail:
+        return ""
+    lines = [line for line in stderr_tail.splitlines() if line.strip()]
+    locked = LOCK_QUERY_RE.search(stderr_tail)
+    if locked and "lock timeout" in stderr_tail:
+        return (
+            f"table {locked.group(1)} stayed locked by another session for more than {lock_wait_seconds} s "
+            "(BACKUP_LOCK_WAIT_TIMEOUT); nothing was stored. See who holds it in pg_locks, then back up again"
+        )
+    errors = [line for line in lines if "error" in line.lower() or "fatal" in line.lower()]
+    return first_line((errors or lines or [""])[-1].removeprefix("pg_dump: ").removeprefix("error: "))
+
+
+class _RowCounter(threading.Thread):
+    """Counts rows on the snapshot connection while pg_dump streams (so both see exactly the same data)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> None:
+        super().__init__(name="row-counter", daemon=True)
+        self.conn = conn
+        self.tables = tables
+        self.counts: dict[str, int] = {}
+        self.error = ""
+
+    def run(self) -> None:
+        try:
+            self.counts = count_rows(self.conn, self.tables)
+        except psycopg.Error as exc:
+            self.error = first_line(str(exc))
+
+    def stop(self) -> None:
+        if self.is_alive():
+            self.conn.cancel_safe()
+            self.join(timeout=30)
+
+
+def pg_backup_read_through(artifact: BackupArtifact, chunks: Iterator[bytes]) -> None:
+    """pg_restore reads every block of the archive (raises PostgresError if it cannot)."""
+    for _chunk in archive_read_through(pg_tool("pg_restore"), chunks):
+        pass

@@ -1,0 +1,340 @@
+"""The inventory: what the console protects (environments and their datastores) and the locks that let one job at
+a time touch a target. The bottom of the app layers: it imports only dr_console and audit, and every other app
+imports it (docs/architecture.md)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from dr_console.schedules import DEFAULT_TIMEZONE, CronSchedule, InvalidSchedule, cron_schedule_parse, timezone_check
+
+env_var_name_validator = RegexValidator(
+    r"^[A-Z_][A-Z0-9_]*$", _("Use the name of an environment variable (A-Z, 0-9, _), not a URL.")
+)
+slug_name_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9_.-]*$", _("Use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit.")
+)
+
+
+# Documents whose queue job may have been lost with Redis: still waiting, or half-way through processing.
+DEFAULT_REPROCESS_QUERY = (
+    "SELECT workspace_id, id AS document_id FROM documents WHERE status IN ('PENDING', 'PROCESSING') ORDER BY id"
+)
+
+
+class Environment(models.Model):
+    """A deployment of the protected product (e.g. staging, prod)."""
+
+    name = models.CharField(_("name"), max_length=64, unique=True, validators=[slug_name_validator])
+    description = models.TextField(_("description"), blank=True)
+    protected = models.BooleanField(
+        _("protected"),
+        default=False,
+        help_text=_("Restores into a protected environment need approval by someone else."),
+    )
+    required_approvals = models.PositiveSmallIntegerField(
+        _("required approvals"), default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
+    )
+    api_url = models.URLField(
+        _("API URL"), blank=True, help_text=_("Base URL of the protected application, for /healthz and /readyz checks.")
+    )
+    safety_backup = models.BooleanField(
+        _("safety backup"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Back up the target before a restore overwrites it. Empty: yes in protected environments, no elsewhere."
+        ),
+    )
+    webhook_url = models.URLField(
+        _("webhook URL"),
+        blank=True,
+        help_text=_("Optional: restore notifications are also posted here as JSON (Slack-compatible)."),
+    )
+    api_token_env = models.CharField(
+        _("API token environment variable"),
+        max_length=128,
+        blank=True,
+        validators=[env_var_name_validator],
+        help_text=_(
+            "Name of the environment variable holding the application's bearer token, e.g. PROD_API_TOKEN. "
+            "The token itself is never stored, shown or logged."
+        ),
+    )
+    postgres_datastore = models.ForeignKey(
+        "Datastore",
+        models.SET_NULL,
+        verbose_name=_("PostgreSQL datastore"),
+        null=True,
+        blank=True,
+        related_name="+",
+        limit_choices_to={"kind": "postgres"},
+        help_text=_("The PostgreSQL datastore holding the application's data (documents)."),
+    )
+    redis_datastore = models.ForeignKey(
+        "Datastore",
+        models.SET_NULL,
+        verbose_name=_("Redis datastore"),
+        null=True,
+        blank=True,
+        related_name="+",
+        limit_choices_to={"kind": "redis"},
+        help_text=_("The Redis datastore holding the application's RQ queues."),
+    )
+    reprocess_concurrency = models.PositiveSmallIntegerField(
+        _("reprocess concurrency"),
+        default=16,
+        validators=[MinValueValidator(1), MaxValueValidator(256)],
+        help_text=_("How many reprocess calls are in flight at once."),
+    )
+    reprocess_query = models.TextField(
+        _("reprocess query"),
+        blank=True,
+        help_text=_(
+            "SQL returning workspace_id, document_id for the documents to reprocess, run read-only against the "
+            "PostgreSQL datastore. Empty: documents in PENDING or PROCESSING."
+        ),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("environment")
+        verbose_name_plural = _("environments")
+        db_table = "backups_environment"  # the tables keep the names the backups app gave them
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def takes_safety_backup(self) -> bool:
+        return self.protected if self.safety_backup is None else self.safety_backup
+
+    @property
+    def effective_reprocess_query(self) -> str:
+        return self.reprocess_query.strip() or DEFAULT_REPROCESS_QUERY
+
+    def clean(self) -> None:
+        errors = {}
+        for field_name, kind in (("postgres_datastore", "postgres"), ("redis_datastore", "redis")):
+            store = getattr(self, field_name)
+            if store is None:
+                continue
+            if store.kind != kind:
+                errors[field_name] = _("%(name)s is not a %(kind)s datastore.") % {"name": store.name, "kind": kind}
+            elif self.pk and store.environment_id != self.pk:
+                errors[field_name] = _("%(name)s belongs to another environment.") % {"name": store.name}
+        if errors:
+            raise ValidationError(errors)
+
+
+class Datastore(models.Model):
+    """A PostgreSQL database or a Redis that the console backs up. Its URL lives in an environment variable."""
+
+    class Kind(models.TextChoices):
+        POSTGRES = "postgres", "PostgreSQL"
+        REDIS = "redis", "Redis"
+
+    environment = models.ForeignKey(
+        Environment, models.PROTECT, related_name="datastores", verbose_name=_("environment")
+    )
+    name = models.CharField(_("name"), max_length=64, unique=True, validators=[slug_name_validator])
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    url_env = models.CharField(
+        _("URL environment variable"),
+        max_length=128,
+        validators=[env_var_name_validator],
+        help_text=_(
+            "Name of the environment variable holding the connection URL, e.g. PROD_DATABASE_URL. "
+            "The URL itself is never stored, shown or logged by the console."
+        ),
+    )
+    compression_level = models.PositiveSmallIntegerField(
+        _("compression level"),
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(9)],
+        help_text=_("pg_dump compression level 0-9; empty uses the console default (BACKUP_DEFAULT_COMPRESSION)."),
+    )
+    rpo_target = models.DurationField(
+        _("RPO target"),
+        default=timedelta(hours=24),
+        validators=[MinValueValidator(timedelta(minutes=1))],
+        help_text=_("Maximum age of the newest verified backup"),
+    )
+    rto_target = models.DurationField(
+        _("RTO target"),
+        default=timedelta(hours=1),
+        validators=[MinValueValidator(timedelta(minutes=1))],
+        help_text=_("Maximum restore duration, as a drill measures it"),
+    )
+    drill_schedule = models.CharField(
+        _("drill schedule"),
+        max_length=120,
+        blank=True,
+        help_text=_(
+            "Cron expression for restore drills (minute hour day-of-month month day-of-week), e.g. 0 5 * * 0 for "
+            "05:00 every Sunday. Empty: no scheduled drills."
+        ),
+    )
+    drill_server_url_env = models.CharField(
+        _("drill server URL environment variable"),
+        max_length=128,
+        blank=True,
+        validators=[env_var_name_validator],
+        help_text=_(
+            "Name of the environment variable holding the URL of the server drills restore into (a scratch "
+            "database is created there and dropped after). Empty: the datastore's own server."
+        ),
+    )
+    drill_probes = models.TextField(
+        _("drill probes"),
+        blank=True,
+        help_text=_(
+            "SQL probes a drill runs against the restored copy, one per line; each must return true, e.g. "
+            "SELECT count(*) > 0 FROM documents"
+        ),
+    )
+    backup_schedule = models.CharField(
+        _("backup schedule"),
+        max_length=120,
+        blank=True,
+        help_text=_(
+            "Cron expression (minute hour day-of-month month day-of-week), e.g. 0 3 * * * for 03:00 every day. "
+            "Empty: no scheduled backups."
+        ),
+    )
+    backup_schedule_timezone = models.CharField(
+        _("schedule time zone"),
+        max_length=64,
+        default=DEFAULT_TIMEZONE,
+        help_text=_(
+            "IANA time zone the backup and drill schedules are read in, e.g. Europe/Madrid; also the day of retention."
+        ),
+    )
+    backup_schedule_since = models.DateTimeField(
+        _("schedule set at"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("When the current schedule was set: runs are due from here."),
+    )
+    # Retention (grandfather-father-son): a backup is kept if any rule keeps it. All zero: keep everything.
+    retention_keep_last = models.PositiveSmallIntegerField(
+        _("keep last"), default=0, validators=[MaxValueValidator(1000)], help_text=_("The newest N backups.")
+    )
+    retention_keep_daily = models.PositiveSmallIntegerField(
+        _("keep daily"),
+        default=0,
+        validators=[MaxValueValidator(1000)],
+        help_text=_("The newest backup of each of the last N days that have one."),
+    )
+    retention_keep_weekly = models.PositiveSmallIntegerField(
+        _("keep weekly"),
+        default=0,
+        validators=[MaxValueValidator(1000)],
+        help_text=_("The newest backup of each of the last N weeks (Monday to Sunday) that have one."),
+    )
+    retention_keep_monthly = models.PositiveSmallIntegerField(
+        _("keep monthly"),
+        default=0,
+        validators=[MaxValueValidator(1000)],
+        help_text=_("The newest backup of each of the last N months that have one."),
+    )
+    description = models.TextField(_("description"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("datastore")
+        verbose_name_plural = _("datastores")
+        db_table = "backups_datastore"
+        ordering = ["environment__name", "name"]
+        permissions = [("change_datastore_retention", "Can change a datastore's retention policy")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def drill_probe_list(self) -> list[str]:
+        return [line.strip() for line in self.drill_probes.splitlines() if line.strip()]
+
+    @property
+    def drill_url_env(self) -> str:
+        """The variable naming the server drills restore into."""
+        return self.drill_server_url_env or self.url_env
+
+    @property
+    def drill_cron(self) -> CronSchedule | None:
+        """The drill schedule, read in the schedule time zone; None when there is none."""
+        if not self.drill_schedule:
+            return None
+        return cron_schedule_parse(self.drill_schedule, self.backup_schedule_timezone)
+
+    def clean(self) -> None:
+        self.backup_schedule_timezone = self.backup_schedule_timezone.strip() or DEFAULT_TIMEZONE
+        try:
+            timezone_check(self.backup_schedule_timezone)
+        except InvalidSchedule as exc:
+            raise ValidationError({"backup_schedule_timezone": str(exc)}) from None
+        if self.backup_schedule.strip():
+            try:
+                self.backup_schedule = cron_schedule_parse(
+                    self.backup_schedule, self.backup_schedule_timezone
+                ).expression
+            except InvalidSchedule as exc:
+                raise ValidationError({"backup_schedule": str(exc)}) from None
+        else:
+            self.backup_schedule = ""
+        if self.drill_schedule.strip():
+            try:
+                self.drill_schedule = cron_schedule_parse(self.drill_schedule, self.backup_schedule_timezone).expression
+            except InvalidSchedule as exc:
+                raise ValidationError({"drill_schedule": str(exc)}) from None
+        else:
+            self.drill_schedule = ""
+
+    @property
+    def backup_cron(self) -> CronSchedule | None:
+        """The backup schedule; None when there is none. Raises InvalidSchedule (it was checked when saved)."""
+        if not self.backup_schedule:
+            return None
+        return cron_schedule_parse(self.backup_schedule, self.backup_schedule_timezone)
+
+    @property
+    def has_retention_policy(self) -> bool:
+        return any(
+            (
+                self.retention_keep_last,
+                self.retention_keep_daily,
+                self.retention_keep_weekly,
+                self.retention_keep_monthly,
+            )
+        )
+
+
+class TargetLock(models.Model):
+    """Held by the one job (a backup or a restore) touching a target database. The unique key is the lock: of two
+    workers racing for it, the database lets exactly one insert. The holder is named by model and id, never by a
+    label: only the holder's own end, or the reaper once the holder's processes are gone, releases it."""
+
+    target_key = models.CharField(_("target key"), max_length=200, unique=True)
+    holder_model = models.CharField(
+        _("holder model"), max_length=64, help_text=_('The job model holding it, e.g. "backups.backupartifact".')
+    )
+    holder_id = models.PositiveBigIntegerField(_("holder id"))
+    acquired_at = models.DateTimeField(_("acquired at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("target lock")
+        verbose_name_plural = _("target locks")
+        db_table = "backups_targetlock"  # created by the backups app before the inventory had its own
+
+    def __str__(self) -> str:
+        return f"{self.target_key} held by {self.holder_model} #{self.holder_id}"
