@@ -16,44 +16,34 @@ This is a script, not a test: it asserts nothing about wall-clock time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import psycopg
+from harness.console import Console
+from harness.core import mib, parser, say, temporary_workdir
+from harness.measure import Laps, interleaved_rounds, median
+from harness.pg import Pg
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def admin(sql: str) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql)
+CONSOLE_DB = "drc_bench_drill"
+BROKER_URL = "redis://127.0.0.1:6379/6"
 
 
-def make_source(name: str, size_mb: int) -> str:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    if not exists:
-        rows = size_mb * 1024 * 1024 // 700  # about 700 bytes a row on disk, half of it incompressible
-        print(f"generating {name}: {rows:,} documents...")
-        try:
-            _fill(url, rows)
-        except BaseException:
-            admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # never leave a half-made source behind
-            raise
-    return url
+def make_source(pg: Pg, name: str, size_mb: int) -> None:
+    """The source database, generated unless it exists (never left half-made)."""
+    if pg.exists(name):
+        return
+    pg.create(name)
+    rows = size_mb * 1024 * 1024 // 700  # about 700 bytes a row on disk, half of it incompressible
+    say(f"generating {name}: {rows:,} documents...")
+    try:
+        _fill(pg.url(name), rows)
+    except BaseException:
+        pg.drop(name)
+        raise
 
 
 def _fill(url: str, rows: int) -> None:
@@ -74,119 +64,66 @@ def _fill(url: str, rows: int) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mb", type=int, default=256)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--jobs", type=int, default=2)
-    args = parser.parse_args()
-
-    source = f"bench_drill_src_{args.size_mb}m"
-    source_url = make_source(source, args.size_mb)
-    with psycopg.connect(ADMIN_URL) as conn:
-        row = conn.execute("SELECT pg_size_pretty(pg_database_size(%s))", (source,)).fetchone()
-    print(f"drill overhead benchmark, source {source} ({row and row[0]}), --jobs {args.jobs}, {os.cpu_count()} cores")
-
-    work = Path(tempfile.mkdtemp(prefix="bench-drill-", dir=ROOT / "var"))
-    console_db = "drc_bench_drill"
-    admin(f'DROP DATABASE IF EXISTS "{console_db}" WITH (FORCE)')
-    admin(f'CREATE DATABASE "{console_db}"')
-    env = {
-        **os.environ,
-        "DJANGO_DEBUG": "True",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{console_db}",
-        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/6",
-        "ARTIFACT_DIR": str(work / "artifacts"),
-        "DR_SCRATCH_DIR": str(work / "scratch"),
-        "BACKUP_VERIFY_AFTER_DUMP": "False",
-        "BENCH_SOURCE_URL": source_url,
-        "RESTORE_JOBS": str(args.jobs),
-    }
-    config = work / "bench.toml"
-    config.write_text(
-        '[environments.bench]\n\n[[datastores]]\nname = "bench-source"\nenvironment = "bench"\nkind = "postgres"\n'
-        'url_env = "BENCH_SOURCE_URL"\ndrill_probes = ["SELECT count(*) > 0 FROM documents"]\n'
-    )
+def raw_drill(pg: Pg, name: str, archive: Path, jobs: int) -> subprocess.CompletedProcess[str]:
+    """What a drill does, with the raw tools: CREATE DATABASE, pg_restore, DROP DATABASE."""
     try:
-        for step in ([PYTHON, "manage.py", "migrate", "-v0"], [PYTHON, "manage.py", "loadconfig", str(config)]):
-            result = subprocess.run(step, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-            if result.returncode:
-                sys.exit(f"{' '.join(step[1:3])} failed: {result.stderr.strip()}")
-        result = subprocess.run(
-            [PYTHON, "manage.py", "backup", "bench-source", "--inline", "--json"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode:
-            sys.exit(f"backup failed: {result.stderr.strip()}")
-        backup = json.loads(result.stdout)
-        archive = work / "artifacts" / backup["storage_key"]
-        print(f"  backup #{backup['id']}: {backup['size_bytes'] / 2**20:,.1f} MiB")
+        return pg.restore_into(name, archive, jobs, "--no-owner", "--no-privileges")
+    finally:
+        pg.drop(name)
 
-        raw_times: list[float] = []
-        console_times: list[float] = []
-        rtos: list[float] = []
-        for round_no in range(1, args.repeat + 1):
-            order = ["raw", "console"] if round_no % 2 else ["console", "raw"]
-            print(f"  round {round_no}/{args.repeat} ({' then '.join(order)}):")
-            for side in order:
-                started = time.monotonic()
-                if side == "raw":
-                    name = f"bench_drill_raw_{round_no}"
-                    admin(f'CREATE DATABASE "{name}" TEMPLATE template0')
-                    result = subprocess.run(
-                        [
-                            "pg_restore",
-                            f"--jobs={args.jobs}",
-                            "--no-owner",
-                            "--no-privileges",
-                            "--no-password",
-                            "-h",
-                            "127.0.0.1",
-                            "-U",
-                            "postgres",
-                            f"--dbname={name}",
-                            str(archive),
-                        ],
-                        capture_output=True,
-                        text=True,
-                        check=False,
-                    )
-                    admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                else:
-                    result = subprocess.run(
-                        [PYTHON, "manage.py", "drill", "bench-source", "--inline", "--json"],
-                        cwd=ROOT,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        check=False,
-                    )
-                elapsed = time.monotonic() - started
+
+def main() -> None:
+    cli = parser(__doc__)
+    cli.add_argument("--size-mb", type=int, default=256)
+    cli.add_argument("--repeat", type=int, default=3)
+    cli.add_argument("--jobs", type=int, default=2)
+    args = cli.parse_args()
+
+    pg = Pg()
+    source = f"bench_drill_src_{args.size_mb}m"
+    make_source(pg, source, args.size_mb)
+    say(
+        f"drill overhead benchmark, source {source} ({pg.pretty_size(source)}), --jobs {args.jobs}, "
+        f"{os.cpu_count()} cores"
+    )
+
+    lap = Laps()
+    rtos: list[float] = []
+    with temporary_workdir("bench-drill-") as work:
+        console = Console(
+            pg, CONSOLE_DB, BROKER_URL, work, source_db=source, extra_env={"RESTORE_JOBS": str(args.jobs)}
+        )
+        try:
+            console.prepare()
+            console.load_datastore("bench-source", drill_probes=["SELECT count(*) > 0 FROM documents"])
+            backup = console.backup_inline("bench-source")
+            archive = console.artifact_dir / backup["storage_key"]
+            say(f"  backup #{backup['id']}: {mib(backup['size_bytes'])}")
+
+            for round_no, side in interleaved_rounds(args.repeat):
+                with lap(side):
+                    if side == "raw":
+                        result = raw_drill(pg, f"bench_drill_raw_{round_no}", archive, args.jobs)
+                    else:
+                        result = console.manage("drill", "bench-source", "--inline", "--json", check=False)
                 if result.returncode:
                     sys.exit(f"{side} failed: {(result.stderr or result.stdout).strip()[-500:]}")
                 if side == "console":
                     summary = json.loads(result.stdout)
                     assert summary["scratch_dropped"] is True
                     rtos.append(summary["rto_seconds"])
-                    console_times.append(elapsed)
-                    print(f"    console {elapsed:7.2f} s   (measured RTO {summary['rto_seconds']:.2f} s)")
+                    say(f"    console {lap.last(side):7.2f} s   (measured RTO {summary['rto_seconds']:.2f} s)")
                 else:
-                    raw_times.append(elapsed)
-                    print(f"    raw     {elapsed:7.2f} s")
-    finally:
-        admin(f'DROP DATABASE IF EXISTS "{console_db}" WITH (FORCE)')
-        shutil.rmtree(work, ignore_errors=True)
-    raw, console, rto = statistics.median(raw_times), statistics.median(console_times), statistics.median(rtos)
-    print(
+                    say(f"    raw     {lap.last(side):7.2f} s")
+        finally:
+            console.drop()
+    raw, drill, rto = lap.median("raw"), lap.median("console"), median(rtos)
+    say(
         f"=> raw createdb + pg_restore + dropdb median {raw:.2f} s; console drill (process start, checks, drop "
-        f"included) median {console:.2f} s, ratio {console / raw:.3f}; measured RTO median {rto:.2f} s, "
+        f"included) median {drill:.2f} s, ratio {drill / raw:.3f}; measured RTO median {rto:.2f} s, "
         f"ratio to raw {rto / raw:.3f}"
     )
-    print(f"   (the source database {source} is kept for the next run; drop it when done)")
+    say(f"   (the source database {source} is kept for the next run; drop it when done)")
 
 
 if __name__ == "__main__":

@@ -13,68 +13,40 @@ Target (issue 4): p95 under 100 ms on this machine. This is a script, not a test
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import statistics
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.core import parser
+from harness.inprocess import django_database, logged_in_client, plain_static_files
+from harness.measure import median_p95_ms, timed
+
 DB = "drc_bench_pages"
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "dr_console.settings",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
-        "DJANGO_DEBUG": "False",
-        "DJANGO_SECRET_KEY": "bench-only",
-        "DJANGO_SECURE_SSL_REDIRECT": "False",
-        "DJANGO_ALLOWED_HOSTS": "testserver",
-        "METRICS_BEARER_TOKEN": "bench-token",
-    }
-)
+METRICS_TOKEN = "bench-token"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--artifacts", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=40)
-    args = parser.parse_args()
-
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB}"')
-    try:
+    cli = parser(__doc__)
+    cli.add_argument("--artifacts", type=int, default=100_000)
+    cli.add_argument("--repeat", type=int, default=40)
+    args = cli.parse_args()
+    with django_database(
+        DB,
+        DJANGO_SECURE_SSL_REDIRECT="False",
+        DJANGO_ALLOWED_HOSTS="testserver",
+        METRICS_BEARER_TOKEN=METRICS_TOKEN,
+    ):
         run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
 
 
-def run(args: argparse.Namespace) -> None:
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.contrib.auth.models import Group, User
-    from django.core.management import call_command
-    from django.test import Client
-    from django.test.utils import override_settings, setup_test_environment
+def fill(count: int) -> tuple[list, list, int]:
+    """`count` artifacts over 20 datastores in 3 environments, a drill for every 20 of them."""
     from django.utils import timezone
 
     from backups.models import BackupArtifact
     from drills.models import DrillRun
     from inventory.models import Datastore, Environment
 
-    setup_test_environment()
-    call_command("migrate", verbosity=0)
     envs = [Environment.objects.create(name=name, protected=name == "prod") for name in ("prod", "staging", "dev")]
     stores = [
         Datastore.objects.create(environment=envs[i % 3], name=f"db-{i}", kind="postgres", url_env=f"DB{i}_URL")
@@ -82,18 +54,17 @@ def run(args: argparse.Namespace) -> None:
     ]
     rng = random.Random(7)
     now = timezone.now()
-    started = time.perf_counter()
     batch: list[BackupArtifact] = []
     statuses = ["succeeded"] * 90 + ["failed"] * 9 + ["running"]
     seen_active: set[int] = set()
-    for i in range(args.artifacts):
+    for i in range(count):
         store = stores[i % 20]
         status = rng.choice(statuses)
         if status == "running" and store.pk in seen_active:  # one active backup per datastore (constraint)
             status = "succeeded"
         if status == "running":
             seen_active.add(store.pk)
-        created = now - timedelta(minutes=(args.artifacts - i) * 10)
+        created = now - timedelta(minutes=(count - i) * 10)
         batch.append(
             BackupArtifact(
                 datastore=store,
@@ -115,8 +86,8 @@ def run(args: argparse.Namespace) -> None:
             batch = []
     BackupArtifact.objects.bulk_create(batch)
     drills = []
-    for i in range(0, args.artifacts, 20):  # a drill for every 20 backups, a tenth of them failed
-        created = now - timedelta(minutes=(args.artifacts - i) * 10 - 5)
+    for i in range(0, count, 20):  # a drill for every 20 backups, a tenth of them failed
+        created = now - timedelta(minutes=(count - i) * 10 - 5)
         failed = rng.random() < 0.1
         drills.append(
             DrillRun(
@@ -133,19 +104,25 @@ def run(args: argparse.Namespace) -> None:
             )
         )
     DrillRun.objects.bulk_create(drills, batch_size=5000)
-    with django.db.connection.cursor() as cursor:
+    return envs, stores, len(drills)
+
+
+def run(args: argparse.Namespace) -> None:
+    from django.db import connection
+
+    from backups.models import BackupArtifact
+    from dr_console.history import page_cursor
+
+    started = time.perf_counter()
+    envs, stores, drills = fill(args.artifacts)
+    with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     print(
-        f"{args.artifacts:,} artifacts and {len(drills):,} drills in 20 datastores created in "
+        f"{args.artifacts:,} artifacts and {drills:,} drills in 20 datastores created in "
         f"{time.perf_counter() - started:.1f} s"
     )
 
-    viewer = User.objects.create_user("vera", password="x")
-    viewer.groups.set(Group.objects.filter(name="viewer"))
-    client = Client()
-    client.force_login(viewer)
-    from dr_console.history import page_cursor
-
+    client = logged_in_client("vera", ["viewer"])
     # A page among the oldest: the far end of the history.
     deep_cursor = page_cursor(BackupArtifact.objects.order_by("created_at", "pk")[1000])
     store = stores[3]
@@ -158,26 +135,21 @@ def run(args: argparse.Namespace) -> None:
         "dashboard (with 30-day charts)": "/",
         "metrics (Prometheus scrape)": "/metrics",
     }
-    static = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
     print(f"server time per request, {args.repeat} requests each (after 3 warm-ups):")
     worst = 0.0
-    with override_settings(STORAGES=static):
+    with plain_static_files():
         for label, url in cases.items():
             headers = {"HX-Request": "true"} if "htmx" in label else {}
             if "metrics" in label:
-                headers = {"Authorization": "Bearer bench-token"}
-            for _ in range(3):
-                client.get(url, headers=headers)
-            times = []
-            for _ in range(args.repeat):
-                t0 = time.perf_counter()
+                headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
+            def get(url: str = url, headers: dict[str, str] = headers) -> None:
                 response = client.get(url, headers=headers)
-                times.append((time.perf_counter() - t0) * 1000)
                 assert response.status_code == 200, (url, response.status_code)
-            times.sort()
-            p95 = times[max(0, int(len(times) * 0.95) - 1)]
+
+            median, p95 = median_p95_ms(timed(get, args.repeat))
             worst = max(worst, p95)
-            print(f"  {label:36} median {statistics.median(times):6.1f} ms   p95 {p95:6.1f} ms")
+            print(f"  {label:36} median {median:6.1f} ms   p95 {p95:6.1f} ms")
     print(f"=> worst p95 {worst:.1f} ms (target < 100 ms)")
 
 

@@ -16,62 +16,39 @@ The Redis database must be empty (the script refuses otherwise) and is flushed a
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import sys
 import time
-import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.clients import empty_redis
+from harness.core import parser
+from harness.inprocess import django_database, logged_in_client, plain_static_files
+from harness.measure import median, median_p95_ms, python_peak, timed
+
 DB = "drc_bench_queues"
 QUEUE = "documents"
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "dr_console.settings",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
-        "DJANGO_DEBUG": "False",
-        "DJANGO_SECRET_KEY": "bench-only",
-        "DJANGO_SECURE_SSL_REDIRECT": "False",
-        "DJANGO_ALLOWED_HOSTS": "testserver",
-        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/15",
-        "LOG_LEVEL": "WARNING",
-    }
-)
-
-
 JOB_FUNCTION = "sampleapp.jobs.reprocess_document"  # only its name and arguments are stored; nothing runs it
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--redis-url", required=True, help="an EMPTY Redis database; flushed at the end")
-    parser.add_argument("--jobs", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=30)
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--redis-url", required=True, help="an EMPTY Redis database; flushed at the end")
+    cli.add_argument("--jobs", type=int, default=100_000)
+    cli.add_argument("--repeat", type=int, default=30)
+    args = cli.parse_args()
 
-    import psycopg
-    import redis
-
-    connection = redis.Redis.from_url(args.redis_url)
-    if connection.dbsize():
-        sys.exit(f"{args.redis_url} is not empty; give an unused database number")
-    os.environ["BENCH_QUEUE_REDIS_URL"] = args.redis_url
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB}"')
-    try:
+    with (
+        empty_redis(args.redis_url) as (connection,),
+        django_database(
+            DB,
+            DJANGO_SECURE_SSL_REDIRECT="False",
+            DJANGO_ALLOWED_HOSTS="testserver",
+            CELERY_BROKER_URL="redis://127.0.0.1:6379/15",
+            LOG_LEVEL="WARNING",
+            BENCH_QUEUE_REDIS_URL=args.redis_url,
+        ),
+    ):
         run(args, connection)
-    finally:
-        connection.flushdb()
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
 
 
 def fill(connection: Any, count: int) -> None:
@@ -91,27 +68,7 @@ def fill(connection: Any, count: int) -> None:
             pipe.execute()
 
 
-def timed(function: Callable[[], Any], repeat: int) -> tuple[float, float]:
-    for _ in range(3):
-        function()
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    times.sort()
-    return statistics.median(times) * 1000, times[int(len(times) * 0.95) - 1] * 1000
-
-
 def run(args: argparse.Namespace, connection: Any) -> None:
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.contrib.auth.models import Group, User
-    from django.core.management import call_command
-    from django.test import Client
-    from django.test.utils import override_settings, setup_test_environment
     from rq import Queue
     from rq.job import Job
     from rq.registry import FailedJobRegistry
@@ -120,8 +77,6 @@ def run(args: argparse.Namespace, connection: Any) -> None:
     from queues import services
     from queues.selectors import environment_failed_jobs
 
-    setup_test_environment()
-    call_command("migrate", verbosity=0)
     environment = Environment.objects.create(name="prod")
     store = Datastore.objects.create(
         environment=environment, name="prod-redis", kind="redis", url_env="BENCH_QUEUE_REDIS_URL"
@@ -133,10 +88,7 @@ def run(args: argparse.Namespace, connection: Any) -> None:
     fill(connection, args.jobs)
     print(f"{args.jobs:,} failed rq jobs created in {time.perf_counter() - started:.1f} s")
 
-    operator = User.objects.create_user("olga", password="x")
-    operator.groups.set(Group.objects.filter(name__in=["viewer", "operator"]))
-    client = Client()
-    client.force_login(operator)
+    client = logged_in_client("olga", ["viewer", "operator"])
     registry = FailedJobRegistry(QUEUE, connection=connection)
     deep_page = args.jobs // 25 - 10
 
@@ -164,31 +116,26 @@ def run(args: argparse.Namespace, connection: Any) -> None:
             raw_page(deep_page),
         ),
     ]
-    static = {**settings.STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
     print(f"\nserver time per request, {args.repeat} requests each after 3 warm-ups (raw = rq alone, same reads):")
     print(f"{'page':42} {'median':>9} {'p95':>9} {'raw median':>11} {'ratio':>7} {'peak mem':>9}")
-    with override_settings(STORAGES=static):
+    with plain_static_files():
         for label, url, headers, raw in cases:
             response = client.get(url, headers=headers)
             assert response.status_code == 200, response.content[:300]
-            median, p95 = timed(lambda url=url, headers=headers: client.get(url, headers=headers), args.repeat)
-            raw_median, _ = timed(raw, args.repeat)
-            tracemalloc.start()
-            client.get(url, headers=headers)
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
+            get = lambda url=url, headers=headers: client.get(url, headers=headers)
+            page_median, p95 = median_p95_ms(timed(get, args.repeat))
+            raw_median = median(timed(raw, args.repeat)) * 1000
+            peak = python_peak(get)
             print(
-                f"{label:42} {median:8.1f}ms {p95:8.1f}ms {raw_median:10.1f}ms {median / raw_median:7.1f} "
+                f"{label:42} {page_median:8.1f}ms {p95:8.1f}ms {raw_median:10.1f}ms {page_median / raw_median:7.1f} "
                 f"{peak / 2**20:7.1f}MiB"
             )
 
+    read_all = lambda: sum(1 for _ in environment_failed_jobs(environment=environment))
     started = time.perf_counter()
-    found = sum(1 for _ in environment_failed_jobs(environment=environment))
+    found = read_all()
     elapsed = time.perf_counter() - started
-    tracemalloc.start()  # a second pass for memory: tracing slows Python down several times
-    sum(1 for _ in environment_failed_jobs(environment=environment))
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    peak = python_peak(read_all)  # a second pass for memory: tracing slows Python down several times
     started = time.perf_counter()
     raw_found = 0
     for offset in range(0, args.jobs, 500):
@@ -203,7 +150,7 @@ def run(args: argparse.Namespace, connection: Any) -> None:
         f"({raw_found / raw_elapsed:,.0f} jobs/s); ratio {elapsed / raw_elapsed:.2f}"
     )
 
-    with override_settings(STORAGES=static):
+    with plain_static_files():
         started = time.perf_counter()
         response = client.post(f"/queues/prod/{QUEUE}/failed/requeue/", headers={"HX-Request": "true"})
         elapsed = time.perf_counter() - started

@@ -28,23 +28,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-import psycopg
 import redis
+from harness.clients import empty_redis
+from harness.core import mib, parser, temporary_workdir
+from harness.inprocess import django_database
+from harness.measure import Laps, PeakRss, median
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONSOLE_DB = "drc_bench_redis"
 
 
@@ -59,6 +54,14 @@ def redis_cli(url: str, *args: str, stdin: Any = None) -> subprocess.CompletedPr
     return subprocess.run(["redis-cli", "-u", url, *args], stdin=stdin, capture_output=True, check=False)
 
 
+def pipe_into(url: str, path: Path, what: str) -> None:
+    """`redis-cli --pipe` of a file of commands; any error ends the script."""
+    with path.open("rb") as handle:
+        result = redis_cli(url, "--pipe", stdin=handle)
+    if result.returncode or b"errors: 0" not in result.stdout:
+        sys.exit(f"{what} failed: {(result.stdout + result.stderr).decode()[-300:]}")
+
+
 def load_keys(url: str, start: int, stop: int, work: Path) -> None:
     """SET bench:key:N with a short value; every tenth key expires in an hour."""
     path = work / "load.resp"
@@ -66,63 +69,8 @@ def load_keys(url: str, start: int, stop: int, work: Path) -> None:
         for i in range(start, stop):
             key, value = b"bench:key:%07d" % i, b"v%010d" % i
             out.write(resp(b"SET", key, value, b"EX", b"3600") if i % 10 == 0 else resp(b"SET", key, value))
-    with path.open("rb") as handle:
-        result = redis_cli(url, "--pipe", stdin=handle)
-    if result.returncode or b"errors: 0" not in result.stdout:
-        sys.exit(f"loading keys failed: {(result.stdout + result.stderr).decode()[-300:]}")
+    pipe_into(url, path, "loading keys")
     path.unlink()
-
-
-class PeakRss(threading.Thread):
-    """Samples this process's RSS every 10 ms while a job runs."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.process = psutil.Process()
-        self.baseline = self.process.memory_info().rss
-        self.peak = self.baseline
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(0.01):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> PeakRss:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.join()
-
-
-def mib(n: float) -> str:
-    return f"{n / 2**20:,.1f} MiB"
-
-
-def django_setup(work: Path, broker_db: int) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{CONSOLE_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{CONSOLE_DB}"')
-    os.environ.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "dr_console.settings",
-            "DJANGO_DEBUG": "True",
-            "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{CONSOLE_DB}",
-            "CELERY_BROKER_URL": f"redis://127.0.0.1:6379/{broker_db}",
-            "ARTIFACT_DIR": str(work / "artifacts"),
-            "DR_SCRATCH_DIR": str(work / "scratch"),
-            "BACKUP_VERIFY_AFTER_DUMP": "False",
-        }
-    )
-    import logging
-
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    logging.disable(logging.INFO)
-    call_command("migrate", verbosity=0)
 
 
 def rdb_dump(server: str, path: Path) -> tuple[float, float]:
@@ -156,61 +104,53 @@ def restore_phases(storage_key: str, target: redis.Redis, work: Path) -> str:
         return redis_snapshot.SnapshotReader(artifacts.iter_chunks(storage_key)).records()
 
     target.flushdb()
-    times = {}
-    started = time.monotonic()
-    redis_restore.redis_preflight(
-        target, artifacts.iter_chunks(storage_key), match=match, check_conflicts=False, checkpoint=lambda: None
-    )
-    times["sha256 re-read"] = time.monotonic() - started
-    started = time.monotonic()
-    parsed = sum(1 for _record in records())
-    times["parse only"] = time.monotonic() - started
-    started = time.monotonic()
-    result = redis_restore.redis_restore(target, records(), match=match, replace=False, checkpoint=lambda: None)
-    times["RESTORE pass"] = time.monotonic() - started
-    started = time.monotonic()
-    redis_restore.redis_checks(target, records(), match=match, result=result, target_label="bench")
-    times["checks pass"] = time.monotonic() - started
-    started = time.monotonic()
-    redis_restore.redis_preflight(
-        target, artifacts.iter_chunks(storage_key), match=match, check_conflicts=True, checkpoint=lambda: None
-    )
-    times["conflict lookup (non-empty target)"] = time.monotonic() - started
+    lap = Laps()
+    with lap("sha256 re-read"):
+        redis_restore.redis_preflight(
+            target, artifacts.iter_chunks(storage_key), match=match, check_conflicts=False, checkpoint=lambda: None
+        )
+    with lap("parse only"):
+        parsed = sum(1 for _record in records())
+    with lap("RESTORE pass"):
+        result = redis_restore.redis_restore(target, records(), match=match, replace=False, checkpoint=lambda: None)
+    with lap("checks pass"):
+        redis_restore.redis_checks(target, records(), match=match, result=result, target_label="bench")
+    with lap("conflict lookup (non-empty target)"):
+        redis_restore.redis_preflight(
+            target, artifacts.iter_chunks(storage_key), match=match, check_conflicts=True, checkpoint=lambda: None
+        )
     target.flushdb()
     assert parsed == result.restored
-    return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in times.items())
+    return lap.summary()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1000000", help="key counts, comma-separated, loaded cumulatively")
-    parser.add_argument("--server", default="redis://127.0.0.1:6379", help="Redis server (no database number)")
-    parser.add_argument("--db", type=int, default=7, help="spare database to back up (must be empty)")
-    parser.add_argument("--restore-db", type=int, default=6, help="spare database to restore into (must be empty)")
-    parser.add_argument("--broker-db", type=int, default=8, help="broker database of the console in this process")
-    parser.add_argument("--levels", default="1,0", help="compression levels of the console snapshot")
-    parser.add_argument("--repeat", type=int, default=2, help="rounds per side at each size")
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--sizes", default="1000000", help="key counts, comma-separated, loaded cumulatively")
+    cli.add_argument("--server", default="redis://127.0.0.1:6379", help="Redis server (no database number)")
+    cli.add_argument("--db", type=int, default=7, help="spare database to back up (must be empty)")
+    cli.add_argument("--restore-db", type=int, default=6, help="spare database to restore into (must be empty)")
+    cli.add_argument("--broker-db", type=int, default=8, help="broker database of the console in this process")
+    cli.add_argument("--levels", default="1,0", help="compression levels of the console snapshot")
+    cli.add_argument("--repeat", type=int, default=2, help="rounds per side at each size")
+    args = cli.parse_args()
     source_url, target_url = f"{args.server}/{args.db}", f"{args.server}/{args.restore_db}"
-    source, target = redis.Redis.from_url(source_url), redis.Redis.from_url(target_url)
     if len({args.db, args.restore_db, args.broker_db}) != 3:
         sys.exit("--db, --restore-db and --broker-db must be three different databases")
-    for name, client in (("--db", source), ("--restore-db", target)):
-        if client.dbsize():
-            sys.exit(f"{name} database is not empty: choose a spare database (this script flushes it)")
-    work = Path(tempfile.mkdtemp(prefix="bench-redis-", dir=ROOT / "var"))
-    django_setup(work, args.broker_db)
-    try:
+    with (
+        empty_redis(source_url, target_url) as (source, target),
+        temporary_workdir("bench-redis-") as work,
+        django_database(
+            CONSOLE_DB,
+            quiet=True,
+            DJANGO_DEBUG="True",
+            CELERY_BROKER_URL=f"{args.server}/{args.broker_db}",
+            ARTIFACT_DIR=str(work / "artifacts"),
+            DR_SCRATCH_DIR=str(work / "scratch"),
+            BACKUP_VERIFY_AFTER_DUMP="False",
+        ),
+    ):
         run(args, source_url, target_url, source, target, work)
-    finally:
-        source.flushdb()
-        target.flushdb()
-        shutil.rmtree(work, ignore_errors=True)
-        from django.db import connections
-
-        connections.close_all()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{CONSOLE_DB}" WITH (FORCE)')
 
 
 def run(
@@ -250,7 +190,7 @@ def run(
             whole, transfer = rdb_dump(args.server, rdb)
             raw_times.append(whole)
             net_times.append(transfer)
-        raw, raw_net = statistics.median(raw_times), statistics.median(net_times)
+        raw, raw_net = median(raw_times), median(net_times)
         print(
             f"  raw  redis-cli --rdb (whole server)  {raw:7.2f} s; {raw_net:6.2f} s from the server's start of the "
             f"transfer (after its up to {delay} s wait); {mib(rdb.stat().st_size)}"
@@ -260,27 +200,26 @@ def run(
         for level in [int(x) for x in args.levels.split(",")]:
             store.compression_level = level
             store.save()
-            times, peaks = [], []
+            lap, peaks = Laps(), []
             for _ in range(args.repeat):
                 artifact = backup_artifact_request(datastore=store, trigger="bench", enqueue=False)
-                with PeakRss() as rss:
-                    started = time.monotonic()
+                with PeakRss() as rss, lap("snapshot"):
                     backup_artifact_execute(artifact_id=artifact.pk, verify_after=False)
-                    times.append(time.monotonic() - started)
                 peaks.append(rss.peak - rss.baseline)
                 artifact.refresh_from_db()
                 if artifact.status != BackupArtifact.Status.SUCCEEDED:
                     sys.exit(f"console snapshot failed: {artifact.error}")
-            console = statistics.median(times)
+            console = lap.median("snapshot")
             print(
                 f"  console snapshot, zlib level {level}     {console:7.2f} s, {size / console:9,.0f} keys/s, "
                 f"{mib(artifact.size_bytes or 0) if artifact else 0}, RSS +{mib(max(peaks))} at peak; "
                 f"ratio console/raw {console / raw:.2f} (against the transfer alone {console / raw_net:.2f})"
             )
         assert artifact is not None
-        started = time.monotonic()
-        verdict = backup_artifact_verify(artifact_id=artifact.pk)
-        print(f"  console verify (every record)      {time.monotonic() - started:7.2f} s: {verdict}")
+        lap = Laps()
+        with lap("verify"):
+            verdict = backup_artifact_verify(artifact_id=artifact.pk)
+        print(f"  console verify (every record)      {lap.last('verify'):7.2f} s: {verdict}")
 
         # The raw restore's input: the very RESTORE commands the console sends, from the same snapshot.
         commands = work / "restore.resp"
@@ -290,15 +229,10 @@ def run(
             for record in reader.records():
                 ttl = b"0" if record.expire_at_ms == redis_snapshot.NO_EXPIRY else b"%d" % record.expire_at_ms
                 out.write(resp(b"RESTORE", record.key, ttl, record.payload, b"ABSTTL"))
-        raw_restore, console_restore = [], []
         for _ in range(args.repeat):
             target.flushdb()
-            started = time.monotonic()
-            with commands.open("rb") as handle:
-                result = redis_cli(target_url, "--pipe", stdin=handle)
-            raw_restore.append(time.monotonic() - started)
-            if result.returncode or b"errors: 0" not in result.stdout:
-                sys.exit(f"redis-cli --pipe failed: {(result.stdout + result.stderr).decode()[-300:]}")
+            with lap("raw"):
+                pipe_into(target_url, commands, "redis-cli --pipe")
             target.flushdb()
             run_row = restore_run_request(
                 artifact=artifact,
@@ -308,14 +242,13 @@ def run(
                 reason="benchmark",
                 enqueue=False,
             )
-            started = time.monotonic()
-            restore_run_execute(run_id=run_row.pk)
-            console_restore.append(time.monotonic() - started)
+            with lap("console"):
+                restore_run_execute(run_id=run_row.pk)
             run_row.refresh_from_db()
             if run_row.status != RestoreRun.Status.SUCCEEDED:
                 sys.exit(f"console restore failed: {run_row.error}")
         commands.unlink()
-        raw_r, console_r = statistics.median(raw_restore), statistics.median(console_restore)
+        raw_r, console_r = lap.median("raw"), lap.median("console")
         print(f"  raw  redis-cli --pipe of RESTOREs   {raw_r:7.2f} s, {size / raw_r:9,.0f} keys/s")
         print(
             f"  console restore (checks included)  {console_r:7.2f} s, {size / console_r:9,.0f} keys/s; "

@@ -14,30 +14,20 @@ Target (issue 5): the batch at least 8 times the sequential rate. This is a scri
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import multiprocessing
-import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness.clients import TOKEN, sequential_rate
+from harness.core import parser
+from harness.inprocess import django_database
+
 DB = "drc_bench_reprocess"
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-TOKEN = "bench-token"
-os.environ.update(
-    {
-        "DJANGO_SETTINGS_MODULE": "dr_console.settings",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB}",
-        "DJANGO_DEBUG": "False",
-        "DJANGO_SECRET_KEY": "bench-only",
-        "BENCH_APP_TOKEN": TOKEN,
-        "REPROCESS_BACKOFF_MS": "50",
-    }
-)
+
+
+def documents(items: int) -> list[tuple[str, str]]:
+    return [(f"ws-{i % 7}", str(i)) for i in range(items)]
 
 
 def serve_stub(port_queue: Any, latency: float, fail_percent: int) -> None:
@@ -84,17 +74,6 @@ def start_stub(latency: float, fail_percent: int = 0) -> tuple[multiprocessing.P
     return process, f"http://127.0.0.1:{ports.get(timeout=10)}"
 
 
-def sequential_rate(url: str, items: int) -> float:
-    import httpx
-
-    started = time.perf_counter()
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10) as client:
-        for i in range(items):
-            response = client.post(f"/workspaces/ws-{i % 7}/documents/{i}/reprocess")
-            assert response.status_code == 202, response.status_code
-    return items / (time.perf_counter() - started)
-
-
 def batch_run(url: str, items: int, concurrency: int) -> tuple[float, Any]:
     from inventory.models import Environment
     from reprocess.models import ReprocessBatch
@@ -104,8 +83,7 @@ def batch_run(url: str, items: int, concurrency: int) -> tuple[float, Any]:
         name="bench",
         defaults={"api_url": url, "api_token_env": "BENCH_APP_TOKEN", "reprocess_concurrency": concurrency},
     )
-    documents = [(f"ws-{i % 7}", str(i)) for i in range(items)]
-    batch = reprocess_batch_create(environment=env, documents=documents, source="csv", requested_by=None)
+    batch = reprocess_batch_create(environment=env, documents=documents(items), source="csv", requested_by=None)
     reprocess_batch_send(batch=batch, requested_by=None, enqueue=False)
     started, cpu_started = time.perf_counter(), time.process_time()
     reprocess_batch_execute(batch_id=batch.pk)
@@ -115,32 +93,17 @@ def batch_run(url: str, items: int, concurrency: int) -> tuple[float, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, default=10_000)
-    parser.add_argument("--sequential-items", type=int, default=2_000, help="the sequential loop's sample")
-    parser.add_argument("--latency-ms", type=float, default=10)
-    parser.add_argument("--concurrency", type=int, default=16)
-    args = parser.parse_args()
+    cli = parser(__doc__)
+    cli.add_argument("--items", type=int, default=10_000)
+    cli.add_argument("--sequential-items", type=int, default=2_000, help="the sequential loop's sample")
+    cli.add_argument("--latency-ms", type=float, default=10)
+    cli.add_argument("--concurrency", type=int, default=16)
+    args = cli.parse_args()
     latency = args.latency_ms / 1000
 
-    import psycopg
-
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB}"')
-    import django
-
-    django.setup()
-    import logging
-
-    logging.disable(logging.INFO)
-    from django.core.management import call_command
-    from django.db import connections
-
-    call_command("migrate", verbosity=0)
-    try:
+    with django_database(DB, quiet=True, BENCH_APP_TOKEN=TOKEN, REPROCESS_BACKOFF_MS="50"):
         stub, url = start_stub(latency)
-        sequential = sequential_rate(url, args.sequential_items)
+        sequential = sequential_rate(url, documents(args.sequential_items))
         rate, batch = batch_run(url, args.items, args.concurrency)
         stub.terminate()
         print(f"stub latency {args.latency_ms:g} ms, concurrency {args.concurrency}")
@@ -158,10 +121,6 @@ def main() -> None:
             f"with 20% first answering 503: {rate:8.1f} items/s, {batch.accepted}/{batch.total} accepted, "
             f"{batch.failed} failed, {batch.sent} requests ({batch.sent - batch.total} retries), status {batch.status}"
         )
-    finally:
-        connections.close_all()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
