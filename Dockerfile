@@ -10,14 +10,15 @@ ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     ARTIFACT_DIR=/data/artifacts \
-    DR_SCRATCH_DIR=/data/scratch
+    DR_SCRATCH_DIR=/data/scratch \
+    EMAIL_FILE_PATH=/data/mail
 # pg_dump/pg_restore must be at least as new as the servers they back up: bookworm ships 15.
 # Newer servers: add the PGDG apt repository and install postgresql-client-NN, or set PG_BIN_DIR.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends postgresql-client \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 drconsole \
- && mkdir -p /data/artifacts /data/scratch && chown -R drconsole /data
+ && mkdir -p /data/artifacts /data/scratch /data/mail && chown -R drconsole /data
 COPY --from=wheels /wheels /wheels
 RUN pip install --no-cache-dir /wheels/* && rm -rf /wheels
 WORKDIR /app

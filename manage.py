@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from typing import NoReturn
 
 
 def main() -> None:
@@ -17,12 +19,18 @@ def main() -> None:
     try:
         execute_from_command_line(sys.argv)
     except ImproperlyConfigured as exc:
-        sys.stderr.write(f"configuration error: {exc}\n")
-        sys.exit(2)
+        fail(f"configuration error: {exc}")
     except OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        sys.stderr.write(f"cannot use the console's database (DATABASE_URL): {first}\n")
-        sys.exit(2)
+        fail(f"cannot use the console's database (DATABASE_URL): {first}")
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr, exit status 2; with --json also the one JSON document a script reads on stdout."""
+    sys.stderr.write(f"{message}\n")
+    if "--json" in sys.argv[2:]:
+        sys.stdout.write(json.dumps({"error": message}) + "\n")
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import models
 
 from audit.models import AuditEvent
+from dr_console.text import untrusted_data, untrusted_text
 
 logger = logging.getLogger(__name__)
 
@@ -23,16 +24,19 @@ def audit_record(
     client_ip: str | None = None,
 ) -> AuditEvent:
     """Append one event. `actor_label` names a non-person actor ("console", "reaper") or overrides the username.
-    Details must never hold secrets: callers pass ids, names and outcomes, not URLs."""
+    Details must never hold secrets: callers pass ids, names and outcomes, not URLs.
+
+    Details often quote what came from outside (an error naming a Redis key, a queue's name): every string in them
+    is escaped here too (dr_console.text), so an event is always recorded, whatever its caller forgot."""
     user = actor if isinstance(actor, User) else None
     label = actor_label or (user.get_username() if user is not None else "console")
     return AuditEvent.objects.create(
         action=action,
         actor=user,
-        actor_label=label[:150],
+        actor_label=untrusted_text(label)[:150],
         object_type=obj._meta.label_lower if obj is not None else "",
         object_id=str(obj.pk) if obj is not None else "",
-        object_repr=str(obj)[:200] if obj is not None else "",
+        object_repr=untrusted_text(str(obj))[:200] if obj is not None else "",
         client_ip=client_ip,
-        details=details or {},
+        details=untrusted_data(details or {}),
     )

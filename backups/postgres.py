@@ -28,6 +28,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from dr_console.jobs.errors import JobFailed
 from dr_console.jobs.processes import describe_exit, scratch_prefix, start_process, stop_process
+from dr_console.text import untrusted_text
 
 
 class PostgresError(JobFailed):
@@ -186,8 +187,9 @@ def _unambiguous_url(value: str) -> bool:
 
 
 def first_line(text: str) -> str:
+    """The first non-blank line of a message from a server or a tool, safe to store and show (dr_console.text)."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else text.strip()
+    return untrusted_text(lines[0] if lines else text.strip())
 
 
 # --- client tools ---------------------------------------------------------------------------------------------
@@ -233,11 +235,12 @@ def scratch_dir() -> str:
 
 
 def read_tail(handle: IO[bytes], limit: int = 4000) -> str:
-    """The last `limit` characters a tool wrote to its stderr file."""
+    """The last `limit` characters a tool wrote to its stderr file, safe to store: its lines kept, NUL and other
+    control characters escaped (a server's error quotes object names, and an identifier may hold any of them)."""
     handle.flush()
     size = handle.seek(0, os.SEEK_END)
     handle.seek(max(0, size - limit * 4))
-    text = handle.read().decode("utf-8", "replace")
+    text = untrusted_text(handle.read(), multiline=True)
     return text[-limit:].strip()
 
 

@@ -27,6 +27,7 @@ import redis
 from redis.connection import Connection
 
 from dr_console.jobs.errors import JobFailed
+from dr_console.text import untrusted_text
 
 MAGIC = b"DRCREDIS"
 FORMAT_VERSION = 1
@@ -93,8 +94,9 @@ class RedisTarget:
         return text.replace(password, "********") if password else text
 
     def error(self, what: str, exc: BaseException) -> RedisDatastoreError:
-        """A RedisDatastoreError naming the server (never the URL) and what failed."""
-        detail = self.scrub(" ".join(str(exc).split())) or type(exc).__name__
+        """A RedisDatastoreError naming the server (never the URL) and what failed. Redis quotes what it was sent
+        (a key, a command) in its errors as raw bytes: the detail is escaped (dr_console.text)."""
+        detail = untrusted_text(self.scrub(" ".join(str(exc).split()))) or type(exc).__name__
         return RedisDatastoreError(f"{what} at {self.label} (from {self.url_env}): {detail}")
 
 

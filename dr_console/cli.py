@@ -1,18 +1,54 @@
 """What the job commands (backup, verify, restore) share: --wait/--inline/--json, waiting for a job row,
-and errors as one clear line with a non-zero exit status."""
+and errors as one clear line with a non-zero exit status.
+
+With --json, stdout is exactly one JSON document, whatever else happens: the outcome, or `{"error": ...}` with a
+non-zero exit status. Anything else that writes to stdout while the command runs goes to stderr.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TextIO
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import models
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from django.db import OperationalError, models
+
+
+@contextlib.contextmanager
+def stdout_kept_for_json(*, process_stdout: bool) -> Iterator[TextIO | None]:
+    """While a --json command runs, everything else written to stdout goes to stderr: print() and Python libraries
+    (Django's console mail backend wrote a whole email there, before the JSON), and, when the command writes to the
+    process's own stdout, child processes too: file descriptor 1 points at stderr meanwhile. Yields a stream on the
+    real stdout for the JSON document when descriptor 1 was moved, else None (the command's stdout stays the
+    document's: call_command with stdout=..., or a test capturing sys.stdout)."""
+    process = sys.__stdout__
+    with contextlib.redirect_stdout(sys.stderr):
+        if not process_stdout or process is None:
+            yield None
+            return
+        process.flush()
+        document = os.fdopen(os.dup(1), "w", encoding="utf-8")
+        os.dup2(2, 1)
+        try:
+            yield document
+        finally:
+            process.flush()  # what a library buffered for descriptor 1 meanwhile still goes to stderr
+            document.flush()
+            os.dup2(document.fileno(), 1)
+            document.close()
+
+
+def json_asked() -> bool:
+    """`--json` is on the command line (for errors raised before the options are parsed)."""
+    return "--json" in sys.argv[2:]
 
 
 class OneLineCommand(BaseCommand):
@@ -26,6 +62,8 @@ class OneLineCommand(BaseCommand):
             if not parser.called_from_command_line:
                 original(message)  # call_command: Django raises CommandError
             self.stderr.write(f"error: {message} (see `manage.py {subcommand} --help`)")
+            if json_asked():
+                self.stdout.write(json.dumps({"error": message}))
             sys.exit(2)
 
         parser.error = error  # type: ignore[method-assign]
@@ -36,7 +74,8 @@ class JobCommand(OneLineCommand):
     """Base for commands that start a job on a worker and optionally wait for it."""
 
     job_noun = "job"
-    _finished = False
+    _finished = False  # the outcome (or, with --json, the error document) has been printed
+    _document: OutputWrapper  # with --json: where the one JSON document goes
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--wait", action="store_true", help="Wait until the worker has finished the job.")
@@ -58,12 +97,29 @@ class JobCommand(OneLineCommand):
         # Job progress is logged for workers; on the command line the command's own lines say it all.
         if options.get("verbosity", 1) < 2:
             logging.getLogger().setLevel(logging.WARNING)
-        try:
+        if not options.get("json"):
             return super().execute(*args, **options)
-        except CommandError as exc:
-            if options.get("json") and not self._finished:  # scripts always get one JSON object
-                self.stdout.write(json.dumps({"error": str(exc)}))
-            raise
+        self._document = OutputWrapper(options["stdout"]) if options.get("stdout") else self.stdout
+        with stdout_kept_for_json(process_stdout=not options.get("stdout") and sys.stdout is sys.__stdout__) as real:
+            if real is not None:
+                self._document = OutputWrapper(real)
+            options["stdout"] = options.get("stderr") or sys.stderr  # the command's own other lines, too
+            try:
+                return super().execute(*args, **options)
+            except CommandError as exc:
+                self.json_error(str(exc))
+                raise
+            except (ImproperlyConfigured, OperationalError):
+                raise  # Django itself cannot run: manage.py says so, as one JSON document too
+            except Exception as exc:
+                self.json_error(f"internal error: {type(exc).__name__}: {one_line(exc)}")
+                raise
+
+    def json_error(self, message: str) -> None:
+        """With --json, a failure is one `{"error": ...}` document, unless the outcome was already printed."""
+        if not self._finished:
+            self._finished = True
+            self._document.write(json.dumps({"error": message}))
 
     @staticmethod
     def trigger_label() -> str:
@@ -77,7 +133,7 @@ class JobCommand(OneLineCommand):
         exit status 1."""
         self._finished = True
         if options["json"]:
-            self.stdout.write(json.dumps(summary, indent=2, default=str))
+            self._document.write(json.dumps(summary, indent=2, default=str))
         elif not failure:
             self.stdout.write(text)
         if failure:
@@ -126,6 +182,8 @@ class JobCommand(OneLineCommand):
                 time.sleep(0.5)
         except KeyboardInterrupt:
             self.stderr.write(f"\nstopped waiting; the {self.job_noun} goes on on the worker")
+            if options["json"]:
+                self.json_error(f"stopped waiting; the {self.job_noun} goes on on the worker")
             sys.exit(130)
 
 

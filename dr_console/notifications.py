@@ -1,6 +1,7 @@
-"""Telling people: email (Django's email backend, EMAIL_URL) and an environment's optional webhook (JSON with a
-Slack-compatible `text`). One function for every notification (restores, failed backups, failed drills,
-objective breaches). A notification that cannot be sent is logged; it never changes a job's outcome."""
+"""Telling people: email (Django's email backend, EMAIL_URL; unset, one file per message under EMAIL_FILE_PATH) and an
+environment's optional webhook (JSON with a Slack-compatible `text`). One function for every notification
+(restores, failed backups, failed drills, objective breaches). A notification that cannot be sent is logged; it
+never changes a job's outcome."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ def notify(*, subject: str, text: str, recipients: Iterable[str], webhook_url: s
             send_mail(subject, text, settings.DEFAULT_FROM_EMAIL, addresses)
         except Exception:
             logger.exception("could not email the notification about %s", about or subject)
+        else:
+            if settings.EMAIL_BACKEND == "django.core.mail.backends.filebased.EmailBackend":
+                logger.info(
+                    "EMAIL_URL is not set: the email about %s was saved under %s, not sent",
+                    about or subject,
+                    settings.EMAIL_FILE_PATH,
+                )
     if webhook_url:
         try:
             httpx.post(webhook_url, json={"text": f"{subject}\n{text}"}, timeout=WEBHOOK_TIMEOUT).raise_for_status()

@@ -216,11 +216,13 @@ REPROCESS_QUERY_TIMEOUT = env_int("REPROCESS_QUERY_TIMEOUT", default=30)  # seco
 REPROCESS_MAX_ITEMS = env_int("REPROCESS_MAX_ITEMS", default=200_000)
 REPROCESS_TIME_LIMIT = env_int("REPROCESS_TIME_LIMIT", default=6 * 3600)
 
-# Notifications: EMAIL_URL (e.g. smtp://user:password@mail.internal:587/?tls=True) or, unset, the worker's log.
+# Notifications: EMAIL_URL (e.g. smtp://user:password@mail.internal:587/?tls=True) or, unset, one file per message
+# under EMAIL_FILE_PATH (not the console backend: it prints on stdout, where `manage.py ... --json` writes its JSON).
 if env.str("EMAIL_URL", default=""):
     globals().update(env.email_url("EMAIL_URL"))  # EMAIL_BACKEND, EMAIL_HOST, EMAIL_PORT, ...
 else:
-    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = env.str("EMAIL_FILE_PATH", default="") or str(VAR_DIR / "mail")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="dr-console@localhost")
 # Who is told about failed backups, failed drills and objective breaches (besides the environment's webhook and
 # the person who started the job): comma-separated addresses.
@@ -319,7 +321,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A key name or a tool's output in a log line is escaped: it cannot forge a line or reach the terminal raw.
+    "filters": {"untrusted_text": {"()": "dr_console.text.UntrustedTextFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["untrusted_text"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

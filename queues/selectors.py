@@ -24,6 +24,7 @@ from rq.registry import (
 from rq.results import Result
 from rq.worker import WorkerStatus
 
+from dr_console.text import untrusted_text
 from inventory.models import Environment
 from queues.rqclient import InspectionSerializer, environment_redis
 
@@ -185,12 +186,14 @@ def queue_overview(connection: redis.Redis) -> QueueOverview:
         for job_list in REGISTRIES:
             counts[job_list] = _registry(connection, name, job_list).get_job_count(cleanup=False)
         queues.append(QueueSummary(name=name, counts=counts))
+    # What the application's Redis holds is shown as escaped text (dr_console.text); queue names stay as stored
+    # because the pages' links name them (templates escape them with the `untrusted` filter).
     workers = [
         WorkerSummary(
-            name=worker.name,
-            state=str(worker.get_state()),
-            queues=worker.queue_names(),
-            current_job_id=worker.get_current_job_id(),
+            name=untrusted_text(worker.name),
+            state=untrusted_text(str(worker.get_state())),
+            queues=[untrusted_text(name) for name in worker.queue_names()],
+            current_job_id=_shown_or_none(worker.get_current_job_id()),
             last_heartbeat=worker.last_heartbeat,
             birth=worker.birth_date,
             successful_jobs=worker.successful_job_count,
@@ -253,27 +256,31 @@ def _job_detail(job_id: str, job: Job | None) -> JobDetail:
             missing=True,
         )
     try:
-        func_name, args, undecodable = job.func_name, _short_args(job.args, job.kwargs), False
+        func_name, args, undecodable = _shown_or_none(job.func_name), _short_args(job.args, job.kwargs), False
     except DeserializationError:
         func_name, args, undecodable = None, "", True
     return JobDetail(
-        id=job_id,
+        id=job_id,  # rq accepts only letters, digits, _ and - in a job id
         func_name=func_name,
         args=args,
-        description=job.description or "",
-        status=str(job.get_status(refresh=False) or ""),
+        description=untrusted_text(job.description or ""),
+        status=untrusted_text(str(job.get_status(refresh=False) or "")),
         enqueued_at=job.enqueued_at,
         started_at=job.started_at,
         ended_at=job.ended_at,
-        worker_name=job.worker_name,
+        worker_name=_shown_or_none(job.worker_name),
         undecodable=undecodable,
     )
+
+
+def _shown_or_none(value: str | None) -> str | None:
+    return None if value is None else untrusted_text(value)
 
 
 def _short_args(args: Any, kwargs: Any) -> str:
     parts = [repr(value) for value in args or ()]
     parts += [f"{key}={value!r}" for key, value in (kwargs or {}).items()]
-    text = ", ".join(parts)
+    text = untrusted_text(", ".join(parts))  # repr escapes a str's control characters, not every object's
     return text if len(text) <= ARGS_SHOWN_CHARS else text[: ARGS_SHOWN_CHARS - 1] + "…"
 
 
@@ -298,8 +305,8 @@ def _latest_exceptions(connection: redis.Redis, job_ids: list[str]) -> dict[str,
 
 
 def _shorten_exception(text: str) -> str:
-    """The end of a traceback is what says what went wrong."""
-    text = text.strip()
+    """The end of a traceback is what says what went wrong. Its lines are kept, its control characters escaped."""
+    text = untrusted_text(text.strip(), multiline=True)
     return text if len(text) <= EXCEPTION_SHOWN_CHARS else "…" + text[-EXCEPTION_SHOWN_CHARS:]
 
 

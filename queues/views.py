@@ -20,6 +20,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HTMX_STOP_POLLING, trigger_client_event
 
 from dr_console.http import HtmxRequest, client_ip, partial_wanted
+from dr_console.text import untrusted_text
 from inventory.models import Environment
 from queues import selectors, services
 from queues.rqclient import QueueUnavailable, environment_redis, redis_error_reason
@@ -130,6 +131,7 @@ def job_list(request: HtmxRequest, environment: str, queue: str, job_list: str) 
 
 
 def _after_requeue(request: HtmxRequest, env: Environment, queue: str, notice: str, ok: bool) -> HttpResponse:
+    notice = untrusted_text(notice)  # it quotes the queue's name, as the application's Redis holds it
     page = _page_number(request.POST.get("page", "1"))
     if not request.htmx:
         messages.add_message(request, messages.SUCCESS if ok else messages.ERROR, notice)

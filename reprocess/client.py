@@ -21,6 +21,8 @@ from urllib.parse import quote
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from dr_console.text import untrusted_text
+
 ACCEPTED_STATUS = range(200, 300)
 
 
@@ -77,7 +79,7 @@ class RetryPolicy:
 
 def error_text(exc: httpx.HTTPError) -> str:
     kind = type(exc).__name__
-    detail = str(exc).strip()
+    detail = untrusted_text(str(exc).strip())
     return f"{kind}: {detail}" if detail else kind
 
 
@@ -106,13 +108,15 @@ async def reprocess_call(
         status = response.status_code
         if status in ACCEPTED_STATUS:
             return CallOutcome(accepted=True, attempts=attempts, status_code=status, error="")
-        reason = f"{status} {response.reason_phrase}"
+        # The reason phrase, a Location and the body are the application's bytes: escaped before they are stored.
+        reason = f"{status} {untrusted_text(response.reason_phrase)}"
         if status == 429 or status >= 500:
             raise TransientCallError(reason, status, retry_after_seconds(response.headers.get("Retry-After")))
         if 300 <= status < 400:
-            reason += f" to {response.headers.get('Location', '?')}: check the environment's api_url"
+            location = untrusted_text(response.headers.get("Location", "?"))
+            reason += f" to {location}: check the environment's api_url"
         else:
-            body = " ".join(response.text[:300].split())
+            body = untrusted_text(" ".join(response.text[:300].split()))
             reason += f": {body}" if body else ""
         return CallOutcome(accepted=False, attempts=attempts, status_code=status, error=reason[:500])
 

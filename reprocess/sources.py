@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 
 from backups.postgres import PostgresError, first_line, pg_connection_from_env
+from dr_console.text import untrusted_text
 from inventory.models import Environment
 
 MAX_ID_LENGTH = 64
@@ -30,12 +31,18 @@ class SourceError(Exception):
 
 
 def _clean_id(value: object, what: str) -> tuple[str, str]:
-    """(clean value, problem). Ids go into the request path (percent-encoded), so any text works but empty."""
+    """(clean value, problem). Ids go into the request path (percent-encoded), so any text works but empty, or
+    with a control character: escaping it would send another id, and PostgreSQL refuses NUL in the item's row."""
     text = "" if value is None else str(value).strip()
     if not text:
         return "", _("%(column)s is empty") % {"column": what}
     if len(text) > MAX_ID_LENGTH:
         return "", _("%(column)s is longer than %(max)s characters") % {"column": what, "max": MAX_ID_LENGTH}
+    if untrusted_text(text) != text:
+        return "", _("%(column)s holds a control character: %(value)s") % {
+            "column": what,
+            "value": untrusted_text(text),
+        }
     return text, ""
 
 

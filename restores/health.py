@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from dr_console.text import untrusted_text
+
 
 def http_client(transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """The one place the client is built, so a unit test could pass a transport."""
@@ -33,17 +35,20 @@ def application_checks(api_url: str, client: httpx.Client | None = None) -> list
             try:
                 response = http.get(url)
             except httpx.HTTPError as exc:
-                detail = f"GET {url}: {type(exc).__name__}: {exc}" if str(exc) else f"GET {url}: {type(exc).__name__}"
+                error = untrusted_text(str(exc))
+                detail = f"GET {url}: {type(exc).__name__}: {error}" if error else f"GET {url}: {type(exc).__name__}"
                 checks.append({"name": f"GET {path}", "ok": False, "detail": detail, "status_code": None})
                 continue
             ok = response.is_success
-            body = response.text[:200].strip()
+            # The application's own words, as bytes from outside: escaped before they reach the run's checks.
+            body = untrusted_text(response.text[:200].strip())
+            reason = untrusted_text(response.reason_phrase)
             checks.append(
                 {
                     "name": f"GET {path}",
                     "ok": ok,
                     "status_code": response.status_code,
-                    "detail": f"{response.status_code} {response.reason_phrase}" + ("" if ok else f": {body}"),
+                    "detail": f"{response.status_code} {reason}" + ("" if ok else f": {body}"),
                 }
             )
     return checks

@@ -33,6 +33,7 @@ from backups.postgres import (
     tool_version,
 )
 from dr_console.jobs import JobContext, JobFailed, describe_exit
+from dr_console.text import untrusted_text
 from restores.models import RestoreRun
 
 if TYPE_CHECKING:
@@ -156,14 +157,15 @@ def run_checks(database: PgConnection, expected_counts: dict[str, int]) -> list[
         mismatches = []
         for label, expected in sorted(expected_counts.items()):
             schema, _, table = label.partition(".")
+            shown = untrusted_text(label)  # an identifier may hold any character but NUL
             try:
                 found = count_rows(conn, [(schema, table)])[label]
             except Exception as exc:
                 conn.rollback()
-                mismatches.append(f"{label}: expected {expected}, cannot count ({first_line(str(exc))})")
+                mismatches.append(f"{shown}: expected {expected}, cannot count ({first_line(str(exc))})")
                 continue
             if found != expected:
-                mismatches.append(f"{label}: expected {expected}, found {found}")
+                mismatches.append(f"{shown}: expected {expected}, found {found}")
         checks.append(
             {
                 "name": "row counts",

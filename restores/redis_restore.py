@@ -40,6 +40,7 @@ from backups.redis_snapshot import (
     version_tuple,
 )
 from dr_console.jobs import JobContext, JobFailed
+from dr_console.text import untrusted_text
 from inventory.services import DatastoreRefused, datastore_check_not_broker
 from restores.models import RestoreRun
 
@@ -115,10 +116,6 @@ def _exist(conn: Any, keys: list[bytes]) -> list[bool]:
     return [reply == 1 for reply in pipelined(conn, [("EXISTS", key) for key in keys])]
 
 
-def _shown(key: bytes) -> str:
-    return key.decode("utf-8", "backslashreplace")
-
-
 def _batches(records: Iterable[SnapshotRecord], size: int = BATCH) -> Iterator[list[SnapshotRecord]]:
     iterator = iter(records)
     while batch := list(islice(iterator, size)):
@@ -135,7 +132,9 @@ class KeyList:
     def add(self, key: bytes, note: str = "") -> None:
         self.count += 1
         if len(self.sample) < SAMPLE:
-            self.sample.append(_shown(key) + (f" ({note})" if note else ""))
+            # A key name is any bytes (NUL included, which PostgreSQL refuses in the messages that quote it).
+            shown = untrusted_text(key) + (f" ({untrusted_text(note)})" if note else "")
+            self.sample.append(shown)
 
     def named(self) -> str:
         more = f" and {self.count - len(self.sample)} more" if self.count > len(self.sample) else ""
@@ -295,7 +294,7 @@ def redis_checks(
         pong = client.ping()
         checks.append({"name": "PING", "ok": bool(pong), "detail": "PONG" if pong else f"returned {pong!r}"})
     except redis.RedisError as exc:
-        return [{"name": "PING", "ok": False, "detail": f"{type(exc).__name__}: {exc}"}]
+        return [{"name": "PING", "ok": False, "detail": f"{type(exc).__name__}: {untrusted_text(str(exc))}"}]
 
     problems = []
     if result.conflicts.count:

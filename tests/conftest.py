@@ -13,7 +13,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -82,6 +82,17 @@ def artifact_dir(settings: Any, tmp_path: Path) -> Path:
     }
     settings.DR_SCRATCH_DIR = str(tmp_path / "scratch")
     return location
+
+
+@pytest.fixture(autouse=True)
+def mail_dir(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where unsent email goes (no EMAIL_URL: Django's file backend), for the test and the manage.py processes it
+    starts: its own folder, never var/mail. In the test's own process Django keeps mail in `mail.outbox`."""
+    path = tmp_path / "mail"
+    settings.EMAIL_FILE_PATH = str(path)
+    monkeypatch.setenv("EMAIL_FILE_PATH", str(path))
+    monkeypatch.delenv("EMAIL_URL", raising=False)
+    return path
 
 
 def stored_files(location: Path) -> list[str]:
@@ -422,6 +433,7 @@ class HttpStub:
     statuses: dict[str, int]
     posts: list[tuple[str, bytes]]
     gets: list[str]
+    bodies: dict[str, bytes] = field(default_factory=dict)  # path -> the body to answer instead of the default
 
 
 @pytest.fixture
@@ -435,7 +447,9 @@ def http_stub() -> Iterator[HttpStub]:
         def do_GET(self) -> None:
             stub.gets.append(self.path)
             status = stub.statuses.get(self.path, 404)
-            body = b'{"status": "ok"}' if status < 400 else b'{"status": "redis unreachable"}'
+            body = stub.bodies.get(self.path) or (
+                b'{"status": "ok"}' if status < 400 else b'{"status": "redis unreachable"}'
+            )
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -20,6 +20,7 @@ from django.utils.translation import ngettext
 from backups.models import BackupArtifact
 from backups.scheduling import ScheduleState
 from backups.selectors import DatastoreDashboardRow, RpoState, backup_artifact_in_progress
+from dr_console.text import untrusted_text
 
 register = template.Library()
 
@@ -79,6 +80,13 @@ def backup_status_label(value: str) -> str:
     """A backup status value ("running") in the reader's language; an unknown value as it is."""
     choices = BackupArtifact.Status
     return str(choices(value).label) if value in choices.values else value
+
+
+@register.filter
+def untrusted(value: Any) -> str:
+    """`{{ queue.name|untrusted }}`: text from outside (the application's Redis) with its control characters
+    escaped, where the raw value is still needed elsewhere on the page (in a link)."""
+    return untrusted_text(str(value))
 
 
 @register.filter

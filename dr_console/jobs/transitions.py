@@ -16,6 +16,7 @@ from django.db import models, transaction
 from django.utils import timezone, translation
 
 from dr_console.jobs.models import JobModel
+from dr_console.text import untrusted_data, untrusted_text
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,10 @@ def job_transition(
     if to not in model.TRANSITIONS.get(old, frozenset()):
         raise IllegalTransition(f"{english_name(model)} #{pk}", old, to)
     now = timezone.now()
-    changes: dict[str, Any] = {"status": to, **(fields or {})}
+    # Errors and fields quote tools and servers (stderr, key names, HTTP bodies): escaped once more here, so that a
+    # NUL in one never makes the failure itself fail (PostgreSQL refuses it in text and jsonb).
+    error, event_message = untrusted_text(error, multiline=True), untrusted_text(event_message, multiline=True)
+    changes: dict[str, Any] = {"status": to, **untrusted_data(dict(fields or {}))}
     if to in model.TERMINAL:
         if old not in model.TERMINAL:  # a finished job moving on (succeeded -> expired) keeps its timings
             changes["finished_at"] = now

@@ -268,3 +268,16 @@ def test_a_value_larger_than_a_chunk_backs_up_and_verifies(app_redis: AppRedis, 
     assert backup_artifact_verify(artifact_id=artifact.pk) == Verification.VERIFIED
     records = {record.key: record for record in stored_records(artifact_dir, artifact)}
     assert records[b"big"].payload == app_redis.client.dump("big")
+
+
+def test_a_redis_error_quoting_control_characters_is_escaped_in_the_message(app_redis: AppRedis) -> None:
+    """Redis quotes what it was sent in its errors, byte for byte."""
+    target = redis_snapshot.redis_target_from_env(app_redis.url_env)
+    with pytest.raises(redis.ResponseError) as refused:
+        target.client().execute_command("NOSUCH\x1b[31m\x07")
+
+    error = target.error("the snapshot failed", refused.value)
+
+    assert str(error).startswith(
+        f"the snapshot failed at {target.label} (from {app_redis.url_env}): unknown command 'NOSUCH\\x1b[31m\\x07'"
+    )

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import psutil
 import psycopg
 import pytest
+from psycopg import sql
 
 from backups.models import BackupArtifact
 from backups.postgres import pg_connection_from_env
@@ -22,7 +24,16 @@ from backups.services import (
 )
 from backups.verification import backup_artifact_verify
 from dr_console.jobs import IllegalTransition, job_transition
-from tests.conftest import PasswordServer, SourceDb, start_thread, stored_files, table_fingerprints
+from tests.conftest import (
+    PasswordServer,
+    SourceDb,
+    admin_connection,
+    database_url,
+    drop_database,
+    start_thread,
+    stored_files,
+    table_fingerprints,
+)
 from tests.factories import BackupArtifactFactory, DatastoreFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -442,3 +453,31 @@ def test_a_percent_encoded_password_works(monkeypatch: pytest.MonkeyPatch, sourc
     monkeypatch.setenv(source_db.url_env, encoded)
     assert pg_connection_from_env(source_db.url_env).password == "S3cr3t/Pw@x?"
     assert take_backup(source_db).status == Status.SUCCEEDED
+
+
+def test_pg_dumps_error_quoting_a_control_character_is_stored_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL identifiers may hold any character but NUL; pg_dump's errors quote them as they are."""
+    suffix = uuid.uuid4().hex[:10]
+    name, role, sequence = f"drt_src_{suffix}", f"drt_no_rights_{suffix}", "evil\x1b[31m\x07seq"
+    with admin_connection() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        with psycopg.connect(database_url(name), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE SEQUENCE {}").format(sql.Identifier(sequence)))
+        # The role may connect but not read the sequence (and there is no table to count): pg_dump fails naming it.
+        monkeypatch.setenv("TEST_NO_RIGHTS_URL", database_url(name).replace("postgres@", f"{role}@"))
+        artifact = take_backup(SourceDb(name=name, url_env="TEST_NO_RIGHTS_URL", url=database_url(name)))
+    finally:
+        drop_database(name)
+        with admin_connection() as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+    assert artifact.status == Status.FAILED
+    assert artifact.error == (
+        "pg_dump exited with status 1: query failed: ERROR:  permission denied for sequence evil\\x1b[31m\\x07seq"
+    )
+    assert artifact.stderr_tail.endswith(
+        '\npg_dump: detail: Query was: SELECT last_value, is_called FROM public."evil\\x1b[31m\\x07seq"'
+    )  # its lines kept, its control characters escaped
+    assert "\x1b" not in artifact.stderr_tail + artifact.error

@@ -17,7 +17,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 
@@ -163,6 +163,36 @@ def test_a_failed_job_is_summed_up_by_its_error_not_by_the_lines_after_it(
     summary = 'psycopg.errors.UndefinedTable: relation "documents_being_restored" does not exist'
     assert detail.exception_headline == summary
     assert f'<summary class="error">{summary.replace(chr(34), "&quot;")}</summary>' in response.content.decode()
+
+
+@pytest.mark.filterwarnings("ignore:CLIENT SETNAME:Warning")  # Redis refuses the odd worker name as a client name
+def test_what_the_applications_redis_holds_is_shown_escaped(viewer_client: Client, queue_env: QueueEnv) -> None:
+    odd_queue = "odd\x1b[31m"
+    queue_env.connection.set("broken:7\x1b[31m", 1)
+    queue_env.queue().enqueue(jobs.process, "ws-1", "7\x1b[31m", description="import\x00\x1b[2J")
+    queue_env.work()
+    queue_env.enqueue(8, queue=odd_queue)
+    worker = Worker([queue_env.queue(odd_queue)], connection=queue_env.connection, name="w\x1b[31m\x07")
+    worker.register_birth()
+    try:
+        page = viewer_client.get(_page_url(queue_env))
+        failed = viewer_client.get(_list_url(queue_env), headers=HTMX)
+        queued = viewer_client.get(_list_url(queue_env, "queued", queue=odd_queue), headers=HTMX)
+    finally:
+        worker.register_death()
+
+    for response in (page, failed, queued):
+        assert response.status_code == 200
+        assert not {"\x00", "\x07", "\x1b"} & set(response.content.decode())
+    assert '<th scope="row">odd\\x1b[31m</th>' in page.content.decode()
+    [worker_row] = page.context["overview"].workers
+    assert (worker_row.name, worker_row.queues) == ("w\\x1b[31m\\x07", ["odd\\x1b[31m"])
+    assert _list_url(queue_env, "queued", queue=odd_queue) in page.content.decode()  # the link keeps the real name
+    [detail] = failed.context["job_page"].jobs
+    assert detail.description == "import\\x00\\x1b[2J"
+    assert detail.args == "'ws-1', '7\\x1b[31m'"
+    assert detail.exception_headline == "RuntimeError: cannot process document 7\\x1b[31m"
+    assert "Queued jobs of odd\\x1b[31m" in queued.content.decode()
 
 
 def test_job_list_without_htmx_is_the_whole_page(viewer_client: Client, queue_env: QueueEnv) -> None:

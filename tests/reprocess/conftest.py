@@ -26,6 +26,7 @@ class ReprocessStub:
     script: dict[str, list[int]] = field(default_factory=dict)
     refuse: dict[str, int] = field(default_factory=dict)  # document_id -> permanent status (404, 409...)
     retry_after: str = ""
+    refusal_body: bytes = b'{"error": "nope"}'  # the body of every answer but 202
     calls: Counter[str] = field(default_factory=Counter)
     accepted: Counter[str] = field(default_factory=Counter)
     idempotency_keys: list[str] = field(default_factory=list)
@@ -61,7 +62,7 @@ def reprocess_stub() -> Iterator[ReprocessStub]:
                     time.sleep(stub.latency)
                 stub.idempotency_keys.append(self.headers.get("Idempotency-Key", ""))
                 status = stub.answer(match.group(2))
-            body = b'{"status": "queued"}' if status == 202 else b'{"error": "nope"}'
+            body = b'{"status": "queued"}' if status == 202 else stub.refusal_body
             self.send_response(status)
             if status == 429 and stub.retry_after:
                 self.send_header("Retry-After", stub.retry_after)

@@ -23,6 +23,7 @@ from reprocess.services import (
 from reprocess.sources import SourceError, documents_from_csv
 from tests.conftest import admin_connection, database_url, drop_database
 from tests.factories import DatastoreFactory, EnvironmentFactory, ReprocessBatchFactory
+from tests.queues import jobs
 from tests.reprocess.conftest import ReprocessStub
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the sender writes from its own thread
@@ -75,6 +76,15 @@ def test_csv_errors_name_every_bad_line() -> None:
         "line 4: workspace_id is empty",
         "line 5: expected 2 columns (workspace_id,document_id), got 3",
         "line 6: document_id is longer than 64 characters",
+    ]
+
+
+def test_ids_with_control_characters_are_refused_not_altered() -> None:
+    with pytest.raises(SourceError) as refused:
+        documents_from_csv("ws-1,10\nws-1,1\x00\nws\x1b[31m,12\n")
+    assert refused.value.errors == [
+        "line 2: document_id holds a control character: 1\\x00",
+        "line 3: workspace_id holds a control character: ws\\x1b[31m",
     ]
 
 
@@ -191,6 +201,20 @@ def test_refusals_fail_the_item_at_once_with_the_reason(app_env: Environment, re
     assert (item.status, item.attempts, item.last_status_code) == ("failed", 1, 404)
     assert item.last_error.startswith("404 Not Found")
     assert reprocess_stub.calls[docs[2][1]] == 1
+
+
+def test_a_refusal_whose_body_holds_nul_and_control_characters_is_recorded_escaped(
+    app_env: Environment, reprocess_stub: ReprocessStub
+) -> None:
+    docs = documents(3)
+    reprocess_stub.refuse = {docs[1][1]: 404}
+    reprocess_stub.refusal_body = b'{"error": "no document\x00 \x1b[31mhere\x1b[0m"}'
+
+    batch = send_now(ReprocessBatchFactory(environment=app_env, documents=docs))
+
+    assert (batch.status, batch.accepted, batch.failed) == (ReprocessBatch.Status.FAILED, 2, 1)
+    item = ReprocessItem.objects.get(batch=batch, document_id=docs[1][1])
+    assert item.last_error == '404 Not Found: {"error": "no document\\x00 \\x1b[31mhere\\x1b[0m"}'
 
 
 def test_sending_again_sends_only_what_was_not_accepted(app_env: Environment, reprocess_stub: ReprocessStub) -> None:
@@ -325,6 +349,21 @@ def test_failed_rq_jobs_build_a_batch_and_sending_it_reaches_the_application(
     batch = send_now(batch)
     assert batch.status == ReprocessBatch.Status.SUCCEEDED
     assert sorted(reprocess_stub.accepted) == ["11", "12", "13"]
+
+
+def test_failed_rq_jobs_whose_ids_hold_control_characters_are_left_out(app_redis: Any) -> None:
+    from tests.queues.conftest import QueueEnv, queue_environment
+
+    queue_env = QueueEnv(environment=queue_environment(app_redis), redis=app_redis)
+    queue_env.fail(11)
+    for odd in ("12\x00", "13\x1b[31m"):
+        queue_env.connection.set(f"broken:{odd}", 1)
+        queue_env.queue().enqueue(jobs.process, "ws-1", odd)
+    queue_env.work()
+
+    batch = reprocess_batch_build(environment=queue_env.environment, source="failed_jobs", requested_by=None)
+
+    assert list(batch.items.values_list("workspace_id", "document_id")) == [("ws-1", "11")]
 
 
 def test_failed_jobs_without_a_reachable_redis_say_so(app_redis: Any, monkeypatch: pytest.MonkeyPatch) -> None:

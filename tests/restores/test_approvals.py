@@ -263,6 +263,22 @@ def test_a_failing_readyz_fails_the_run_and_says_which_check(
     assert [c["name"] for c in run.checks if not c["ok"]] == ["GET /readyz"]
 
 
+def test_an_application_answer_holding_nul_and_control_characters_is_recorded_escaped(
+    backup: BackupArtifact, operator: Any, approver: Any, http_stub: HttpStub
+) -> None:
+    http_stub.statuses["/readyz"] = 503
+    http_stub.bodies["/readyz"] = b'{"redis": "down\x00\x1b[2J", "key": "s:bin\xff"}'
+    run = request_in_place(backup, operator)
+    restore_run_approve(run_id=run.pk, approver=approver, enqueue=False)
+    restore_run_execute(run_id=run.pk)
+
+    run.refresh_from_db()
+    assert run.status == Status.FAILED
+    shown = '503 Service Unavailable: {"redis": "down\\x00\\x1b[2J", "key": "s:bin\ufffd"}'
+    assert next(c for c in run.checks if c["name"] == "GET /readyz")["detail"] == shown
+    assert run.error == f"check failed: GET /readyz: {shown}"
+
+
 def test_an_unreachable_application_is_a_failed_check_not_a_crash(
     backup: BackupArtifact, operator: Any, approver: Any, settings: Any
 ) -> None:

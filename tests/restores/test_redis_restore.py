@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from audit.models import AuditEvent
 from backups import redis_snapshot
 from backups.models import BackupArtifact
 from backups.services import backup_artifact_execute, backup_artifact_request
@@ -16,7 +17,7 @@ from restores import redis_restore
 from restores.models import RestoreRun
 from restores.services import RestoreRefused, restore_run_cancel, restore_run_execute
 from tests.conftest import AppRedis, redis_contents, redis_fill_all_types, start_thread
-from tests.factories import DatastoreFactory, EnvironmentFactory
+from tests.factories import DatastoreFactory, EnvironmentFactory, RestoreRunFactory
 from tests.restores.helpers import REQUESTER, request, requester, restore  # noqa: F401 (requester: autouse)
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,6 +80,75 @@ def test_existing_keys_are_conflicts_named_before_anything_is_written(app_redis:
     assert "nothing was restored" in run.error and "replace existing keys" in run.error
     assert client.get("s:plain") == b"changed after the backup"  # untouched
     assert not client.exists("h:small", "z:small")
+
+
+# Key names are any bytes. PostgreSQL refuses NUL in the text and jsonb columns the messages naming them go to, and
+# only the first SAMPLE keys are named, in SCAN order: these tests make every conflicting key a garbage one.
+GARBAGE_KEYS = {
+    b"s:bin\xff\x00\x1b[31m": "s:bin\\xff\\x00\\x1b[31m",
+    b"\x00": "\\x00",
+    b"title\x1b]0;pwned\x07": "title\\x1b]0;pwned\\x07",
+    b"line\nbreak\r": "line\\nbreak\\r",
+}
+
+
+def test_key_names_are_named_escaped_whatever_bytes_they_hold() -> None:
+    keys = redis_restore.KeyList()
+    for key in GARBAGE_KEYS:
+        keys.add(key)
+    keys.add(b"bad\x00", note="ERR payload\x00")
+
+    assert keys.named() == ", ".join([*GARBAGE_KEYS.values(), "bad\\x00 (ERR payload\\x00)"])
+
+
+def test_conflicts_on_keys_holding_nul_and_control_characters_are_named_escaped(app_redis: AppRedis) -> None:
+    client = app_redis.client
+    for key in GARBAGE_KEYS:
+        client.set(key, b"v")
+    artifact = backup_of(redis_datastore(app_redis))
+
+    run = restore(artifact, target_kind=Kind.IN_PLACE)  # every key of the backup is still there: all conflicts
+
+    assert run.status == Status.FAILED
+    assert run.error.startswith(f"4 keys of the backup already exist in {artifact.datastore.name}: ")
+    named = run.error.split(": ", 1)[1].split("; nothing was restored")[0].split(", ")
+    assert sorted(named) == sorted(GARBAGE_KEYS.values())
+    assert [e.message for e in run.events.all()][-1] == run.error
+    finished = AuditEvent.objects.get(action=AuditEvent.Action.RESTORE_FINISHED, object_id=str(run.pk))
+    assert finished.details["error"] == run.error
+
+
+def test_a_conflict_on_a_garbage_key_during_the_restore_is_named_escaped_in_the_checks(
+    app_redis: AppRedis, second_redis: AppRedis, artifact_dir: Path
+) -> None:
+    for key in GARBAGE_KEYS:
+        app_redis.client.set(key, b"v")
+    artifact = backup_of(redis_datastore(app_redis))
+    second_redis.client.set(b"\x00", "written by the application meanwhile")
+    data = (artifact_dir / artifact.storage_key).read_bytes()
+    match = redis_restore.key_matcher("")
+
+    result = redis_restore.redis_restore(
+        second_redis.client,
+        redis_snapshot.SnapshotReader([data]).records(),
+        match=match,
+        replace=False,
+        checkpoint=lambda: None,
+    )
+    checks = redis_restore.redis_checks(
+        second_redis.client,
+        redis_snapshot.SnapshotReader([data]).records(),
+        match=match,
+        result=result,
+        target_label="second",
+    )
+
+    restored = next(c for c in checks if c["name"] == "keys restored")
+    assert restored["detail"].startswith("1 keys already existed and were kept: \\x00 (restore with")
+    run = RestoreRunFactory(artifact=artifact)
+    RestoreRun.objects.filter(pk=run.pk).update(checks=checks)  # as the run records them: jsonb takes it
+    run.refresh_from_db()
+    assert run.checks == checks
 
 
 def test_replace_overwrites_existing_keys_in_place(app_redis: AppRedis) -> None:

@@ -9,6 +9,7 @@ import psutil
 import psycopg
 import pytest
 from django.utils import timezone
+from psycopg import sql
 
 from backups.models import BackupArtifact
 from restores.models import RestoreRun
@@ -218,3 +219,45 @@ def test_reaper_fails_a_restore_whose_worker_died_and_never_reruns_it(backup: Ba
     run.refresh_from_db()
     assert run.status == Status.FAILED
     assert run.error == "worker lost: the target may be partly restored"
+
+
+# PostgreSQL identifiers may hold any character but NUL, and pg_restore's errors quote them as they are.
+EVIL_TABLE = "evil\x1b[31m\x07table"
+EVIL_SHOWN = "evil\\x1b[31m\\x07table"
+
+
+def test_pg_restore_errors_quoting_a_control_character_are_stored_escaped(source_db: SourceDb) -> None:
+    with source_db.connect() as conn:
+        conn.execute(sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(EVIL_TABLE)))
+    backup = backup_taken(source_db.url_env)
+    with source_db.connect() as conn:  # outside the dump: pg_restore --clean cannot drop the table under it
+        conn.execute(sql.SQL("CREATE VIEW keeps_it AS SELECT * FROM {}").format(sql.Identifier(EVIL_TABLE)))
+
+    run = restore(backup, target_kind=Kind.IN_PLACE)
+
+    assert run.status == Status.FAILED
+    assert run.error.startswith(
+        f"pg_restore exited with status 1: error: could not execute query: ERROR:  cannot drop "
+        f'table public."{EVIL_SHOWN}" because other objects depend on it'
+    )
+    assert f'DETAIL:  view public.keeps_it depends on table public."{EVIL_SHOWN}"\n' in run.stderr_tail  # lines kept
+    assert "\x1b" not in run.error + run.stderr_tail and "\x07" not in run.stderr_tail
+
+
+def test_a_row_count_mismatch_names_a_control_character_table_escaped(
+    source_db: SourceDb, new_database_name: str
+) -> None:
+    with source_db.connect() as conn:
+        conn.execute(sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(EVIL_TABLE)))
+    backup = backup_taken(source_db.url_env)
+    BackupArtifact.objects.filter(pk=backup.pk).update(row_counts={**backup.row_counts, f"public.{EVIL_TABLE}": 9})
+    backup.refresh_from_db()
+
+    run = restore(backup, target_kind=Kind.NEW_DATABASE, new_database_name=new_database_name)
+
+    assert run.status == Status.FAILED
+    assert f"row counts: public.{EVIL_SHOWN}: expected 9, found 0" in run.error
+    assert (
+        f"public.{EVIL_SHOWN}: expected 9, found 0"
+        in next(c for c in run.checks if c["name"] == "row counts")["detail"]
+    )
