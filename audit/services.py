@@ -40,3 +40,14 @@ def audit_record(
         client_ip=client_ip,
         details=untrusted_data(details or {}),
     )
+
+
+def audit_job_finished(*, action: str, job: Any, actor_label: str = "console", **details: Any) -> AuditEvent:
+    """The audit event of a job that ended (dr_console.jobs calls each type's `on_finished`): its status, error and
+    duration, and what the job type adds (`details`)."""
+    return audit_record(
+        action=action,
+        actor_label=actor_label,
+        obj=job,
+        details={"status": job.status, "error": job.error, "duration_seconds": job.duration_seconds, **details},
+    )

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_job_finished, audit_record
 from backups import artifacts
 from backups.artifacts import DumpOutcome, artifact_storage_key
 from backups.methods import BACKUP_METHODS, FORMAT_BY_KIND
@@ -33,7 +33,7 @@ from dr_console.jobs import (
     job_run,
     jobs_reap,
 )
-from dr_console.notifications import alert_recipients, notify
+from dr_console.notifications import notify_job_failed
 from inventory.locks import datastore_target_key, target_lock_held
 from inventory.models import Datastore
 from inventory.services import DatastoreRefused, datastore_check_not_broker
@@ -180,17 +180,8 @@ def _take(artifact: BackupArtifact, ctx: JobContext) -> DumpOutcome:
 def _backup_finished(artifact_id: int) -> None:
     """The audit event of an ended backup, and a notification if it failed."""
     artifact = BackupArtifact.objects.select_related("datastore__environment", "triggered_by").get(pk=artifact_id)
-    audit_record(
-        action=AuditEvent.Action.BACKUP_FINISHED,
-        actor_label="console",
-        obj=artifact,
-        details={
-            "status": artifact.status,
-            "error": artifact.error,
-            "size_bytes": artifact.size_bytes,
-            "sha256": artifact.sha256,
-            "duration_seconds": artifact.duration_seconds,
-        },
+    audit_job_finished(
+        action=AuditEvent.Action.BACKUP_FINISHED, job=artifact, size_bytes=artifact.size_bytes, sha256=artifact.sha256
     )
     if artifact.status in (Status.FAILED, Status.ERRORED):
         backup_artifact_notify_failed(artifact)
@@ -198,20 +189,7 @@ def _backup_finished(artifact_id: int) -> None:
 
 def backup_artifact_notify_failed(artifact: BackupArtifact) -> None:
     datastore = artifact.datastore
-    who = artifact.triggered_by.email if artifact.triggered_by else ""
-    notify(
-        subject=f"[DR Console] Backup #{artifact.pk} of {datastore.name} failed",
-        text="\n".join(
-            [
-                f"Backup #{artifact.pk} of {datastore.name} ({datastore.environment.name}) failed.",
-                f"Started by: {artifact.trigger}",
-                f"Error: {artifact.error}",
-            ]
-        ),
-        recipients=alert_recipients(who),
-        webhook_url=datastore.environment.webhook_url,
-        about=f"backup #{artifact.pk}",
-    )
+    notify_job_failed(noun="backup", job=artifact, datastore_name=datastore.name, environment=datastore.environment)
 
 
 def _backup_reaped(artifact: object) -> None:

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_job_finished, audit_record
 from backups import artifacts
 from backups.methods import BACKUP_METHODS
 from backups.models import BackupArtifact, BackupVerification
@@ -202,12 +202,7 @@ def _finished(verification_id: int) -> None:
     """The summary on the backup and the audit event of an ended verification."""
     _summarize(verification_id)
     verification = BackupVerification.objects.select_related("artifact").get(pk=verification_id)
-    audit_record(
-        action=AuditEvent.Action.VERIFY_FINISHED,
-        actor_label="console",
-        obj=verification.artifact,
-        details={"verification": verification.pk, "status": verification.status, "error": verification.error},
-    )
+    audit_job_finished(action=AuditEvent.Action.VERIFY_FINISHED, job=verification)
 
 
 VERIFICATION_JOB = JobType(

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, NoReturn, TextIO
 
 from django.core.exceptions import ImproperlyConfigured
@@ -155,6 +155,34 @@ class JobCommand(OneLineCommand):
                 "(`make run` starts one, or run `celery -A dr_console worker`)"
             )
 
+    def run_requested(
+        self,
+        options: dict[str, Any],
+        job: Any,
+        *,
+        execute: Callable[[int], None],
+        describe: Callable[[Any], str],
+        summary: Callable[[Any], dict[str, Any]],
+        queued: str,
+        load: Callable[[], Any] | None = None,
+        succeeded: Collection[str] = ("succeeded",),
+    ) -> None:
+        """What every job command does once its job is requested: run it in this process (--inline) or wait for a
+        worker (--wait), then print the outcome (`finish`); a job that ended any other way than `succeeded` is the
+        command's failure."""
+        manager = type(job)._default_manager
+        reload = load or (lambda: manager.get(pk=job.pk))
+        if options.get("inline") and job.is_active:
+            execute(job.pk)
+        elif options.get("wait") and job.is_active:
+            self.warn_if_no_worker(options)
+            self.wait_for(options, load=reload, done=lambda row: row.is_finished, describe=describe)
+        row = reload()
+        waited = options.get("wait") or options.get("inline") or row.is_finished
+        failed = row.is_finished and row.status not in succeeded
+        text = describe(row) if waited else queued
+        self.finish(options, summary(row), text, failure=text if failed else "")
+
     def wait_for(
         self,
         options: dict[str, Any],
@@ -185,6 +213,12 @@ class JobCommand(OneLineCommand):
             if options["json"]:
                 self.json_error(f"stopped waiting; the {self.job_noun} goes on on the worker")
             sys.exit(130)
+
+
+def user_may(user: Any, perm: str, what: str, role: str = "operator") -> None:
+    """Refuse, in one line, a `--as` user who lacks the permission the command needs."""
+    if user is not None and not user.has_perm(perm):
+        raise CommandError(f"{user.get_username()} may not {what} (needs the {role} role)")
 
 
 def user_by_name(username: str) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import httpx
 from django.conf import settings
@@ -44,3 +45,23 @@ def alert_recipients(*extra: str) -> list[str]:
     """Who hears about what went wrong without a person asking: ALERT_EMAILS, plus `extra` (the person who
     started the job, if any)."""
     return [*settings.ALERT_EMAILS, *extra]
+
+
+def notify_job_failed(*, noun: str, job: Any, datastore_name: str, environment: Any, lines: Iterable[str] = ()) -> None:
+    """Tell the alert recipients, the person who started it and the environment's webhook that a job failed:
+    "Backup #12 of prod-db failed", who started it, its error, and what the job type adds (`lines`)."""
+    label = f"{noun} #{job.pk}"
+    notify(
+        subject=f"[DR Console] {label[0].upper()}{label[1:]} of {datastore_name} failed",
+        text="\n".join(
+            [
+                f"{label[0].upper()}{label[1:]} of {datastore_name} ({environment.name}) {job.status}.",
+                f"Started by: {job.trigger}",
+                f"Error: {job.error}",
+                *lines,
+            ]
+        ),
+        recipients=alert_recipients(job.triggered_by.email if job.triggered_by else ""),
+        webhook_url=environment.webhook_url,
+        about=label,
+    )

@@ -26,7 +26,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import pgettext_lazy
 
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_job_finished, audit_record
 from backups import artifacts
 from backups.models import BackupArtifact
 from backups.postgres import PgConnection, PostgresError, describe_exit, pg_connection_from_env
@@ -42,7 +42,7 @@ from dr_console.jobs import (
     job_transition,
     jobs_reap,
 )
-from dr_console.notifications import alert_recipients, notify
+from dr_console.notifications import alert_recipients, notify, notify_job_failed
 from drills.models import DrillRun, ObjectiveBreach
 from drills.selectors import RtoState
 from inventory.models import Datastore
@@ -240,39 +240,25 @@ def _drop_scratch(run_id: int, server: PgConnection, name: str) -> bool:
 def _finished(run_id: int) -> None:
     """The audit event of a finished drill, and a notification if it failed."""
     run = DrillRun.objects.select_related("datastore__environment", "triggered_by").get(pk=run_id)
-    audit_record(
+    audit_job_finished(
         action=AuditEvent.Action.DRILL_FINISHED,
-        actor_label="console",
-        obj=run,
-        details={
-            "status": run.status,
-            "error": run.error,
-            "artifact": run.artifact_id,
-            "rto_seconds": run.rto_seconds,
-            "scratch_dropped": run.scratch_dropped,
-            "checks": [{"name": c["name"], "ok": c["ok"]} for c in run.checks],
-        },
+        job=run,
+        artifact=run.artifact_id,
+        rto_seconds=run.rto_seconds,
+        scratch_dropped=run.scratch_dropped,
+        checks=[{"name": c["name"], "ok": c["ok"]} for c in run.checks],
     )
     if run.status in (Status.FAILED, Status.ERRORED):
         drill_run_notify_failed(run)
 
 
 def drill_run_notify_failed(run: DrillRun) -> None:
-    datastore = run.datastore
-    lines = [
-        f"Drill #{run.pk} of {datastore.name} ({datastore.environment.name}) failed"
-        + (f" restoring backup #{run.artifact_id}." if run.artifact_id else "."),
-        f"Started by: {run.trigger}",
-        f"Error: {run.error}",
-    ]
+    lines = [f"It restored backup #{run.artifact_id}." if run.artifact_id else "There was no backup to restore."]
     if run.scratch_dropped is False:
         lines.append(f"The scratch database {run.scratch_database} could not be dropped; the reaper tries again.")
-    notify(
-        subject=f"[DR Console] Drill #{run.pk} of {datastore.name} failed",
-        text="\n".join(lines),
-        recipients=alert_recipients(run.triggered_by.email if run.triggered_by else ""),
-        webhook_url=datastore.environment.webhook_url,
-        about=f"drill #{run.pk}",
+    datastore = run.datastore
+    notify_job_failed(
+        noun="drill", job=run, datastore_name=datastore.name, environment=datastore.environment, lines=lines
     )
 
 

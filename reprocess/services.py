@@ -18,7 +18,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_job_finished, audit_record
 from dr_console.jobs import (
     IllegalTransition,
     JobContext,
@@ -248,20 +248,15 @@ def _api_token(environment: Environment) -> str:
 def _finished(batch_id: int) -> None:
     """The audit event of an ended run of the batch, with its figures."""
     batch = ReprocessBatch.objects.get(pk=batch_id)
-    audit_record(
+    audit_job_finished(
         action=AuditEvent.Action.REPROCESS_FINISHED,
-        actor_label="console",
-        obj=batch,
-        details={
-            "status": batch.status,
-            "error": batch.error,
-            "total": batch.total,
-            "accepted": batch.accepted,
-            "failed": batch.failed,
-            "sent": batch.sent,
-            "accepted_this_run": batch.run_accepted,
-            "items_per_second": round(batch_rate(batch) or 0, 1),
-        },
+        job=batch,
+        total=batch.total,
+        accepted=batch.accepted,
+        failed=batch.failed,
+        sent=batch.sent,
+        accepted_this_run=batch.run_accepted,
+        items_per_second=round(batch_rate(batch) or 0, 1),
     )
 
 

@@ -32,7 +32,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from audit.models import AuditEvent
-from audit.services import audit_record
+from audit.services import audit_job_finished, audit_record
 from backups.methods import FORMAT_BY_KIND
 from backups.models import BackupArtifact
 from dr_console.jobs import (
@@ -394,17 +394,11 @@ def _restore_work(ctx: JobContext) -> None:
 def _restore_finished(run_id: int) -> None:
     """The audit event of an ended restore, and the notifications."""
     run = RestoreRun.objects.get(pk=run_id)
-    audit_record(
+    audit_job_finished(
         action=AuditEvent.Action.RESTORE_FINISHED,
-        actor_label="console",
-        obj=run,
-        details={
-            "status": run.status,
-            "error": run.error,
-            "duration_seconds": run.duration_seconds,
-            "checks": [{"name": c["name"], "ok": c["ok"]} for c in run.checks],
-            "safety_backup": run.safety_backup_id,
-        },
+        job=run,
+        checks=[{"name": c["name"], "ok": c["ok"]} for c in run.checks],
+        safety_backup=run.safety_backup_id,
     )
     _notify(run_id, run.status)
 

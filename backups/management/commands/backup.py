@@ -11,7 +11,7 @@ from backups.models import BackupArtifact
 from backups.selectors import backup_artifact_summary
 from backups.services import BackupRefused, backup_artifact_execute, backup_artifact_request
 from backups.verification import backup_verification_execute, backup_verification_request
-from dr_console.cli import JobCommand, one_line, user_by_name
+from dr_console.cli import JobCommand, one_line, user_by_name, user_may
 from dr_console.jobs import BrokerUnavailable
 from inventory.models import Datastore
 
@@ -63,8 +63,7 @@ class Command(JobCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         datastore = datastore_by_name(options["datastore"])
         user = user_by_name(options["as_user"]) if options["as_user"] else None
-        if user is not None and not user.has_perm("backups.add_backupartifact"):
-            raise CommandError(f"{user.get_username()} may not start backups (needs the operator role)")
+        user_may(user, "backups.add_backupartifact", "start backups")
         try:
             artifact = backup_artifact_request(
                 datastore=datastore,
@@ -74,26 +73,21 @@ class Command(JobCommand):
             )
         except (BackupRefused, BrokerUnavailable) as exc:
             raise CommandError(one_line(exc)) from None
-        if options["inline"]:
-            backup_artifact_execute(artifact_id=artifact.pk, verify_after=False)
-            artifact.refresh_from_db()
-            if artifact.status == BackupArtifact.Status.SUCCEEDED:
-                verification = backup_verification_request(artifact=artifact, trigger=artifact.trigger, enqueue=False)
-                backup_verification_execute(verification_id=verification.pk)
-        elif options["wait"]:
-            self.warn_if_no_worker(options)
-            self.wait_for(
-                options,
-                load=lambda: BackupArtifact.objects.select_related("datastore").get(pk=artifact.pk),
-                done=lambda row: row.is_finished,
-                describe=describe_backup,
-            )
-        artifact = BackupArtifact.objects.select_related("datastore__environment").get(pk=artifact.pk)
-        waited = options["wait"] or options["inline"]
-        failed = artifact.status in (BackupArtifact.Status.FAILED, BackupArtifact.Status.ERRORED)
-        self.finish(
+        self.run_requested(
             options,
-            backup_artifact_summary(artifact),
-            describe_backup(artifact) if waited else f"backup #{artifact.pk} of {datastore.name} queued",
-            failure=describe_backup(artifact) if failed else "",
+            artifact,
+            execute=_back_up_and_verify_here,
+            load=lambda: BackupArtifact.objects.select_related("datastore__environment").get(pk=artifact.pk),
+            describe=describe_backup,
+            summary=backup_artifact_summary,
+            queued=f"backup #{artifact.pk} of {datastore.name} queued",
         )
+
+
+def _back_up_and_verify_here(artifact_id: int) -> None:
+    """--inline: the backup, then its verification, in this process."""
+    backup_artifact_execute(artifact_id=artifact_id, verify_after=False)
+    artifact = BackupArtifact.objects.get(pk=artifact_id)
+    if artifact.status == BackupArtifact.Status.SUCCEEDED:
+        verification = backup_verification_request(artifact=artifact, trigger=artifact.trigger, enqueue=False)
+        backup_verification_execute(verification_id=verification.pk)

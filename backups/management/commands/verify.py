@@ -56,22 +56,12 @@ class Command(JobCommand):
             )
         except (VerificationRefused, BrokerUnavailable) as exc:
             raise CommandError(one_line(exc)) from None
-        if options["inline"]:
-            backup_verification_execute(verification_id=verification.pk)
-        elif options["wait"]:
-            self.warn_if_no_worker(options)
-            self.wait_for(
-                options,
-                load=lambda: BackupVerification.objects.get(pk=verification.pk),
-                done=lambda row: row.is_finished,
-                describe=lambda row: describe_verification(artifact_by_id(artifact.pk)),
-            )
-        artifact = artifact_by_id(artifact.pk)
-        waited = options["wait"] or options["inline"]
-        failed = waited and artifact.verification != Verification.VERIFIED
-        self.finish(
+        self.run_requested(
             options,
-            backup_artifact_summary(artifact),
-            describe_verification(artifact) if waited else f"verification of backup #{artifact.pk} queued",
-            failure=describe_verification(artifact) if failed else "",
+            verification,
+            execute=lambda pk: backup_verification_execute(verification_id=pk),
+            describe=lambda row: describe_verification(artifact_by_id(artifact.pk)),
+            summary=lambda row: backup_artifact_summary(artifact_by_id(artifact.pk)),
+            queued=f"verification of backup #{artifact.pk} queued",
+            succeeded=(BackupVerification.Status.VERIFIED,),
         )

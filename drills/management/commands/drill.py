@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from backups.management.commands.backup import datastore_by_name
-from dr_console.cli import JobCommand, one_line, user_by_name
+from dr_console.cli import JobCommand, one_line, user_by_name, user_may
 from dr_console.jobs import BrokerUnavailable
 from drills.models import DrillRun
 from drills.selectors import drill_run_describe, drill_run_summary
@@ -31,8 +31,7 @@ class Command(JobCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         datastore = datastore_by_name(options["datastore"])
         user = user_by_name(options["as_user"]) if options["as_user"] else None
-        if user is not None and not user.has_perm("drills.add_drillrun"):
-            raise CommandError(f"{user.get_username()} may not start drills (needs the operator role)")
+        user_may(user, "drills.add_drillrun", "start drills")
         try:
             run = drill_run_request(
                 datastore=datastore,
@@ -42,22 +41,12 @@ class Command(JobCommand):
             )
         except (DrillRefused, BrokerUnavailable) as exc:
             raise CommandError(one_line(exc)) from None
-        if options["inline"] and run.is_active:
-            drill_run_execute(run_id=run.pk)
-        elif options["wait"] and run.is_active:
-            self.warn_if_no_worker(options)
-            self.wait_for(
-                options,
-                load=lambda: DrillRun.objects.select_related("datastore").get(pk=run.pk),
-                done=lambda row: row.is_finished,
-                describe=drill_run_describe,
-            )
-        run = DrillRun.objects.select_related("datastore").get(pk=run.pk)
-        waited = options["wait"] or options["inline"] or run.is_finished
-        failed = run.is_finished and run.status != DrillRun.Status.SUCCEEDED
-        self.finish(
+        self.run_requested(
             options,
-            drill_run_summary(run),
-            drill_run_describe(run) if waited else f"drill #{run.pk} of {datastore.name} queued",
-            failure=drill_run_describe(run) if failed else "",
+            run,
+            execute=lambda pk: drill_run_execute(run_id=pk),
+            load=lambda: DrillRun.objects.select_related("datastore").get(pk=run.pk),
+            describe=drill_run_describe,
+            summary=drill_run_summary,
+            queued=f"drill #{run.pk} of {datastore.name} queued",
         )
