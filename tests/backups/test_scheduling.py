@@ -27,8 +27,9 @@ from backups.scheduling import (
     datastore_schedule_sync,
 )
 from dr_console.celery import app as celery_app
-from tests.conftest import SourceDb, wait_for
 from tests.factories import BackupArtifactFactory, DatastoreFactory
+from tests.support.local import wait_for
+from tests.support.postgres import SourceDb
 
 MADRID = ZoneInfo("Europe/Madrid")
 

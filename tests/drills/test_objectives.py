@@ -19,8 +19,8 @@ from audit.models import AuditEvent
 from backups.models import BackupArtifact, Datastore
 from drills.models import DrillRun, ObjectiveBreach
 from drills.services import objectives_check
-from tests.conftest import HttpStub
 from tests.factories import BackupArtifactFactory, DatastoreFactory, user_in_groups
+from tests.support.http import HttpStub
 
 pytestmark = pytest.mark.django_db
 

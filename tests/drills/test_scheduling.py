@@ -17,8 +17,9 @@ from dr_console.celery import app as celery_app
 from drills.models import DrillRun
 from drills.scheduling import drill_schedule_task_name
 from drills.services import drill_run_scheduled
-from tests.conftest import SourceDb, backup_taken, wait_for
 from tests.factories import DatastoreFactory
+from tests.support.local import wait_for
+from tests.support.postgres import SourceDb, backup_taken
 
 
 @pytest.mark.django_db(transaction=True)

@@ -27,8 +27,9 @@ from restores.services import (
     restore_run_reject,
     restore_run_request,
 )
-from tests.conftest import HttpStub, SourceDb, table_fingerprints
 from tests.factories import APPROVER_PERMS, OPERATOR_PERMS, DatastoreFactory, EnvironmentFactory, user_with_perms
+from tests.support.http import HttpStub
+from tests.support.postgres import SourceDb, table_fingerprints
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = RestoreRun.Status
@@ -414,7 +415,7 @@ def test_loading_configuration_is_audited(tmp_path: Any) -> None:
 def test_a_new_database_on_the_protected_server_overwrites_nothing_and_needs_no_approval(
     backup: BackupArtifact, operator: Any, new_database_name: str, source_db: SourceDb
 ) -> None:
-    from tests.conftest import database_url
+    from tests.support.postgres import database_url
 
     run = restore_run_request(
         artifact=backup,
