@@ -80,7 +80,7 @@ def test_beat_fires_the_scheduled_backup_at_its_local_time_on_a_real_worker(
 @pytest.mark.django_db
 def test_a_firing_while_the_previous_backup_runs_starts_nothing_and_is_recorded() -> None:
     datastore = scheduled_datastore("*/30 * * * *")
-    running = BackupArtifactFactory(datastore=datastore, status=BackupArtifact.Status.RUNNING)
+    running = BackupArtifactFactory(datastore=datastore, running=True)
 
     run = backup_schedule_fire(datastore_id=datastore.pk, task_id="t-1")
 
