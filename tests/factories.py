@@ -1,14 +1,38 @@
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import factory
 from django.contrib.auth.models import User
+from django.utils import timezone
 from factory.django import DjangoModelFactory
 
 from audit.models import AuditEvent
 from backups.models import BackupArtifact
+from drills.models import DrillRun
 from inventory.models import Datastore, Environment
 from reprocess.models import ReprocessBatch, ReprocessItem
 from restores.models import RestoreRun
+
+# What a job row holds in each state, as dr_console.jobs.job_transition leaves it: the Traits of the job factories
+# below (`BackupArtifactFactory(succeeded=True)`) build on these. Fresh declarations for each trait.
+
+
+def _running() -> dict[str, Any]:
+    """Claimed by a worker a moment ago, with a fresh heartbeat."""
+    return {"started_at": factory.LazyFunction(timezone.now), "heartbeat_at": factory.LazyFunction(timezone.now)}
+
+
+def _finished(**fields: Any) -> dict[str, Any]:
+    """Started 90 s ago and finished now; no heartbeat (a finished job has no lease)."""
+    return {
+        "started_at": factory.LazyFunction(lambda: timezone.now() - timedelta(seconds=90)),
+        "finished_at": factory.LazyAttribute(lambda job: job.started_at + timedelta(seconds=90)),
+        "duration": factory.LazyAttribute(lambda job: job.finished_at - job.started_at),
+        "heartbeat_at": None,
+        **fields,
+    }
 
 
 class UserFactory(DjangoModelFactory):
@@ -39,15 +63,39 @@ class DatastoreFactory(DjangoModelFactory):
 
 
 class BackupArtifactFactory(DjangoModelFactory):
+    """A pending backup; `running`, `succeeded` (a stored file with its checksum), `failed` or `expired`."""
+
     class Meta:
         model = BackupArtifact
 
     datastore = factory.SubFactory(DatastoreFactory)
     trigger = "test"
 
+    class Params:
+        running = factory.Trait(status=BackupArtifact.Status.RUNNING, **_running())
+        succeeded = factory.Trait(
+            status=BackupArtifact.Status.SUCCEEDED,
+            **_finished(
+                size_bytes=4096,
+                sha256=factory.Sequence(lambda n: f"{n:064x}"),
+                storage_key=factory.Sequence(lambda n: f"test/backup-{n}.dump"),
+            ),
+        )
+        failed = factory.Trait(status=BackupArtifact.Status.FAILED, **_finished(error="pg_dump exited with status 1"))
+        expired = factory.Trait(
+            status=BackupArtifact.Status.EXPIRED,
+            **_finished(
+                sha256=factory.Sequence(lambda n: f"{n:064x}"),
+                storage_key=factory.Sequence(lambda n: f"test/backup-{n}.dump"),
+                expired_at=factory.LazyFunction(timezone.now),
+                file_deleted_at=factory.LazyFunction(timezone.now),
+            ),
+        )
+
 
 class ReprocessBatchFactory(DjangoModelFactory):
-    """A draft batch; pass `documents=[(workspace_id, document_id), ...]` to give it items."""
+    """A draft batch; pass `documents=[(workspace_id, document_id), ...]` to give it items. Traits: `queued`,
+    `running`, `succeeded`, `failed`, `cancelled`, `discarded` (the status and timings; the counters stay yours)."""
 
     class Meta:
         model = ReprocessBatch
@@ -56,6 +104,23 @@ class ReprocessBatchFactory(DjangoModelFactory):
     environment = factory.SubFactory(EnvironmentFactory)
     source = ReprocessBatch.Source.CSV
     trigger = "test"
+
+    class Params:
+        queued = factory.Trait(status=ReprocessBatch.Status.QUEUED, heartbeat_at=factory.LazyFunction(timezone.now))
+        running = factory.Trait(
+            status=ReprocessBatch.Status.RUNNING,
+            runs=1,
+            run_started_at=factory.SelfAttribute("started_at"),
+            **_running(),
+        )
+        succeeded = factory.Trait(status=ReprocessBatch.Status.SUCCEEDED, runs=1, **_finished())
+        failed = factory.Trait(
+            status=ReprocessBatch.Status.FAILED, runs=1, **_finished(error="documents were not accepted")
+        )
+        cancelled = factory.Trait(status=ReprocessBatch.Status.CANCELLED, runs=1, **_finished(error="cancelled"))
+        discarded = factory.Trait(  # a draft nobody sent: it never started
+            status=ReprocessBatch.Status.DISCARDED, finished_at=factory.LazyFunction(timezone.now)
+        )
 
     @factory.post_generation
     def documents(self, create: bool, extracted: list[tuple[str, str]] | None, **kwargs: object) -> None:
@@ -109,6 +174,55 @@ class RestoreRunFactory(DjangoModelFactory):
     options = factory.LazyFunction(lambda: {"jobs": 2, "no_owner": False})
     reason = "check the backup"
     trigger = "test"
+
+    class Params:
+        awaiting_approval = factory.Trait(
+            status=RestoreRun.Status.AWAITING_APPROVAL,
+            required_approvals=1,
+            heartbeat_at=factory.LazyFunction(timezone.now),
+        )
+        queued = factory.Trait(status=RestoreRun.Status.QUEUED, heartbeat_at=factory.LazyFunction(timezone.now))
+        running = factory.Trait(status=RestoreRun.Status.RUNNING, **_running())
+        succeeded = factory.Trait(status=RestoreRun.Status.SUCCEEDED, **_finished(exit_code=0))
+        failed = factory.Trait(
+            status=RestoreRun.Status.FAILED, **_finished(exit_code=1, error="pg_restore exited with status 1")
+        )
+        cancelled = factory.Trait(status=RestoreRun.Status.CANCELLED, **_finished(error="cancelled by olga"))
+
+
+class DrillRunFactory(DjangoModelFactory):
+    """A queued drill of a datastore, on the server its drills restore into; pass `artifact=` for the backup it
+    restores. Traits: `running`, `succeeded` (with a measured RTO, its scratch database dropped), `failed`,
+    `cancelled`."""
+
+    class Meta:
+        model = DrillRun
+
+    datastore = factory.SubFactory(DatastoreFactory)
+    artifact = None
+    server_url_env = factory.LazyAttribute(lambda run: run.datastore.drill_url_env)
+    trigger = "test"
+
+    class Params:
+        running = factory.Trait(
+            status=DrillRun.Status.RUNNING,
+            scratch_database=factory.Sequence(lambda n: f"dr_drill_{n}_0123abcd"),
+            **_running(),
+        )
+        succeeded = factory.Trait(
+            status=DrillRun.Status.SUCCEEDED,
+            **_finished(
+                rto=timedelta(seconds=42),
+                exit_code=0,
+                scratch_database=factory.Sequence(lambda n: f"dr_drill_{n}_0123abcd"),
+                scratch_dropped=True,
+            ),
+        )
+        failed = factory.Trait(
+            status=DrillRun.Status.FAILED,
+            **_finished(error="check failed: row counts: public.documents: expected 301, found 300", exit_code=0),
+        )
+        cancelled = factory.Trait(status=DrillRun.Status.CANCELLED, **_finished(error="cancelled by olga"))
 
 
 class AuditEventFactory(DjangoModelFactory):

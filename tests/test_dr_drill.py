@@ -14,8 +14,8 @@ from django.core.management import call_command
 
 from inventory.models import Datastore
 from reprocess.models import ReprocessBatch
-from tests.conftest import SampleApp
 from tests.factories import DatastoreFactory, EnvironmentFactory
+from tests.support.sampleapp import SampleApp
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -9,8 +9,8 @@ import pytest
 from django.core.management import call_command
 
 from backups.models import BackupArtifact
-from tests.conftest import SourceDb, database_url, table_fingerprints
 from tests.factories import DatastoreFactory
+from tests.support.postgres import SourceDb, database_url, table_fingerprints
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 
@@ -117,8 +117,8 @@ def test_a_lost_redis_queue_is_restored_after_approval_through_a_worker(
     http_stub: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tests.conftest import redis_contents, redis_fill_all_types
     from tests.factories import EnvironmentFactory
+    from tests.support.redis import redis_contents, redis_fill_all_types
 
     prod = EnvironmentFactory(name="prod", protected=True, api_url=http_stub.url)
     DatastoreFactory(name="prod-queue", environment=prod, kind="redis", url_env=app_redis.url_env)

@@ -16,8 +16,8 @@ from django.core.management.base import CommandError
 
 from backups.models import BackupArtifact
 from inventory.models import Datastore, Environment
-from tests.conftest import SourceDb, database_url, table_fingerprints
 from tests.factories import DatastoreFactory
+from tests.support.postgres import SourceDb, database_url, table_fingerprints
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ROOT = Path(__file__).resolve().parents[2]
@@ -280,7 +280,7 @@ def test_a_usage_mistake_is_one_line_with_exit_status_2() -> None:
 def test_a_redis_datastore_backs_up_and_restores_inline_with_a_key_pattern(
     app_redis: Any, second_redis: Any, capsys: pytest.CaptureFixture[str], operator: Any
 ) -> None:
-    from tests.conftest import redis_fill_all_types
+    from tests.support.redis import redis_fill_all_types
 
     DatastoreFactory(name="queue", kind=Datastore.Kind.REDIS, url_env=app_redis.url_env)
     DatastoreFactory(name="queue-copy", kind=Datastore.Kind.REDIS, url_env=second_redis.url_env)

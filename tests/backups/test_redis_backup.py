@@ -17,8 +17,10 @@ from backups.services import backup_artifact_execute, backup_artifact_request
 from backups.verification import backup_artifact_verify
 from dr_console.jobs import job_transition
 from inventory.models import Datastore
-from tests.conftest import AppRedis, redis_fill_all_types, start_thread, stored_files
 from tests.factories import DatastoreFactory
+from tests.support.local import start_thread
+from tests.support.redis import AppRedis, redis_fill_all_types
+from tests.support.storage import stored_files
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = BackupArtifact.Status

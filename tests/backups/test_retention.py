@@ -26,8 +26,8 @@ from backups.retention import (
     retention_preview,
 )
 from restores.models import RestoreRun
-from tests.conftest import stored_files
 from tests.factories import BackupArtifactFactory, DatastoreFactory, UserFactory
+from tests.support.storage import stored_files
 
 UTC_ZONE = ZoneInfo("UTC")
 MADRID = ZoneInfo("Europe/Madrid")

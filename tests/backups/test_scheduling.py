@@ -28,8 +28,9 @@ from backups.scheduling import (
 )
 from dr_console.celery import app as celery_app
 from inventory.models import Datastore
-from tests.conftest import SourceDb, wait_for
 from tests.factories import BackupArtifactFactory, DatastoreFactory
+from tests.support.local import wait_for
+from tests.support.postgres import SourceDb
 
 MADRID = ZoneInfo("Europe/Madrid")
 
@@ -80,7 +81,7 @@ def test_beat_fires_the_scheduled_backup_at_its_local_time_on_a_real_worker(
 @pytest.mark.django_db
 def test_a_firing_while_the_previous_backup_runs_starts_nothing_and_is_recorded() -> None:
     datastore = scheduled_datastore("*/30 * * * *")
-    running = BackupArtifactFactory(datastore=datastore, status=BackupArtifact.Status.RUNNING)
+    running = BackupArtifactFactory(datastore=datastore, running=True)
 
     run = backup_schedule_fire(datastore_id=datastore.pk, task_id="t-1")
 

@@ -24,17 +24,17 @@ from backups.services import (
 )
 from backups.verification import backup_artifact_verify
 from dr_console.jobs import IllegalTransition, job_transition
-from tests.conftest import (
+from tests.factories import BackupArtifactFactory, DatastoreFactory
+from tests.support.local import start_thread
+from tests.support.postgres import (
     PasswordServer,
     SourceDb,
     admin_connection,
     database_url,
     drop_database,
-    start_thread,
-    stored_files,
     table_fingerprints,
 )
-from tests.factories import BackupArtifactFactory, DatastoreFactory
+from tests.support.storage import stored_files
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = BackupArtifact.Status
@@ -106,7 +106,7 @@ def test_row_counts_come_from_the_dumps_own_snapshot(source_db: SourceDb) -> Non
     target = pg_connection_from_env(source_db.url_env)
     import subprocess
 
-    from tests.conftest import database_url, drop_database
+    from tests.support.postgres import database_url, drop_database
 
     scratch = f"{source_db.name}_snap"
     drop_database(scratch)

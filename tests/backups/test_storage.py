@@ -13,8 +13,8 @@ from backups.services import backup_artifact_execute, backup_artifact_request
 from backups.verification import backup_artifact_verify
 from restores.models import RestoreRun
 from restores.services import restore_run_execute, restore_run_request
-from tests.conftest import SourceDb, database_url, table_fingerprints
 from tests.factories import DatastoreFactory
+from tests.support.postgres import SourceDb, database_url, table_fingerprints
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

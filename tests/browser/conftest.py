@@ -35,7 +35,8 @@ from playwright.sync_api import (
 )
 
 from tests.browser.history import History, console_history, password_of
-from tests.conftest import HttpStub, SourceDb
+from tests.support.http import HttpStub
+from tests.support.postgres import SourceDb
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -38,7 +38,7 @@ Status, Verification = BackupArtifact.Status, BackupArtifact.Verification
 RunStatus = RestoreRun.Status
 PG_DUMP_VERSION = "pg_dump (PostgreSQL) 15.20"
 
-# The tables of tests.conftest.SOURCE_SCHEMA, as a backup of prod-db counts them.
+# The tables of tests.support.postgres.SOURCE_SCHEMA, as a backup of prod-db counts them.
 PROD_DB_ROWS = {
     "audit.events": 50,
     "public.chunks": 2000,

@@ -10,7 +10,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import JOB_TIMEOUT_MS, PHONE, Console, Screenshots
 from tests.browser.pages import go_to, mark_page, number_in, row_with_cell, row_with_link, still_marked
-from tests.conftest import SourceDb
+from tests.support.postgres import SourceDb
 
 # Every test starts its ids at 1, so the pages (and screenshots) look the same whichever test runs first.
 pytestmark = pytest.mark.django_db(transaction=True, reset_sequences=True)

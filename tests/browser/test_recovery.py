@@ -16,8 +16,8 @@ from inventory.models import Datastore
 from sampleapp.config import QUEUE_NAME
 from tests.browser.conftest import JOB_TIMEOUT_MS, Console, Screenshots
 from tests.browser.pages import go_to, mark_page, number_in, row_with_cell, row_with_link, still_marked
-from tests.conftest import SampleApp
 from tests.factories import DatastoreFactory
+from tests.support.sampleapp import SampleApp
 
 pytestmark = pytest.mark.django_db(transaction=True, reset_sequences=True)
 

@@ -15,8 +15,8 @@ import pytest
 from django.core.management import call_command
 
 from backups.models import BackupArtifact
-from tests.conftest import SourceDb, backup_taken, database_url
 from tests.factories import DatastoreFactory, EnvironmentFactory
+from tests.support.postgres import SourceDb, backup_taken, database_url
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the manage.py processes read what the test wrote
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from drills.models import DrillRun
-from tests.conftest import SourceDb, backup_taken
 from tests.factories import DatastoreFactory
+from tests.support.postgres import SourceDb, backup_taken
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

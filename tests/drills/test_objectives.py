@@ -20,8 +20,8 @@ from backups.models import BackupArtifact
 from drills.models import DrillRun, ObjectiveBreach
 from drills.services import objectives_check
 from inventory.models import Datastore
-from tests.conftest import HttpStub
-from tests.factories import BackupArtifactFactory, DatastoreFactory, user_in_groups
+from tests.factories import BackupArtifactFactory, DatastoreFactory, DrillRunFactory, user_in_groups
+from tests.support.http import HttpStub
 
 pytestmark = pytest.mark.django_db
 
@@ -182,7 +182,7 @@ def test_the_dashboard_query_count_does_not_grow_with_datastores_backups_and_dri
             for day in range(days):
                 verified_backup(datastore, age=timedelta(days=day, hours=1))
                 finished_drill(datastore, age=timedelta(days=day, hours=2), rto=60, ok=day % 3 != 0)
-            DrillRun.objects.create(datastore=datastore, server_url_env="X", status=DrillRun.Status.RUNNING)
+            DrillRunFactory(datastore=datastore, running=True)
 
     populate(2, 1)
     from django.db import connection

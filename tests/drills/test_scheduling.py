@@ -18,8 +18,9 @@ from drills.services import drill_run_scheduled
 from inventory.models import Datastore
 from inventory.services import datastore_configured_notify as datastore_schedule_sync
 from inventory.services import datastore_removed_notify as datastore_schedule_delete
-from tests.conftest import SourceDb, backup_taken, wait_for
-from tests.factories import DatastoreFactory
+from tests.factories import DatastoreFactory, DrillRunFactory
+from tests.support.local import wait_for
+from tests.support.postgres import SourceDb, backup_taken
 
 
 @pytest.mark.django_db(transaction=True)
@@ -74,7 +75,7 @@ def test_the_drill_entry_follows_the_datastore_schedule() -> None:
 @pytest.mark.django_db
 def test_a_scheduled_drill_while_one_runs_starts_nothing(django_capture_on_commit_callbacks: Any) -> None:
     datastore = DatastoreFactory(drill_schedule="0 5 * * 0")
-    running = DrillRun.objects.create(datastore=datastore, server_url_env="X", status=DrillRun.Status.RUNNING)
+    running = DrillRunFactory(datastore=datastore, running=True)
     assert drill_run_scheduled(datastore_id=datastore.pk) is None
     assert list(DrillRun.objects.all()) == [running]
 

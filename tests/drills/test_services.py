@@ -22,23 +22,13 @@ from drills.services import (
     drill_runs_reap_stale,
 )
 from restores import pg_restore as primitive
-from tests.conftest import (
-    HttpStub,
-    PasswordServer,
-    SourceDb,
-    admin_connection,
-    backup_taken,
-    start_thread,
-)
 from tests.factories import DatastoreFactory
+from tests.support.http import HttpStub
+from tests.support.local import start_thread
+from tests.support.postgres import PasswordServer, SourceDb, admin_connection, backup_taken, database_exists
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = DrillRun.Status
-
-
-def database_exists(name: str, url: str | None = None) -> bool:
-    with admin_connection(*([url] if url else [])) as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
 def drill(artifact: BackupArtifact) -> DrillRun:

@@ -13,9 +13,9 @@ from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
 
 from inventory.models import Datastore, Environment
-from tests.conftest import AppRedis
 from tests.factories import DatastoreFactory, EnvironmentFactory
 from tests.queues import jobs
+from tests.support.redis import AppRedis
 
 QUEUE = "documents"
 

@@ -21,7 +21,7 @@ def update_missing_table(workspace_id: str, document_id: int) -> str:
     statement and a caret under it."""
     import psycopg
 
-    from tests.conftest import PG_ADMIN_URL
+    from tests.support.postgres import PG_ADMIN_URL
 
     with psycopg.connect(PG_ADMIN_URL) as conn:
         conn.execute("UPDATE documents_being_restored SET status = 'PROCESSING' WHERE id = %s", [document_id])

@@ -5,7 +5,6 @@ counts that do not grow with the jobs."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 from datetime import timedelta
 from typing import Any
@@ -27,6 +26,7 @@ from queues.selectors import JobList
 from tests.factories import EnvironmentFactory, UserFactory, user_in_groups
 from tests.queues import jobs
 from tests.queues.conftest import QUEUE, QueueEnv, queue_environment
+from tests.support.local import free_port
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
@@ -129,7 +129,7 @@ def test_overview_partial_is_polled_and_stops_when_redis_cannot_be_read(
     assert response.status_code == 200
     assert _templates(response) == ["queues/partials/queue_overview.html"]
     assert 'hx-trigger="every 5s, queues-changed from:body"' in response.content.decode()
-    monkeypatch.setenv(queue_env.redis.url_env, f"redis://127.0.0.1:{_closed_port()}/0")
+    monkeypatch.setenv(queue_env.redis.url_env, f"redis://127.0.0.1:{free_port()}/0")
     response = viewer_client.get(url, headers=HTMX)
     assert response.status_code == 286
     assert "does not answer: connection refused or lost" in response.content.decode()
@@ -274,7 +274,7 @@ def test_page_says_plainly_why_the_queues_cannot_be_read(
         monkeypatch.delenv(queue_env.redis.url_env)
         expected = f"{queue_env.redis.url_env} (the URL of prod-redis) is not set"
     else:
-        monkeypatch.setenv(queue_env.redis.url_env, f"redis://:s3cret@127.0.0.1:{_closed_port()}/0")
+        monkeypatch.setenv(queue_env.redis.url_env, f"redis://:s3cret@127.0.0.1:{free_port()}/0")
         expected = "The Redis of prod-redis does not answer: connection refused or lost"
     for url in (_page_url(queue_env), _list_url(queue_env)):
         response = viewer_client.get(url)
@@ -373,7 +373,7 @@ def test_requeue_when_redis_cannot_be_read_changes_nothing(
     operator_client: Client, queue_env: QueueEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     [job] = queue_env.fail(1)
-    monkeypatch.setenv(queue_env.redis.url_env, f"redis://127.0.0.1:{_closed_port()}/0")
+    monkeypatch.setenv(queue_env.redis.url_env, f"redis://127.0.0.1:{free_port()}/0")
     response = operator_client.post(_requeue_url(queue_env, job.id), headers=HTMX)
     assert "Nothing requeued: The Redis of prod-redis does not answer" in response.content.decode()
     assert not AuditEvent.objects.exists()
@@ -406,18 +406,12 @@ def _queries(client: Client, url: str, headers: dict[str, str] | None = None) ->
     return len(queries)
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_the_sample_applications_running_job_shows_as_started_with_its_worker(
     viewer_client: Client, sampleapp_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import httpx
 
-    from tests.conftest import AppRedis
+    from tests.support.redis import AppRedis
 
     app = sampleapp_factory(job_seconds=3.0)
     monkeypatch.setenv("TEST_SAMPLEAPP_REDIS_URL", app.redis_url)

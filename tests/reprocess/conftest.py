@@ -9,10 +9,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+
+from tests.support.http import http_serve
 
 PATH_RE = re.compile(r"^/workspaces/([^/]+)/documents/([^/]+)/reprocess$")
 
@@ -74,11 +76,6 @@ def reprocess_stub() -> Iterator[ReprocessStub]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield stub
-    server.shutdown()
-    server.server_close()
+    with http_serve(Handler) as url:
+        stub.url = url
+        yield stub

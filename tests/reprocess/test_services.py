@@ -21,10 +21,10 @@ from reprocess.services import (
     reprocess_batch_send,
 )
 from reprocess.sources import SourceError, documents_from_csv
-from tests.conftest import admin_connection, database_url, drop_database
 from tests.factories import DatastoreFactory, EnvironmentFactory, ReprocessBatchFactory
 from tests.queues import jobs
 from tests.reprocess.conftest import ReprocessStub
+from tests.support.postgres import admin_connection, database_url, drop_database
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the sender writes from its own thread
 

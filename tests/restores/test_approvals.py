@@ -29,8 +29,9 @@ from restores.services import (
     restore_run_request,
     restore_runs_expire,
 )
-from tests.conftest import HttpStub, SourceDb, table_fingerprints
 from tests.factories import APPROVER_PERMS, OPERATOR_PERMS, DatastoreFactory, EnvironmentFactory, user_with_perms
+from tests.support.http import HttpStub
+from tests.support.postgres import SourceDb, table_fingerprints
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = RestoreRun.Status
@@ -455,7 +456,7 @@ def test_loading_configuration_is_audited(tmp_path: Any) -> None:
 def test_a_new_database_on_the_protected_server_overwrites_nothing_and_needs_no_approval(
     backup: BackupArtifact, operator: Any, new_database_name: str, source_db: SourceDb
 ) -> None:
-    from tests.conftest import database_url
+    from tests.support.postgres import database_url
 
     run = restore_run_request(
         artifact=backup,

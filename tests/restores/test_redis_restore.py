@@ -16,9 +16,10 @@ from inventory.models import Datastore
 from restores import redis_restore
 from restores.models import RestoreRun
 from restores.services import RestoreRefused, restore_run_cancel, restore_run_execute
-from tests.conftest import AppRedis, redis_contents, redis_fill_all_types, start_thread
 from tests.factories import DatastoreFactory, EnvironmentFactory, RestoreRunFactory
 from tests.restores.helpers import REQUESTER, request, requester, restore  # noqa: F401 (requester: autouse)
+from tests.support.local import start_thread
+from tests.support.redis import AppRedis, redis_contents, redis_fill_all_types
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = RestoreRun.Status

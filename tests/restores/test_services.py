@@ -19,9 +19,17 @@ from restores.services import (
     restore_run_execute,
     restore_runs_reap_stale,
 )
-from tests.conftest import SourceDb, admin_connection, backup_taken, database_url, start_thread, table_fingerprints
 from tests.factories import DatastoreFactory
 from tests.restores.helpers import REQUESTER, request, requester, restore  # noqa: F401 (requester: autouse)
+from tests.support.local import start_thread
+from tests.support.postgres import (
+    SourceDb,
+    admin_connection,
+    backup_taken,
+    database_exists,
+    database_url,
+    table_fingerprints,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = RestoreRun.Status
@@ -31,11 +39,6 @@ Kind = RestoreRun.TargetKind
 @pytest.fixture
 def backup(source_db: SourceDb) -> BackupArtifact:
     return backup_taken(source_db.url_env)  # type: ignore[no-any-return]
-
-
-def database_exists(name: str) -> bool:
-    with admin_connection() as conn:
-        return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
 
 def test_round_trip_into_a_new_database_is_identical(

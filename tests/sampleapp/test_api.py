@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,10 @@ import pytest
 from rq import Queue
 
 from sampleapp.config import QUEUE_NAME
-from tests.conftest import APP_REDIS_DB, REPO_DIR, SampleApp, database_url, drop_database, redis_db_url
+from tests.support.local import free_port
+from tests.support.postgres import database_url, drop_database
+from tests.support.redis import APP_REDIS_DB, redis_db_url
+from tests.support.sampleapp import REPO_DIR, SampleApp
 
 OTHER_WORKSPACE = str(uuid.uuid4())
 
@@ -146,7 +148,7 @@ def test_readyz_is_503_naming_redis_while_its_redis_is_down(sampleapp_factory, t
     """A private redis-server (not the shared one) is stopped under the running app, then started again."""
     if not shutil.which("redis-server"):
         pytest.fail("redis-server is not installed: apt-get install -y redis-server (`make test` does)")
-    port = _free_port()
+    port = free_port()
     redis_server = _start_redis(port, tmp_path)
     try:
         app = sampleapp_factory(worker=False)
@@ -185,7 +187,7 @@ def test_missing_configuration_is_one_line(unset: str, message: str) -> None:
 
 
 def test_unreachable_services_are_one_line_without_the_password() -> None:
-    port = _free_port()
+    port = free_port()
     env = {**_offline_env(), "SAMPLEAPP_DATABASE_URL": f"postgresql://app:hunter2@127.0.0.1:{port}/app"}
     result = _run_command(["worker"], env)
     assert result.returncode == 2
@@ -237,12 +239,6 @@ def _run_command(args: list[str], env: dict[str, str]) -> subprocess.CompletedPr
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [
@@ -274,7 +270,7 @@ def _start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
 
 
 def _restart_api(app: SampleApp, *, redis_url: str) -> None:
-    from tests.conftest import _start_api, _stop
+    from tests.support.sampleapp import _start_api, _stop
 
     _stop(app.api_process)
     app.env = {**app.env, "SAMPLEAPP_REDIS_URL": redis_url}
