@@ -9,7 +9,7 @@ from django.utils import timezone
 from factory.django import DjangoModelFactory
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact
+from backups.models import BackupArtifact, BackupVerification
 from drills.models import DrillRun
 from inventory.models import Datastore, Environment
 from reprocess.models import ReprocessBatch, ReprocessItem
@@ -223,6 +223,34 @@ class DrillRunFactory(DjangoModelFactory):
             **_finished(error="check failed: row counts: public.documents: expected 301, found 300", exit_code=0),
         )
         cancelled = factory.Trait(status=DrillRun.Status.CANCELLED, **_finished(error="cancelled by olga"))
+
+
+class BackupVerificationFactory(DjangoModelFactory):
+    """A queued verification of a succeeded backup. Traits: `running`, `verified`, `corrupt`, `failed` (could not
+    tell: the storage was unreachable), `errored`, `cancelled`."""
+
+    class Meta:
+        model = BackupVerification
+
+    artifact = factory.SubFactory(BackupArtifactFactory, succeeded=True)
+    trigger = "test"
+    heartbeat_at = factory.LazyFunction(timezone.now)
+
+    class Params:
+        running = factory.Trait(status=BackupVerification.Status.RUNNING, **_running())
+        verified = factory.Trait(status=BackupVerification.Status.VERIFIED, **_finished())
+        corrupt = factory.Trait(
+            status=BackupVerification.Status.CORRUPT,
+            **_finished(error="sha256 mismatch: the stored file hashes to 00ff, the backup recorded 5f1c"),
+        )
+        failed = factory.Trait(
+            status=BackupVerification.Status.FAILED,
+            **_finished(error="cannot reach the artifact storage: [Errno 110] Connection timed out"),
+        )
+        errored = factory.Trait(
+            status=BackupVerification.Status.ERRORED, **_finished(error="internal error: KeyError: 'format'")
+        )
+        cancelled = factory.Trait(status=BackupVerification.Status.CANCELLED, **_finished(error="cancelled by olga"))
 
 
 class AuditEventFactory(DjangoModelFactory):

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from tests.factories import BackupArtifactFactory, DrillRunFactory, ReprocessBatchFactory, RestoreRunFactory
+from tests.factories import (
+    BackupArtifactFactory,
+    BackupVerificationFactory,
+    DrillRunFactory,
+    ReprocessBatchFactory,
+    RestoreRunFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -16,6 +22,7 @@ TRAITS = [
     (RestoreRunFactory, ["awaiting_approval", "queued", "running", "succeeded", "failed", "cancelled"]),
     (DrillRunFactory, ["running", "succeeded", "failed", "cancelled"]),
     (ReprocessBatchFactory, ["queued", "running", "succeeded", "failed", "cancelled", "discarded"]),
+    (BackupVerificationFactory, ["running", "verified", "corrupt", "failed", "errored", "cancelled"]),
 ]
 
 
