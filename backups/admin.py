@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -9,10 +7,10 @@ from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from backups.models import BackupArtifact, BackupArtifactEvent
+from backups.models import BackupArtifact, BackupArtifactEvent, BackupVerification, BackupVerificationEvent
 from backups.services import BackupRefused, backup_artifact_request
 from backups.verification import VerificationRefused, backup_verification_request
-from dr_console.admin_base import ReadOnlyInline
+from dr_console.admin_base import JobEventInline, ReadOnlyHistoryAdmin
 from dr_console.http import client_ip
 from dr_console.jobs import BrokerUnavailable
 from inventory import admin as inventory_admin
@@ -51,13 +49,12 @@ class DatastoreAdmin(inventory_admin.DatastoreAdmin):
                 self.message_user(request, message, messages.SUCCESS)
 
 
-class BackupArtifactEventInline(ReadOnlyInline):
+class BackupArtifactEventInline(JobEventInline):
     model = BackupArtifactEvent
-    fields = readonly_fields = ("created_at", "old_status", "new_status", "message")
 
 
 @admin.register(BackupArtifact)
-class BackupArtifactAdmin(admin.ModelAdmin):
+class BackupArtifactAdmin(ReadOnlyHistoryAdmin):
     """History of backups: read-only. Backups are taken with "Back up now" or `manage.py backup`."""
 
     list_display = ["id", "datastore", "status", "verification", "size", "created_at", "duration", "trigger"]
@@ -70,15 +67,6 @@ class BackupArtifactAdmin(admin.ModelAdmin):
     @admin.display(description=_("size"), ordering="size_bytes")
     def size(self, obj: BackupArtifact) -> str:
         return filesizeformat(obj.size_bytes) if obj.size_bytes is not None else "-"
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [field.name for field in BackupArtifact._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.action(description=_("Verify selected backups"), permissions=["view"])
     def verify(self, request: HttpRequest, queryset: QuerySet[BackupArtifact]) -> None:
@@ -94,3 +82,17 @@ class BackupArtifactAdmin(admin.ModelAdmin):
             else:
                 message = gettext("Verification of backup #%(id)s queued") % {"id": artifact.pk}
                 self.message_user(request, message, messages.SUCCESS)
+
+
+class BackupVerificationEventInline(JobEventInline):
+    model = BackupVerificationEvent
+
+
+@admin.register(BackupVerification)
+class BackupVerificationAdmin(ReadOnlyHistoryAdmin):
+    """Verifications of backups: read-only. Started after each backup, by "Verify", or `manage.py verify`."""
+
+    list_display = ["id", "artifact", "status", "created_at", "duration", "trigger", "error"]
+    list_filter = ["status", "artifact__datastore"]
+    list_select_related = ["artifact__datastore"]
+    inlines = [BackupVerificationEventInline]

@@ -27,6 +27,26 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
+class JobEventInline(ReadOnlyInline):
+    """A job's status changes (its JobEvent rows) under the job; subclasses set `model`."""
+
+    fields = readonly_fields = ("created_at", "old_status", "new_status", "message")
+
+
+class ReadOnlyHistoryAdmin(admin.ModelAdmin):
+    """History written by the console (job rows, breaches, the audit log): shown, never added, edited or deleted
+    in the admin. Jobs start from the console's pages and commands, where their rules are checked."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class AuditedConfigAdmin(admin.ModelAdmin):
     """Configuration edited in the admin is audited like `loadconfig`: who changed what, from where."""
 

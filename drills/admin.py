@@ -1,30 +1,13 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
 
-from dr_console.admin_base import ReadOnlyInline
+from dr_console.admin_base import JobEventInline, ReadOnlyHistoryAdmin
 from drills.models import DrillRun, DrillRunEvent, ObjectiveBreach
 
 
-class DrillRunEventInline(ReadOnlyInline):
+class DrillRunEventInline(JobEventInline):
     model = DrillRunEvent
-    fields = readonly_fields = ("created_at", "old_status", "new_status", "message")
-
-
-class ReadOnlyHistoryAdmin(admin.ModelAdmin):
-    """History written by the console: read-only in the admin."""
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [field.name for field in self.model._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(DrillRun)
