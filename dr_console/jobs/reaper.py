@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from dr_console.jobs import processes
@@ -82,7 +83,9 @@ def jobs_reap(job_type: JobType) -> int:
             except Exception:
                 logger.exception("%s: cleaning up after the lost worker failed", job_type.label(job.pk))
             job_type.on_finished(job.pk)
-    queued = model._default_manager.filter(status__in=model.QUEUED_STATES, heartbeat_at__lt=cutoff)
+    # A row created straight into its queued state has no heartbeat yet: its age counts from its creation.
+    waited_long = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    queued = model._default_manager.filter(waited_long, status__in=model.QUEUED_STATES)
     for job in queued.only("pk", "status", "task_id"):
         if broker_has_message(job.task_id):
             continue  # waiting for a free worker
