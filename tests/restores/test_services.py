@@ -191,9 +191,11 @@ def test_cancel_stops_a_running_pg_restore(backup: BackupArtifact, source_db: So
     worker = start_thread(restore_run_execute, run_id=run.pk)
     try:
         for _ in range(100):
-            if any(p.info["name"] == "pg_restore" for p in psutil.process_iter(["name"])):
+            restoring = [proc for proc in own_pg_restores() if "--clean" in proc.cmdline()]
+            if restoring:
                 break
             time.sleep(0.1)
+        assert RestoreRun.objects.get(pk=run.pk).process_group == restoring[0].pid  # recorded on the row
         assert restore_run_cancel(run_id=run.pk, cancelled_by=REQUESTER[0])
         worker.join(timeout=30)
         assert not worker.is_alive()
@@ -201,8 +203,18 @@ def test_cancel_stops_a_running_pg_restore(backup: BackupArtifact, source_db: So
         locker.close()
     run.refresh_from_db()
     assert run.status == Status.CANCELLED
-    assert not any(p.info["name"] == "pg_restore" for p in psutil.process_iter(["name"]))
+    assert not own_pg_restores()  # this test's, not another suite's on the same machine
+    assert run.process_group is None
     assert not restore_run_cancel(run_id=run.pk, cancelled_by=REQUESTER[0])  # already finished
+
+
+def own_pg_restores() -> list[psutil.Process]:
+    """The pg_restore processes this test process started (they are its children; other suites' are not)."""
+    return [
+        proc
+        for proc in psutil.Process().children(recursive=True)
+        if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE and proc.name() == "pg_restore"
+    ]
 
 
 def test_reaper_fails_a_restore_whose_worker_died_and_never_reruns_it(backup: BackupArtifact) -> None:
