@@ -33,6 +33,7 @@ from audit.models import AuditEvent
 from audit.services import audit_record
 from backups import artifacts
 from backups.models import BackupArtifact
+from backups.signals import artifacts_in_use
 from dr_console.jobs import IllegalTransition, job_transition
 from inventory.models import Datastore
 
@@ -220,16 +221,15 @@ class RetentionPreview:
         return max(0, len(self.to_expire) - PREVIEW_EXPIRED_SHOWN)
 
 
-def _restores_using(artifact_ids: Sequence[int] | None, datastore: Datastore) -> dict[int, str]:
-    from restores.models import RestoreRun
-
-    busy = RestoreRun.RUNNING_STATES | RestoreRun.WAITING_STATES
-    runs = RestoreRun.objects.filter(status__in=busy, artifact__datastore=datastore)
-    if artifact_ids is not None:
-        runs = runs.filter(artifact_id__in=artifact_ids)
+def _artifacts_in_use(artifact_ids: Sequence[int] | None, datastore: Datastore) -> dict[int, str]:
+    """Which of the datastore's backups a job above backups is reading or about to read ("restore #5"): the apps
+    that read backups answer through backups.signals.artifacts_in_use (backups may not import them)."""
     used: dict[int, str] = {}
-    for run_id, artifact_id in runs.order_by("pk").values_list("pk", "artifact_id"):
-        used.setdefault(artifact_id, _("restore #%(id)s") % {"id": run_id})
+    answers = artifacts_in_use.send(sender=BackupArtifact, datastore=datastore, artifact_ids=artifact_ids)
+    for _receiver, answer in answers:
+        uses: dict[int, str] = answer  # type: ignore[assignment]  # django-stubs types every answer as str | None
+        for artifact_id, label in uses.items():
+            used.setdefault(artifact_id, label)
     return used
 
 
@@ -251,7 +251,7 @@ def retention_preview(*, datastore: Datastore, policy: RetentionPolicy | None = 
     stored = list(
         BackupArtifact.objects.filter(datastore=datastore, status=Status.SUCCEEDED).select_related("pinned_by")
     )
-    used_by = _restores_using(None, datastore)
+    used_by = _artifacts_in_use(None, datastore)
     zone = ZoneInfo(datastore.backup_schedule_timezone)
     decisions = retention_plan([_facts(a, used_by) for a in stored], policy, zone)
     by_id = {a.pk: a for a in stored}
@@ -300,7 +300,7 @@ def _expire_one(decision: Decision, datastore: Datastore, actor_label: str) -> b
         artifact = BackupArtifact.objects.select_for_update().filter(pk=decision.artifact_id).first()
         if artifact is None or artifact.status != Status.SUCCEEDED:
             return False
-        facts = _facts(artifact, _restores_using([artifact.pk], datastore))
+        facts = _facts(artifact, _artifacts_in_use([artifact.pk], datastore))
         newer_verified = BackupArtifact.objects.filter(
             Q(created_at__gt=artifact.created_at) | Q(created_at=artifact.created_at, pk__gt=artifact.pk),
             datastore=datastore,

@@ -1,4 +1,5 @@
-"""The backup pages: dashboard, history, one backup; and the HTMX endpoints they poll or post to.
+"""The backup pages: history, one backup; and the HTMX endpoints they poll or post to. The dashboard and the
+datastore page compose backups with restores and drills, so they are overview's (overview/views.py).
 
 Views stay thin: a permission, a selector or one service call, a page or a partial. Every state change is a POST
 (CSRF comes with every htmx request from base.html); partials that poll answer 286 once the job ended, which
@@ -7,181 +8,37 @@ stops htmx polling.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect, push_url
+from django_htmx.http import HTMX_STOP_POLLING, push_url
 
 from backups import selectors
-from backups.forms import BackupArtifactFilterForm, RetentionPolicyForm
+from backups.forms import BackupArtifactFilterForm
 from backups.models import BackupArtifact, BackupVerification
 from backups.retention import (
     PIN_PERM,
-    POLICY_PERM,
-    RetentionPolicy,
     RetentionRefused,
     backup_artifact_pin,
     backup_artifact_unpin,
-    datastore_retention_save,
-    retention_preview,
 )
-from backups.services import BackupRefused, backup_artifact_request
 from backups.verification import VerificationRefused, backup_verification_request
 from dr_console.http import HtmxRequest, client_ip, partial_wanted
 from dr_console.jobs import BrokerUnavailable
-from drills.selectors import drill_run_recent
-from inventory.models import Datastore
 
 VIEW_PERMS = ("inventory.view_datastore", "backups.view_backupartifact")
 START_PERM = "backups.add_backupartifact"  # operators: start backups and verifications
 PAGE_SIZE = 50
 # A verification still waiting for a worker after this long gets a hint on its page.
 VERIFY_WAIT = timedelta(minutes=2)
-
-
-def _next_url(request: HtmxRequest, default: str) -> str:
-    url = request.POST.get("next", "")
-    if url and url_has_allowed_host_and_scheme(url, allowed_hosts={request.get_host()}, require_https=False):
-        return url
-    return default
-
-
-# --- dashboard ---------------------------------------------------------------------------------------------------
-
-
-@require_GET
-@permission_required(VIEW_PERMS, raise_exception=True)
-def dashboard(request: HtmxRequest) -> HttpResponse:
-    rows = selectors.datastore_dashboard_rows()
-    context = {
-        "rows": rows,
-        "awaiting_approval": sum(row.awaiting_approval for row in rows),
-        "objectives_missed": sum(not row.objectives_met for row in rows),
-    }
-    return render(request, "backups/dashboard.html", context)
-
-
-@require_GET
-@permission_required(VIEW_PERMS, raise_exception=True)
-def datastore_row(request: HtmxRequest, pk: int) -> HttpResponse:
-    """A dashboard row, polled every 3 s while a backup or a verification of the datastore runs."""
-    row = _dashboard_row(pk)
-    return render(
-        request, "backups/partials/dashboard_row.html", {"row": row}, status=200 if row.busy else HTMX_STOP_POLLING
-    )
-
-
-def _dashboard_row(pk: int) -> selectors.DatastoreDashboardRow:
-    row = selectors.datastore_dashboard_row(pk)
-    if row is None:
-        raise Http404("No such datastore")
-    return row
-
-
-@require_POST
-@permission_required(START_PERM, raise_exception=True)
-def datastore_backup(request: HtmxRequest, pk: int) -> HttpResponse:
-    """Back up now. From a dashboard row (htmx) the answer is the row itself, now showing the pending backup;
-    otherwise a redirect back, with a message."""
-    datastore = get_object_or_404(Datastore, pk=pk)
-    try:
-        artifact = backup_artifact_request(
-            datastore=datastore,
-            trigger=f"web:{request.user.get_username()}",
-            triggered_by=request.user,
-            client_ip=client_ip(request),
-        )
-    except (BackupRefused, BrokerUnavailable) as exc:
-        ok, notice = False, _("No backup of %(datastore)s: %(reason)s") % {"datastore": datastore.name, "reason": exc}
-    else:
-        ok, notice = True, _("Backup #%(id)s of %(datastore)s queued.") % {"id": artifact.pk, "datastore": datastore}
-    if request.htmx and request.htmx.target == f"datastore-row-{pk}":
-        context = {"row": _dashboard_row(pk), "notice": notice, "notice_ok": ok}
-        return render(request, "backups/partials/dashboard_row.html", context)
-    messages.add_message(request, messages.SUCCESS if ok else messages.ERROR, notice)
-    url = _next_url(request, reverse("backups:dashboard"))
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
-
-
-# --- one datastore: schedule and retention -------------------------------------------------------------------------
-
-
-def _datastore(name: str) -> Datastore:
-    return get_object_or_404(Datastore.objects.select_related("environment"), name=name)
-
-
-def _datastore_context(datastore: Datastore, form: RetentionPolicyForm, proposed: bool = False) -> dict[str, Any]:
-    policy = form.policy() if proposed else RetentionPolicy.of(datastore)
-    return {
-        "datastore": datastore,
-        "row": _dashboard_row(datastore.pk),
-        "scheduled_runs": selectors.scheduled_backup_recent(datastore),
-        "pinned": selectors.backup_artifact_pinned(datastore),
-        "drills": drill_run_recent(datastore),
-        "form": form,
-        "preview": retention_preview(datastore=datastore, policy=policy),
-        "proposed": proposed,
-    }
-
-
-@require_GET
-@permission_required(VIEW_PERMS, raise_exception=True)
-def datastore_detail(request: HtmxRequest, name: str) -> HttpResponse:
-    """The datastore's schedule (next, last and missed runs) and its retention policy, with what that policy
-    keeps and expires now, and why."""
-    datastore = _datastore(name)
-    form = RetentionPolicyForm(initial=asdict(RetentionPolicy.of(datastore)))
-    return render(request, "backups/datastore_detail.html", _datastore_context(datastore, form))
-
-
-@require_POST
-@permission_required(POLICY_PERM, raise_exception=True)
-def datastore_retention_preview(request: HtmxRequest, name: str) -> HttpResponse:
-    """What the policy in the form would do now, before it is saved. Changes nothing."""
-    datastore = _datastore(name)
-    form = RetentionPolicyForm(request.POST)
-    if not form.is_valid():
-        context = {"datastore": datastore, "form": form, "preview": None, "proposed": True}
-        return render(request, "backups/partials/retention_preview.html", context, status=400)
-    if not request.htmx:
-        return render(request, "backups/datastore_detail.html", _datastore_context(datastore, form, proposed=True))
-    preview = retention_preview(datastore=datastore, policy=form.policy())
-    context = {"datastore": datastore, "form": form, "preview": preview, "proposed": True}
-    return render(request, "backups/partials/retention_preview.html", context)
-
-
-@require_POST
-@permission_required(POLICY_PERM, raise_exception=True)
-def datastore_retention_update(request: HtmxRequest, name: str) -> HttpResponse:
-    datastore = _datastore(name)
-    form = RetentionPolicyForm(request.POST)
-    if not form.is_valid():
-        context = _datastore_context(datastore, RetentionPolicyForm(initial=asdict(RetentionPolicy.of(datastore))))
-        return render(request, "backups/datastore_detail.html", {**context, "form": form}, status=400)
-    try:
-        changed = datastore_retention_save(
-            datastore=datastore, policy=form.policy(), user=request.user, client_ip=client_ip(request)
-        )
-    except RetentionRefused as exc:
-        messages.error(request, str(exc))
-    else:
-        if changed:
-            messages.success(request, _("Retention policy of %(name)s saved.") % {"name": datastore.name})
-        else:
-            messages.info(request, _("The retention policy of %(name)s is unchanged.") % {"name": datastore.name})
-    url = reverse("backups:datastore_detail", args=[datastore.name])
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 # --- history -------------------------------------------------------------------------------------------------------
@@ -234,8 +91,9 @@ def artifact_detail(request: HtmxRequest, pk: int) -> HttpResponse:
         "row_counts": sorted(artifact.row_counts.items()),
         "is_redis": artifact.format == BackupArtifact.Format.REDIS_SNAPSHOT,
         "events": artifact.events.all(),
-        "restores": artifact.restore_runs.all(),
-        "drills": artifact.drill_runs.all(),
+        # Through the reverse relations the restores and drills apps declare: backups imports neither.
+        "restores": artifact.restore_runs.select_related("target_datastore", "triggered_by"),
+        "drills": artifact.drill_runs.select_related("datastore"),
         "in_progress": selectors.backup_artifact_in_progress(artifact),
     }
     return render(request, "backups/artifact_detail.html", context)

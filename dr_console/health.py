@@ -1,19 +1,17 @@
-"""Readiness of the console itself: its database, the task broker, the artifact storage and the workers.
+"""The checks of the console's own dependencies that any layer may run: its database, the task broker and the
+workers. /readyz (overview/health.py) runs them with the artifact storage check; `manage.py checkworker` runs the
+worker check alone for container health checks.
 
-/readyz (dr_console/urls.py) runs every check; `manage.py checkworker` runs the worker check alone for container
-health checks. A check's `error` says what failed in plain words and never carries a URL, a host or a secret:
-the endpoint needs no login, so anyone who can reach it reads it. The full exception goes to the log, without
-credentials (broker_label).
+A check's `error` says what failed in plain words and never carries a URL, a host or a secret: /readyz needs no
+login, so anyone who can reach it reads it. The full exception goes to the log, without credentials (broker_label).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.db import connection
 
 logger = logging.getLogger(__name__)
@@ -59,20 +57,6 @@ def check_broker() -> CheckResult:
     return CheckResult("broker", True)
 
 
-def check_artifact_storage() -> CheckResult:
-    """Write a small probe file through the storage API and delete it: a read-only or full storage fails."""
-    from backups.artifacts import TMP_PREFIX, artifact_storage
-
-    storage = artifact_storage()
-    try:
-        name = storage.save(f"{TMP_PREFIX}readyz-{uuid.uuid4().hex}", ContentFile(b"readyz\n"))
-        storage.delete(name)
-    except Exception as exc:
-        logger.warning("readiness: the artifact storage is not writable: %s", exc)
-        return CheckResult("artifact_storage", False, f"the artifact storage is not writable ({type(exc).__name__})")
-    return CheckResult("artifact_storage", True)
-
-
 def check_worker(*, timeout: float | None = None, destination: str = "") -> CheckResult:
     """At least one Celery worker (or the named one) answers a ping within `timeout` seconds."""
     from dr_console.celery import app
@@ -88,14 +72,3 @@ def check_worker(*, timeout: float | None = None, destination: str = "") -> Chec
         who = f"worker {destination}" if destination else "Celery worker"
         return CheckResult("worker", False, f"no {who} answered a ping within {wait:g} s")
     return CheckResult("worker", True, detail=f"{len(answering)} answering")
-
-
-def readiness() -> list[CheckResult]:
-    """Every check, in order. The workers are pinged through the broker: with the broker down that check is
-    reported as failed without waiting for the ping's own retries."""
-    results = [check_database(), check_broker(), check_artifact_storage()]
-    if results[1].ok:
-        results.append(check_worker())
-    else:
-        results.append(CheckResult("worker", False, "not checked: the task broker cannot be reached"))
-    return results

@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "drills",
     "reprocess",
     "queues",
+    "overview",  # the top layer: dashboard, datastore page, objectives, metrics, readiness
 ]
 
 MIDDLEWARE = [
@@ -271,7 +272,7 @@ _MAINTENANCE_TASKS = [
     "restores.tasks.restore_runs_reap_task",
     "drills.tasks.drill_runs_reap_stale_task",
     "drills.tasks.drill_run_scheduled_task",
-    "drills.tasks.objectives_check_task",
+    "overview.tasks.objectives_check_task",
     "reprocess.tasks.reprocess_batches_reap_task",
 ]
 CELERY_TASK_ROUTES = {name: {"queue": MAINTENANCE_QUEUE} for name in _MAINTENANCE_TASKS}
@@ -292,7 +293,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("RETENTION_INTERVAL_SECONDS", default=3600)),
     },
     # Breaches are told once when they open and once when they close, however often this runs.
-    "check-objectives": {"task": "drills.tasks.objectives_check_task", "schedule": 60.0},
+    "check-objectives": {"task": "overview.tasks.objectives_check_task", "schedule": 60.0},
 }
 for _entry in CELERY_BEAT_SCHEDULE.values():
     _entry["options"] = {"queue": MAINTENANCE_QUEUE}
@@ -300,7 +301,7 @@ for _entry in CELERY_BEAT_SCHEDULE.values():
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "backups:dashboard"
+LOGIN_REDIRECT_URL = "overview:dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
 # Security: production runs with DJANGO_DEBUG off and these defaults; `check --deploy` is clean.

@@ -13,11 +13,11 @@ admin.site.site_title = "DR Console"
 admin.site.index_title = "Configuration and history"
 
 
+# The composition root: every app's URLs, named by dotted string (no import), so dr_console stays the bottom layer.
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
-    path("readyz", views.readyz, name="readyz"),
-    path("metrics", views.metrics, name="metrics"),
+    path("", include("overview.probe_urls")),  # readyz, metrics
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),  # the login page switches too
@@ -27,4 +27,5 @@ urlpatterns = [
     path("reprocess/", include("reprocess.urls")),
     path("queues/", include("queues.urls")),
     path("", include("backups.urls")),
+    path("", include("overview.urls")),  # the dashboard, the datastore pages
 ]

@@ -15,13 +15,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import pgettext_lazy
 
@@ -30,7 +28,6 @@ from audit.services import audit_job_finished, audit_record
 from backups import artifacts
 from backups.models import BackupArtifact
 from backups.postgres import PgConnection, PostgresError, describe_exit, pg_connection_from_env
-from backups.selectors import RpoState
 from dr_console.jobs import (
     BrokerUnavailable,
     JobContext,
@@ -42,14 +39,10 @@ from dr_console.jobs import (
     job_transition,
     jobs_reap,
 )
-from dr_console.notifications import alert_recipients, notify, notify_job_failed
-from drills.models import DrillRun, ObjectiveBreach
-from drills.selectors import RtoState
+from dr_console.notifications import notify_job_failed
+from drills.models import DrillRun
 from inventory.models import Datastore
 from restores import pg_restore as primitive
-
-if TYPE_CHECKING:
-    from backups.selectors import DatastoreDashboardRow
 
 logger = logging.getLogger(__name__)
 Status = DrillRun.Status
@@ -306,127 +299,3 @@ def drill_run_scheduled(*, datastore_id: int) -> DrillRun | None:
     except (DrillRefused, BrokerUnavailable) as exc:
         logger.warning("scheduled drill of %s not started: %s", datastore.name, exc)
         return None
-
-
-# --- objectives: breaches, told once ------------------------------------------------------------------------------
-
-
-def objectives_check() -> tuple[int, int]:
-    """Compare every datastore with its RPO and RTO targets; open a breach (and tell people) when one is newly
-    missed, close it (and tell people) when it is met again. A breach that stays open is not told again, however
-    often this runs. Returns (opened, closed)."""
-    from backups.selectors import datastore_dashboard_rows
-
-    now = timezone.now()
-    open_breaches = {
-        (breach.datastore_id, breach.objective): breach
-        for breach in ObjectiveBreach.objects.filter(closed_at__isnull=True)
-    }
-    opened = closed = 0
-    for row in datastore_dashboard_rows(charts=False):
-        for objective, reason in (
-            (ObjectiveBreach.Objective.RPO, rpo_breach_reason(row, now)),
-            (ObjectiveBreach.Objective.RTO, rto_breach_reason(row)),
-        ):
-            breach = open_breaches.get((row.datastore.pk, objective))
-            if reason and breach is None:
-                opened += _breach_open(row.datastore, objective, reason)
-            elif not reason and breach is not None:
-                closed += _breach_close(breach, row.datastore, now)
-    return opened, closed
-
-
-def rpo_breach_reason(row: DatastoreDashboardRow, now: datetime) -> str:
-    """Why the datastore misses its RPO now, or "" when it does not. A new datastore has one RPO period to take
-    its first verified backup."""
-    datastore = row.datastore
-    target = _duration_text(datastore.rpo_target)
-    if row.last_verified is None:
-        if now - datastore.created_at <= datastore.rpo_target:
-            return ""
-        return f"{datastore.name} has no verified backup (RPO target {target})"
-    if row.rpo_state in (RpoState.LATE, RpoState.VERY_LATE):
-        return (
-            f"the newest verified backup of {datastore.name} (#{row.last_verified.pk}) is "
-            f"{_duration_text(row.rpo_age)} old, over the RPO target of {target}"
-        )
-    return ""
-
-
-def rto_breach_reason(row: DatastoreDashboardRow) -> str:
-    """Why the datastore misses its RTO now (its newest drill failed or restored too slowly), or ""."""
-    state = row.drills
-    if state is None or state.last_drill is None or state.rto_ok:
-        return ""
-    drill = state.last_drill
-    if state.rto_state == RtoState.FAILED:
-        return f"drill #{drill.pk} of {row.datastore.name} failed: {drill.error}"
-    return (
-        f"drill #{drill.pk} of {row.datastore.name} restored in {_duration_text(drill.rto)}, over the RTO target "
-        f"of {_duration_text(row.datastore.rto_target)}"
-    )
-
-
-def _duration_text(value: timedelta | None) -> str:
-    """Durations in notifications and the audit log: the same words whatever a page's language."""
-    from backups.templatetags.backups_ui import duration_short
-
-    with translation.override("en"):
-        return duration_short(value)
-
-
-def _breach_open(datastore: Datastore, objective: str, reason: str) -> int:
-    try:
-        with transaction.atomic():
-            breach = ObjectiveBreach.objects.create(datastore=datastore, objective=objective, reason=reason)
-            audit_record(
-                action=AuditEvent.Action.OBJECTIVE_BREACHED,
-                actor_label="console",
-                obj=breach,
-                details={"datastore": datastore.name, "objective": objective, "reason": reason},
-            )
-    except IntegrityError:  # another check opened it first: it tells people, not us
-        return 0
-    label = breach.get_objective_display()
-    _notify_objective(
-        datastore,
-        subject=f"[DR Console] {datastore.name} misses its {label}",
-        lines=[f"{datastore.name} ({datastore.environment.name}) misses its {label} objective:", reason],
-    )
-    return 1
-
-
-def _breach_close(breach: ObjectiveBreach, datastore: Datastore, now: datetime) -> int:
-    if not ObjectiveBreach.objects.filter(pk=breach.pk, closed_at__isnull=True).update(closed_at=now):
-        return 0  # another check closed it first
-    lasted = _duration_text(now - breach.opened_at)
-    audit_record(
-        action=AuditEvent.Action.OBJECTIVE_RECOVERED,
-        actor_label="console",
-        obj=breach,
-        details={
-            "datastore": datastore.name,
-            "objective": breach.objective,
-            "lasted_seconds": (now - breach.opened_at).total_seconds(),
-        },
-    )
-    label = breach.get_objective_display()
-    _notify_objective(
-        datastore,
-        subject=f"[DR Console] {datastore.name} meets its {label} again",
-        lines=[
-            f"{datastore.name} ({datastore.environment.name}) meets its {label} objective again after {lasted}.",
-            f"It was: {breach.reason}",
-        ],
-    )
-    return 1
-
-
-def _notify_objective(datastore: Datastore, *, subject: str, lines: list[str]) -> None:
-    notify(
-        subject=subject,
-        text="\n".join(lines),
-        recipients=alert_recipients(),
-        webhook_url=datastore.environment.webhook_url,
-        about=f"the objectives of {datastore.name}",
-    )

@@ -31,11 +31,3 @@ def drill_runs_reap_stale_task() -> None:
     from drills.services import drill_runs_reap_stale
 
     drill_runs_reap_stale()
-
-
-@shared_task(ignore_result=True, soft_time_limit=300, time_limit=360)
-def objectives_check_task() -> None:
-    """Periodic (beat): open and close RPO/RTO breaches; each is told once when it opens and once when it closes."""
-    from drills.services import objectives_check
-
-    objectives_check()

@@ -36,4 +36,4 @@ def drill_start(request: HtmxRequest, name: str) -> HttpResponse:
             messages.error(request, _("Drill #%(id)s failed: %(error)s") % {"id": run.pk, "error": run.error})
         else:
             messages.success(request, _("Drill #%(id)s of %(datastore)s queued.") % {"id": run.pk, "datastore": name})
-    return redirect(f"{reverse('backups:datastore_detail', args=[name])}#drills")
+    return redirect(f"{reverse('overview:datastore_detail', args=[name])}#drills")

@@ -14,7 +14,7 @@ from django.http import HttpRequest
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from dr_console.admin_base import AuditedConfigAdmin
+from audit.admin import AuditedConfigAdmin
 from inventory.models import Datastore, Environment
 from inventory.services import (
     DatastoreRefused,

@@ -7,3 +7,10 @@ from django.utils.translation import gettext_lazy as _
 class RestoresConfig(AppConfig):
     name = "restores"
     verbose_name = _("Restores")
+
+    def ready(self) -> None:
+        from backups.signals import artifacts_in_use
+        from restores.selectors import restore_run_artifacts_in_use
+
+        # Retention (backups, which imports nothing above it) keeps the backups a restore is reading.
+        artifacts_in_use.connect(restore_run_artifacts_in_use, dispatch_uid="restores-artifacts-in-use")

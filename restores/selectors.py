@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from backups.models import BackupArtifact
-from backups.selectors import iso
+from dr_console.formatting import iso
 from dr_console.history import PER_PAGE, Page, keyset_page
 from inventory.models import Datastore
 from restores.models import RestoreApproval, RestoreRun
@@ -242,3 +243,18 @@ def restore_impact(
 def restore_target_datastores(*, kind: str = Datastore.Kind.POSTGRES) -> QuerySet[Datastore]:
     """Datastores a backup of a datastore of `kind` can be restored into: those of the same kind."""
     return Datastore.objects.filter(kind=kind).select_related("environment")
+
+
+def restore_run_artifacts_in_use(
+    sender: object, *, datastore: Datastore, artifact_ids: Sequence[int] | None, **kwargs: object
+) -> dict[int, str]:
+    """Receiver of backups.signals.artifacts_in_use: the backups of `datastore` that a restore is reading or waiting
+    to read, so retention keeps them. {artifact id: "restore #N"}, the oldest such restore named."""
+    busy = RestoreRun.RUNNING_STATES | RestoreRun.WAITING_STATES
+    runs = RestoreRun.objects.filter(status__in=busy, artifact__datastore=datastore)
+    if artifact_ids is not None:
+        runs = runs.filter(artifact_id__in=artifact_ids)
+    used: dict[int, str] = {}
+    for run_id, artifact_id in runs.order_by("pk").values_list("pk", "artifact_id"):
+        used.setdefault(artifact_id, _("restore #%(id)s") % {"id": run_id})
+    return used

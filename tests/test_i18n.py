@@ -49,7 +49,7 @@ EN = {"HTTP_ACCEPT_LANGUAGE": "en"}
 
 # url name -> (Spanish strings, English strings) the page shows with the data of the `console_data` fixture.
 PAGES = {
-    "backups:dashboard": (
+    "overview:dashboard": (
         [
             "<h1>Panel</h1>",
             "Última copia de seguridad correcta",
@@ -151,7 +151,7 @@ def test_login_page_is_in_spanish(client: Client, db: None) -> None:
 def test_language_switcher_overrides_the_browser(viewer_client: Client) -> None:
     response = viewer_client.post(reverse("set_language"), {"language": "es", "next": "/"}, **EN)
     assert response.status_code == 302
-    html = page(viewer_client, "backups:dashboard", **EN)
+    html = page(viewer_client, "overview:dashboard", **EN)
     assert '<html lang="es">' in html and "<h1>Panel</h1>" in html
     assert '<option value="es" lang="es" selected>español</option>' in html
 
@@ -164,7 +164,7 @@ def test_a_refusal_is_worded_in_the_language_of_the_page_and_in_english_elsewher
     orders = console_data.target_datastore
     running = BackupArtifactFactory(datastore=orders, status="running")
     client.force_login(user_in_groups("oscar", "operator"))
-    response = client.post(reverse("backups:datastore_backup", args=[orders.pk]), follow=True, **ES)
+    response = client.post(reverse("overview:datastore_backup", args=[orders.pk]), follow=True, **ES)
     html = response.content.decode()
     assert f"No se puede respaldar orders: ya hay una copia de seguridad de orders en curso (#{running.pk})" in html
 
@@ -207,7 +207,7 @@ def test_reprocess_and_datastore_pages_are_in_spanish(viewer_client: Client, con
     pages = {
         reverse("reprocess:batch_list"): ["<h1>Reprocesar documentos</h1>", "Borrador", "0 de 1 aceptados"],
         reverse("reprocess:batch_detail", args=[batch.pk]): ["Lote de reprocesamiento #", "Sin enviar"],
-        reverse("backups:datastore_detail", args=[orders.name]): [
+        reverse("overview:datastore_detail", args=[orders.name]): [
             "Almacén de datos orders (prod)",
             "Programación de copias de seguridad",
             "Simulacros de restauración",

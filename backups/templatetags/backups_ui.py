@@ -1,16 +1,11 @@
-"""Template helpers for the console's pages: status badges (a word and a symbol, never colour alone), times
-shown relative with the exact local time on hover, and short durations."""
+"""Template helpers of the backup pages: backup status words, the schedule badge and the history rows. The helpers
+every app shares (status badges, times, durations) are in dr_console/formatting.py (`{% load console_ui %}`)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any
-
 from django import template
-from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
-from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
@@ -19,60 +14,10 @@ from django.utils.translation import ngettext
 
 from backups.models import BackupArtifact
 from backups.scheduling import ScheduleState
-from backups.selectors import DatastoreDashboardRow, RpoState, backup_artifact_in_progress
-from dr_console.text import untrusted_text
+from backups.selectors import backup_artifact_in_progress
+from dr_console.formatting import BADGE_CLASSES, badge, duration_short, exact_time, status_badge, timesince_exact
 
 register = template.Library()
-
-# Status value -> badge class (console.css gives each class its symbol). Shared by backups and restores: the same
-# word means the same thing in both.
-BADGE_CLASSES = {
-    # backups
-    "pending": "info",
-    "running": "info",
-    "succeeded": "ok",
-    "failed": "bad",
-    # verification of a backup
-    "unverified": "muted",
-    "verifying": "info",
-    "verified": "ok",
-    "corrupt": "bad",
-    # restores
-    "requested": "info",
-    "awaiting_approval": "warn",
-    "approved": "info",
-    "queued": "info",
-    "rejected": "muted",
-    "expired": "muted",
-    "cancelled": "muted",
-    # drills
-    "checking": "info",
-    # reprocess batches and their items
-    "draft": "warn",
-    "discarded": "muted",
-    "accepted": "ok",
-    # scheduled backups
-    "started": "ok",
-    "skipped": "warn",
-    "refused": "bad",
-}
-
-EXACT_TIME_FORMAT = "Y-m-d H:i:s T"
-
-
-def badge(css: str, word: str, title: str = "") -> SafeString:
-    if title:
-        return format_html('<span class="badge badge-{}" title="{}">{}</span>', css, title, word)
-    return format_html('<span class="badge badge-{}">{}</span>', css, word)
-
-
-@register.filter
-def status_badge(obj: Any, field: str = "status") -> SafeString:
-    """`{{ artifact|status_badge }}`, `{{ artifact|status_badge:"verification" }}`, `{{ run|status_badge }}`:
-    the field's display word in the badge its value calls for."""
-    value = getattr(obj, field)
-    word = getattr(obj, f"get_{field}_display")()
-    return badge(BADGE_CLASSES.get(value, "muted"), word)
 
 
 @register.filter
@@ -83,72 +28,9 @@ def backup_status_label(value: str) -> str:
 
 
 @register.filter
-def untrusted(value: Any) -> str:
-    """`{{ queue.name|untrusted }}`: text from outside (the application's Redis) with its control characters
-    escaped, where the raw value is still needed elsewhere on the page (in a link)."""
-    return untrusted_text(str(value))
-
-
-@register.filter
 def in_progress(artifact: BackupArtifact) -> bool:
     """Being taken or verified: its row or status box keeps polling."""
     return backup_artifact_in_progress(artifact)
-
-
-@register.filter
-def rpo_badge(row: DatastoreDashboardRow) -> SafeString:
-    """How old the datastore's recovery point (its newest verified backup) is against its RPO target."""
-    target = duration_short(row.datastore.rpo_target)
-    if row.rpo_state == RpoState.NONE:
-        return badge("bad", _("No verified backup"), _("RPO target: %(target)s") % {"target": target})
-    title = _("Newest verified backup is %(age)s old; RPO target %(target)s") % {
-        "age": duration_short(row.rpo_age),
-        "target": target,
-    }
-    if row.rpo_state == RpoState.VERY_LATE:
-        return badge("bad", _("Over twice the RPO"), title)
-    if row.rpo_state == RpoState.LATE:
-        return badge("warn", _("Over RPO"), title)
-    return badge("ok", _("Within RPO"), title)
-
-
-@register.filter
-def exact_time(value: datetime | None) -> str:
-    """The time in the user's time zone, to the second, with the zone's name."""
-    if value is None:
-        return ""
-    return formats.date_format(timezone.localtime(value), EXACT_TIME_FORMAT)
-
-
-@register.filter
-def timesince_exact(value: datetime | None) -> SafeString:
-    """ "3 hours ago", with the exact local time on hover and in a machine-readable `datetime`."""
-    if value is None:
-        return format_html('<span class="muted">{}</span>', _("never"))
-    return format_html(
-        '<time datetime="{}" title="{}">{}</time>', value.isoformat(), exact_time(value), naturaltime(value)
-    )
-
-
-@register.filter
-def duration_short(value: timedelta | float | int | None) -> str:
-    """3.1 s, 4 min 12 s, 5 h 3 min, 24 h, 3 d 2 h."""
-    if value is None:
-        return "–"
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 60:
-        # number_format: "3.1" in English, "3,1" in Spanish, like the sizes next to it.
-        return _("%(seconds)s s") % {"seconds": formats.number_format(seconds, 1)}
-    whole = int(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if whole < 3600:
-        return _("%(m)d min %(s)d s") % {"m": minutes, "s": secs} if secs else _("%(m)d min") % {"m": minutes}
-    if whole < 2 * 86400:
-        hours += days * 24
-        return _("%(h)d h %(m)d min") % {"h": hours, "m": minutes} if minutes else _("%(h)d h") % {"h": hours}
-    return _("%(d)d d %(h)d h") % {"d": days, "h": hours} if hours else _("%(d)d d") % {"d": days}
 
 
 @register.filter

@@ -1,15 +1,9 @@
-"""Template helpers of the restore and audit pages: status badges and times."""
+"""Template helpers of the restore pages. Times, durations and the shared status badges are in
+dr_console/formatting.py (`{% load console_ui %}`)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from django import template
-from django.contrib.humanize.templatetags.humanize import naturaltime
-from django.utils import timezone
-from django.utils.formats import date_format
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
 
 from restores.models import RestoreRun
 
@@ -20,6 +14,7 @@ Status = RestoreRun.Status
 RUN_BADGES = {
     Status.SUCCEEDED: "badge-ok",
     Status.FAILED: "badge-bad",
+    Status.ERRORED: "badge-bad",
     Status.REJECTED: "badge-bad",
     Status.AWAITING_APPROVAL: "badge-warn",
     Status.EXPIRED: "badge-muted",
@@ -31,13 +26,3 @@ RUN_BADGES = {
 def run_badge(status: str) -> str:
     """The badge class of a restore run status: waiting and running ones are "info"."""
     return RUN_BADGES.get(status, "badge-info")  # type: ignore[call-overload]
-
-
-@register.simple_tag
-def when(value: datetime | None) -> SafeString | str:
-    """A relative age ("3 minutes ago"), with the exact time on hover and for machines."""
-    if value is None:
-        return ""
-    local = timezone.localtime(value)
-    exact = f"{date_format(local, 'Y-m-d H:i:s')} {local.tzname() or ''}".strip()
-    return format_html('<time datetime="{}" title="{}">{}</time>', value.isoformat(), exact, naturaltime(value))

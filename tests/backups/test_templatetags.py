@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import translation
 
-from backups.templatetags.backups_ui import duration_short
+from dr_console.formatting import duration_short
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,9 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from backups.models import BackupArtifact, BackupArtifactEvent
-from backups.selectors import BackupArtifactFilters, RpoState, backup_artifact_page, datastore_dashboard_rows
+from backups.selectors import BackupArtifactFilters, RpoState, backup_artifact_page
 from inventory.models import Datastore
+from overview.selectors import datastore_dashboard_rows
 from restores.models import RestoreRun
 from tests.factories import BackupArtifactFactory, DatastoreFactory, EnvironmentFactory, UserFactory, user_in_groups
 
@@ -127,13 +128,13 @@ def query_count(client: Client, url: str, **kwargs: Any) -> int:
 def urls() -> dict[str, str]:
     artifact = backup()
     return {
-        "dashboard": reverse("backups:dashboard"),
+        "dashboard": reverse("overview:dashboard"),
         "artifact_list": reverse("backups:artifact_list"),
         "artifact_detail": reverse("backups:artifact_detail", args=[artifact.pk]),
         "artifact_row": reverse("backups:artifact_row", args=[artifact.pk]),
         "artifact_status": reverse("backups:artifact_status", args=[artifact.pk]),
-        "datastore_row": reverse("backups:datastore_row", args=[artifact.datastore_id]),
-        "datastore_backup": reverse("backups:datastore_backup", args=[artifact.datastore_id]),
+        "datastore_row": reverse("overview:datastore_row", args=[artifact.datastore_id]),
+        "datastore_backup": reverse("overview:datastore_backup", args=[artifact.datastore_id]),
         "artifact_verify": reverse("backups:artifact_verify", args=[artifact.pk]),
     }
 
@@ -196,14 +197,14 @@ def test_state_changes_need_the_csrf_token(operator: User, urls: dict[str, str])
 
 def test_dashboard_without_datastores_says_how_to_add_one(client: Client):
     client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
-    page = client.get(reverse("backups:dashboard")).content.decode()
+    page = client.get(reverse("overview:dashboard")).content.decode()
     assert "No datastores yet." in page
     assert reverse("admin:inventory_datastore_add") in page
     assert "manage.py loadconfig" in page
 
 
 def test_dashboard_empty_state_for_a_viewer_has_no_admin_link(viewer_client: Client):
-    page = viewer_client.get(reverse("backups:dashboard")).content.decode()
+    page = viewer_client.get(reverse("overview:dashboard")).content.decode()
     assert "No datastores yet." in page and "manage.py loadconfig" in page
     assert reverse("admin:inventory_datastore_add") not in page
 
@@ -232,7 +233,7 @@ def test_dashboard_shows_each_datastore_with_badges_in_words(viewer_client: Clie
         staging, age=timedelta(hours=1), verification=Verification.CORRUPT, verification_error="sha256 mismatch"
     )
     active = running(prod)
-    page = viewer_client.get(reverse("backups:dashboard")).content.decode()
+    page = viewer_client.get(reverse("overview:dashboard")).content.decode()
     assert "prod-db" in page and "staging-db" in page and "prod" in page
     assert '<span class="badge badge-ok" title="Newest verified backup is 2 h' in page and "Within RPO" in page
     assert '<span class="badge badge-bad" title="RPO target: 24 h">No verified backup</span>' in page
@@ -243,8 +244,8 @@ def test_dashboard_shows_each_datastore_with_badges_in_words(viewer_client: Clie
     assert reverse("backups:artifact_detail", args=[ok.pk]) in page
     assert reverse("backups:artifact_detail", args=[corrupt.pk]) in page
     # the row with running work polls; the quiet one does not
-    assert f'hx-get="{reverse("backups:datastore_row", args=[prod.pk])}"' in page
-    assert f'hx-get="{reverse("backups:datastore_row", args=[staging.pk])}"' not in page
+    assert f'hx-get="{reverse("overview:datastore_row", args=[prod.pk])}"' in page
+    assert f'hx-get="{reverse("overview:datastore_row", args=[staging.pk])}"' not in page
     assert "Back up now" not in page  # a viewer cannot start backups
     assert "<time datetime=" in page and "UTC" in page  # relative ages, exact time on hover
 
@@ -254,7 +255,7 @@ def test_dashboard_counts_restores_waiting_for_approval(viewer_client: Client):
     for _ in range(2):
         restore_run(artifact, status=RestoreRun.Status.AWAITING_APPROVAL)
     restore_run(artifact, status=RestoreRun.Status.SUCCEEDED)
-    page = viewer_client.get(reverse("backups:dashboard")).content.decode()
+    page = viewer_client.get(reverse("overview:dashboard")).content.decode()
     assert "2 restores are waiting for approval" in page
     assert reverse("restores:approval_list") in page
 
@@ -263,8 +264,8 @@ def test_an_operator_gets_back_up_now_buttons(operator_client: Client):
     datastore = DatastoreFactory(name="prod-db")
     busy = DatastoreFactory(name="busy-db")
     running(busy)
-    page = operator_client.get(reverse("backups:dashboard")).content.decode()
-    assert f'hx-post="{reverse("backups:datastore_backup", args=[datastore.pk])}"' in page
+    page = operator_client.get(reverse("overview:dashboard")).content.decode()
+    assert f'hx-post="{reverse("overview:datastore_backup", args=[datastore.pk])}"' in page
     assert page.count("Back up now") == 2
     assert "A backup of this datastore is already in progress." in page  # that button is disabled
 
@@ -281,11 +282,11 @@ def test_dashboard_query_count_does_not_grow_with_datastores_and_backups(
             restore_run(datastore.artifacts.first(), status=RestoreRun.Status.AWAITING_APPROVAL)
 
     populate(3, 1)
-    few = query_count(viewer_client, reverse("backups:dashboard"))
+    few = query_count(viewer_client, reverse("overview:dashboard"))
     populate(57, 3)
     assert Datastore.objects.count() == 60
     with django_assert_max_num_queries(few):
-        page = viewer_client.get(reverse("backups:dashboard"))
+        page = viewer_client.get(reverse("overview:dashboard"))
     assert page.content.decode().count('id="datastore-row-') == 60
 
 
@@ -311,10 +312,10 @@ def test_loadconfig_rpo_hours_sets_the_target_the_dashboard_uses():
 def test_datastore_row_polls_while_busy_and_stops_with_286(viewer_client: Client):
     datastore = DatastoreFactory()
     artifact = running(datastore)
-    url = reverse("backups:datastore_row", args=[datastore.pk])
+    url = reverse("overview:datastore_row", args=[datastore.pk])
     response = viewer_client.get(url, headers=HTMX)
     assert response.status_code == 200
-    assert template_names(response)[0] == "backups/partials/dashboard_row.html"
+    assert template_names(response)[0] == "overview/partials/dashboard_row.html"
     assert f'hx-get="{url}"' in response.content.decode()
 
     BackupArtifact.objects.filter(pk=artifact.pk).update(status=Status.SUCCEEDED, verification=Verification.VERIFYING)
@@ -324,7 +325,7 @@ def test_datastore_row_polls_while_busy_and_stops_with_286(viewer_client: Client
     response = viewer_client.get(url, headers=HTMX)
     assert response.status_code == 286
     assert "hx-get" not in response.content.decode()
-    assert viewer_client.get(reverse("backups:datastore_row", args=[datastore.pk + 1000])).status_code == 404
+    assert viewer_client.get(reverse("overview:datastore_row", args=[datastore.pk + 1000])).status_code == 404
 
 
 # --- back up now -------------------------------------------------------------------------------------------------
@@ -335,7 +336,7 @@ def test_operator_backs_up_now_and_the_job_reaches_the_real_broker(broker: Any):
     operator = user_in_groups("olga", "operator")
     datastore = DatastoreFactory(name="prod-db")
     response = logged_in(operator).post(
-        reverse("backups:datastore_backup", args=[datastore.pk]),
+        reverse("overview:datastore_backup", args=[datastore.pk]),
         {"next": reverse("backups:artifact_list") + "?datastore=prod-db"},
         REMOTE_ADDR="10.1.2.3",
         follow=True,
@@ -352,25 +353,25 @@ def test_operator_backs_up_now_and_the_job_reaches_the_real_broker(broker: Any):
 def test_back_up_now_from_a_dashboard_row_answers_with_the_row(operator_client: Client):
     datastore = DatastoreFactory(name="prod-db")
     response = operator_client.post(
-        reverse("backups:datastore_backup", args=[datastore.pk]),
+        reverse("overview:datastore_backup", args=[datastore.pk]),
         headers={**HTMX, "HX-Target": f"datastore-row-{datastore.pk}"},
     )
     artifact = BackupArtifact.objects.get(datastore=datastore)
     assert response.status_code == 200
-    assert template_names(response)[0] == "backups/partials/dashboard_row.html"
+    assert template_names(response)[0] == "overview/partials/dashboard_row.html"
     page = response.content.decode()
     assert f"Backup #{artifact.pk} of prod-db queued." in page
     assert '<span class="badge badge-info">Pending</span>' in page
-    assert f'hx-get="{reverse("backups:datastore_row", args=[datastore.pk])}"' in page  # it now polls
+    assert f'hx-get="{reverse("overview:datastore_row", args=[datastore.pk])}"' in page  # it now polls
     # The notice is in the row: nothing is left over for the next page.
-    assert "queued" not in operator_client.get(reverse("backups:dashboard")).content.decode()
+    assert "queued" not in operator_client.get(reverse("overview:dashboard")).content.decode()
 
 
 def test_back_up_now_with_htmx_elsewhere_redirects_the_client_back(operator_client: Client):
     datastore = DatastoreFactory(name="prod-db")
     back = reverse("backups:artifact_list") + "?datastore=prod-db"
     response = operator_client.post(
-        reverse("backups:datastore_backup", args=[datastore.pk]), {"next": back}, headers=HTMX
+        reverse("overview:datastore_backup", args=[datastore.pk]), {"next": back}, headers=HTMX
     )
     assert response.status_code == 200 and response["HX-Redirect"] == back
     assert BackupArtifact.objects.filter(datastore=datastore, status=Status.PENDING).count() == 1
@@ -380,9 +381,9 @@ def test_back_up_now_with_htmx_elsewhere_redirects_the_client_back(operator_clie
 def test_back_up_now_never_redirects_off_site(operator_client: Client):
     datastore = DatastoreFactory()
     response = operator_client.post(
-        reverse("backups:datastore_backup", args=[datastore.pk]), {"next": "https://evil.example/"}
+        reverse("overview:datastore_backup", args=[datastore.pk]), {"next": "https://evil.example/"}
     )
-    assert response["Location"] == reverse("backups:dashboard")
+    assert response["Location"] == reverse("overview:dashboard")
 
 
 @pytest.mark.parametrize("headers", [{}, HTMX])
@@ -398,7 +399,7 @@ def test_a_refused_backup_says_why_and_creates_nothing(
         (redis_store, "queue (QUEUE_URL) is the console&#x27;s own task broker"),
     ]:
         response = operator_client.post(
-            reverse("backups:datastore_backup", args=[target.pk]),
+            reverse("overview:datastore_backup", args=[target.pk]),
             headers={**headers, "HX-Target": f"datastore-row-{target.pk}"} if headers else {},
             follow=not headers,
         )
@@ -408,7 +409,7 @@ def test_a_refused_backup_says_why_and_creates_nothing(
 
 
 def test_back_up_now_of_a_missing_datastore_is_404(operator_client: Client):
-    assert operator_client.post(reverse("backups:datastore_backup", args=[999_999])).status_code == 404
+    assert operator_client.post(reverse("overview:datastore_backup", args=[999_999])).status_code == 404
 
 
 # --- history -------------------------------------------------------------------------------------------------------
@@ -503,7 +504,7 @@ def test_history_rows_of_running_jobs_poll(viewer_client: Client):
 def test_back_up_now_on_the_history_for_the_filtered_datastore(operator_client: Client, viewer_client: Client):
     datastore = DatastoreFactory(name="prod-db")
     url = reverse("backups:artifact_list")
-    action = reverse("backups:datastore_backup", args=[datastore.pk])
+    action = reverse("overview:datastore_backup", args=[datastore.pk])
     assert action not in operator_client.get(url).content.decode()  # which datastore? none is filtered
     assert action in operator_client.get(url + "?datastore=prod-db").content.decode()
     assert action in operator_client.get(url + "?datastore=prod-db", headers=HTMX).content.decode()

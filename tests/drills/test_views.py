@@ -51,7 +51,7 @@ def drill_of(datastore: Any) -> DrillRun:
 
 def test_the_datastore_page_shows_the_drill_settings_and_its_drills(client: Client, datastore: Any) -> None:
     drill = drill_of(datastore)
-    page = logged_in(client, "viewer").get(reverse("backups:datastore_detail", args=["prod-db"])).content.decode()
+    page = logged_in(client, "viewer").get(reverse("overview:datastore_detail", args=["prod-db"])).content.decode()
     assert '<section class="card" id="drills">' in page
     assert "<code>0 5 * * 0</code>" in page and "<code>SELECT count(*) &gt; 0 FROM documents</code>" in page
     assert f'id="drill-{drill.pk}"' in page and "42.0 s" in page and "returned False" in page

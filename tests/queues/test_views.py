@@ -87,7 +87,7 @@ def test_index_lists_environments_and_says_which_cannot_be_read(viewer_client: C
     assert "No Redis datastore linked" in content
     assert "TEST_NOT_SET_ANYWHERE_URL is not set" in content
     assert queue_env.redis.url not in content
-    assert 'href="/queues/"' in viewer_client.get(reverse("backups:dashboard")).content.decode()  # the nav link
+    assert 'href="/queues/"' in viewer_client.get(reverse("overview:dashboard")).content.decode()  # the nav link
 
 
 def test_page_shows_each_queue_its_registries_and_the_workers(

@@ -58,7 +58,7 @@ def datastore() -> Datastore:
 
 
 def page_url(store: Datastore) -> str:
-    return reverse("backups:datastore_detail", args=[store.name])
+    return reverse("overview:datastore_detail", args=[store.name])
 
 
 def test_the_page_needs_a_login_and_the_view_permission(datastore: Datastore) -> None:
@@ -66,7 +66,7 @@ def test_the_page_needs_a_login_and_the_view_permission(datastore: Datastore) ->
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
     assert logged_in(user_in_groups("nobody")).get(page_url(datastore)).status_code == 403
     assert (
-        logged_in(user_in_groups("vera", "viewer")).get(reverse("backups:datastore_detail", args=["nope"])).status_code
+        logged_in(user_in_groups("vera", "viewer")).get(reverse("overview:datastore_detail", args=["nope"])).status_code
         == 404
     )
 
@@ -74,7 +74,7 @@ def test_the_page_needs_a_login_and_the_view_permission(datastore: Datastore) ->
 def test_a_viewer_sees_the_saved_policys_plan_but_no_form(viewer_client: Client, datastore: Datastore) -> None:
     response = viewer_client.get(page_url(datastore))
     assert response.status_code == 200
-    assertTemplateUsed(response, "backups/datastore_detail.html")
+    assertTemplateUsed(response, "overview/datastore_detail.html")
     page = response.content.decode()
     assert "What the saved policy does now" in page
     assert "4 backups would be expired" in page and "3 kept" in page
@@ -88,13 +88,13 @@ def test_an_operator_previews_a_policy_with_htmx_and_nothing_changes(
 ) -> None:
     page = operator_client.get(page_url(datastore)).content.decode()
     assert 'id="retention-form"' in page
-    url = reverse("backups:retention_preview", args=[datastore.name])
+    url = reverse("overview:retention_preview", args=[datastore.name])
     policy = {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}
 
     response = operator_client.post(url, policy, headers=HTMX)
 
     assert response.status_code == 200
-    assertTemplateUsed(response, "backups/partials/retention_preview.html")
+    assertTemplateUsed(response, "overview/partials/retention_preview.html")
     body = response.content.decode()
     assert "Preview: what this policy would do now (not saved)" in body
     assert "6 backups would be expired" in body
@@ -104,7 +104,7 @@ def test_an_operator_previews_a_policy_with_htmx_and_nothing_changes(
     assert not AuditEvent.objects.filter(action=AuditEvent.Action.RETENTION_CHANGED).exists()
 
     without_js = operator_client.post(url, policy)  # the Preview button without htmx: the whole page
-    assertTemplateUsed(without_js, "backups/datastore_detail.html")
+    assertTemplateUsed(without_js, "overview/datastore_detail.html")
     assert without_js.context["proposed"] is True
 
     bad = operator_client.post(url, {**policy, "keep_daily": -1}, headers=HTMX)
@@ -113,17 +113,17 @@ def test_an_operator_previews_a_policy_with_htmx_and_nothing_changes(
 
 def test_only_operators_preview_or_save_a_policy_and_only_by_post(viewer_client: Client, datastore: Datastore) -> None:
     policy = {"keep_last": 1, "keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}
-    for name in ("backups:retention_preview", "backups:retention_update"):
+    for name in ("overview:retention_preview", "overview:retention_update"):
         url = reverse(name, args=[datastore.name])
         assert viewer_client.post(url, policy).status_code == 403
     operator = logged_in(user_in_groups("otto", "operator"))
-    assert operator.get(reverse("backups:retention_update", args=[datastore.name])).status_code == 405
+    assert operator.get(reverse("overview:retention_update", args=[datastore.name])).status_code == 405
     datastore.refresh_from_db()
     assert datastore.retention_keep_last == 3
 
 
 def test_saving_a_policy_is_audited(operator_client: Client, datastore: Datastore) -> None:
-    url = reverse("backups:retention_update", args=[datastore.name])
+    url = reverse("overview:retention_update", args=[datastore.name])
     response = operator_client.post(url, {"keep_last": 2, "keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12})
     assert response.status_code == 302 and response["Location"] == page_url(datastore)
     datastore.refresh_from_db()
@@ -191,7 +191,7 @@ def test_the_page_and_the_dashboard_show_skipped_and_missed_runs(viewer_client: 
         page = viewer_client.get(page_url(store)).content.decode()
         assert "2 scheduled runs were missed." in page
         assert "check that Celery beat (and a worker) are running" in page
-        dashboard = viewer_client.get(reverse("backups:dashboard")).content.decode()
+        dashboard = viewer_client.get(reverse("overview:dashboard")).content.decode()
         assert "Missed 2 runs" in dashboard
         assert page_url(store) in dashboard
 

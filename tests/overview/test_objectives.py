@@ -18,8 +18,8 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from backups.models import BackupArtifact
 from drills.models import DrillRun, ObjectiveBreach
-from drills.services import objectives_check
 from inventory.models import Datastore
+from overview.services import objectives_check
 from tests.factories import BackupArtifactFactory, DatastoreFactory, DrillRunFactory, user_in_groups
 from tests.support.http import HttpStub
 
@@ -126,7 +126,7 @@ def test_a_failed_drill_and_a_slow_drill_breach_the_rto_until_a_drill_meets_it()
 
 
 def dashboard(client: Client) -> str:
-    response = client.get(reverse("backups:dashboard"))
+    response = client.get(reverse("overview:dashboard"))
     assert response.status_code == 200
     return response.content.decode()
 

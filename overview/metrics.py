@@ -15,6 +15,12 @@ from django.db.models import Count, OuterRef, Q, Subquery
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from backups.models import BackupArtifact
+from backups.selectors import backup_artifact_recovery_point
+from drills.models import DrillRun, ObjectiveBreach
+from inventory.models import Datastore
+from restores.models import RestoreRun
+
 PREFIX = "dr_console"
 FAILURE_KINDS = ("backup", "verification", "drill", "restore")
 
@@ -38,12 +44,6 @@ class DatastoreMetrics:
 
 def metrics_snapshot() -> tuple[list[DatastoreMetrics], dict[str, int]]:
     """Per-datastore figures and restore runs by state, in eight queries."""
-    from backups.models import BackupArtifact
-    from backups.selectors import backup_artifact_recovery_point
-    from drills.models import DrillRun, ObjectiveBreach
-    from inventory.models import Datastore
-    from restores.models import RestoreRun
-
     Status, Verification = BackupArtifact.Status, BackupArtifact.Verification
 
     def newest(model: type[BackupArtifact] | type[DrillRun], condition: Q) -> Subquery:

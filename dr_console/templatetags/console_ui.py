@@ -1,0 +1,17 @@
+"""The console's shared template helpers (dr_console/formatting.py): `{% load console_ui %}` in any app's
+template. App-specific helpers stay in the app's own library (backups_ui, restore_tags, drills_ui, overview_ui)."""
+
+from __future__ import annotations
+
+from django import template
+
+from dr_console import formatting
+
+register = template.Library()
+
+register.filter("status_badge", formatting.status_badge)
+register.filter("exact_time", formatting.exact_time)
+register.filter("timesince_exact", formatting.timesince_exact)
+register.filter("duration_short", formatting.duration_short)
+register.simple_tag(formatting.when, name="when")
+register.filter("untrusted", formatting.untrusted)

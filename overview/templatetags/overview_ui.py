@@ -1,0 +1,151 @@
+"""Template helpers of the overview pages: the RPO badge of a dashboard row and the 30-day objectives chart."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import partial
+
+from django import template
+from django.template.defaultfilters import filesizeformat
+from django.utils.formats import date_format
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from backups.selectors import RpoState
+from dr_console.formatting import badge, duration_short
+from inventory.models import Datastore
+from overview.charts import ObjectiveChart
+from overview.selectors import DatastoreDashboardRow
+
+register = template.Library()
+
+
+@register.filter
+def rpo_badge(row: DatastoreDashboardRow) -> SafeString:
+    """How old the datastore's recovery point (its newest verified backup) is against its RPO target."""
+    target = duration_short(row.datastore.rpo_target)
+    if row.rpo_state == RpoState.NONE:
+        return badge("bad", _("No verified backup"), _("RPO target: %(target)s") % {"target": target})
+    title = _("Newest verified backup is %(age)s old; RPO target %(target)s") % {
+        "age": duration_short(row.rpo_age),
+        "target": target,
+    }
+    if row.rpo_state == RpoState.VERY_LATE:
+        return badge("bad", _("Over twice the RPO"), title)
+    if row.rpo_state == RpoState.LATE:
+        return badge("warn", _("Over RPO"), title)
+    return badge("ok", _("Within RPO"), title)
+
+
+@register.simple_tag
+def objective_chart(chart: ObjectiveChart | None, datastore: Datastore) -> SafeString:
+    """A datastore's last 30 days as inline SVG (backup size, backup duration, drill RTO with the RTO target
+    dashed, failed drills marked), described for screen readers, with the same numbers in a table below it.
+
+    Built with format_html rather than template loops: a dashboard of many datastores draws thousands of points,
+    and this is ten times cheaper to render. Coordinates are formatted here, never localized ("12,5" is no
+    number in SVG)."""
+    if chart is None:
+        return mark_safe("")
+    pk = datastore.pk
+    target = duration_short(datastore.rto_target)
+    day = partial(date_format, format="SHORT_DATE_FORMAT")
+    title = _("%(name)s: backups and drills, last 30 days") % {"name": datastore.name}
+    backup_days = len(chart.size.points)
+    description = ngettext(
+        "Backup size and duration on %(count)d day, and drill restore times on %(drills)d days, "
+        "against an RTO target of %(target)s.",
+        "Backup size and duration on %(count)d days, and drill restore times on %(drills)d days, "
+        "against an RTO target of %(target)s.",
+        backup_days,
+    ) % {"count": backup_days, "drills": len(chart.rto.points), "target": target}
+    labels = format_html_join(
+        "",
+        '<text class="chart-label" x="0" y="{}">{}</text>',
+        (
+            (f"{band.label_y:.1f}", word)
+            for band, word in ((chart.size, _("Size")), (chart.duration, _("Duration")), (chart.rto, _("RTO")))
+        ),
+    )
+    lines = format_html_join(
+        "",
+        '<polyline class="chart-line" points="{}"/>',
+        ((band.polyline,) for band in (chart.size, chart.duration) if len(band.points) > 1),
+    )
+    target_line = (
+        format_html(
+            '<line class="chart-target" x1="{}" x2="{}" y1="{}" y2="{}"><title>{}</title></line>',
+            f"{chart.left:.1f}",
+            f"{chart.width:.1f}",
+            f"{chart.rto.target_y:.1f}",
+            f"{chart.rto.target_y:.1f}",
+            _("RTO target %(target)s") % {"target": target},
+        )
+        if chart.rto.target_y is not None
+        else ""
+    )
+    rto_dots = format_html_join(
+        "",
+        '<circle class="chart-dot{}" cx="{}" cy="{}" r="3"><title>{}: {}</title></circle>',
+        (
+            (
+                " chart-failed" if p.failed else "",
+                f"{p.x:.1f}",
+                f"{p.y:.1f}",
+                day(p.day),
+                _point_text(p.value, p.failed),
+            )
+            for p in chart.rto.points
+        ),
+    )
+    rows = format_html_join(
+        "",
+        '<tr><th scope="row">{}</th><td>{}</td><td>{}</td><td>{}{}</td></tr>',
+        (
+            (
+                day(d.day),
+                filesizeformat(d.size_bytes) if d.size_bytes is not None else "–",
+                duration_short(d.backup_duration),
+                duration_short(d.rto),
+                format_html(
+                    ' <span class="error">{}</span>',
+                    ngettext("%(count)d failed", "%(count)d failed", d.drills_failed) % {"count": d.drills_failed},
+                )
+                if d.drills_failed
+                else "",
+            )
+            for d in chart.days
+        ),
+    ) or format_html('<tr><td colspan="4" class="muted">{}</td></tr>', _("No backup or drill in the last 30 days."))
+    return format_html(
+        '<figure class="objective-chart" id="objective-chart-{pk}">'
+        '<svg role="img" aria-labelledby="chart-title-{pk} chart-desc-{pk}" viewBox="0 0 {w} {h}" width="{w}" '
+        'height="{h}"><title id="chart-title-{pk}">{title}</title><desc id="chart-desc-{pk}">{description}</desc>'
+        "{labels}{lines}{target_line}{rto_dots}</svg>"
+        '<details><summary>{numbers}</summary><table class="compact"><caption class="visually-hidden">{caption}'
+        '</caption><thead><tr><th scope="col">{h_day}</th><th scope="col">{h_size}</th><th scope="col">{h_duration}'
+        '</th><th scope="col">{h_rto}</th></tr></thead><tbody>{rows}</tbody></table></details></figure>',
+        pk=pk,
+        w=f"{chart.width:.0f}",
+        h=f"{chart.height:.0f}",
+        title=title,
+        description=description,
+        labels=labels,
+        lines=lines,
+        target_line=target_line,
+        rto_dots=rto_dots,
+        numbers=_("Numbers"),
+        caption=_("%(name)s: each day's largest backup and slowest drill, last 30 days") % {"name": datastore.name},
+        h_day=_("Day"),
+        h_size=_("Backup size"),
+        h_duration=_("Backup duration"),
+        h_rto=_("Drill RTO"),
+        rows=rows,
+    )
+
+
+def _point_text(rto: timedelta | None, failed: bool) -> str:
+    words = [duration_short(rto) if rto else "", _("(a drill failed)") if failed else ""]
+    return " ".join(word for word in words if word)
