@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from dr_console.jobs import processes
@@ -44,6 +45,12 @@ def job_processes_gone(job: JobModel) -> bool:
     if not processes.same_namespace(job.process_host):
         return True
     return not processes.process_group_alive(job.process_group)
+
+
+def job_session_name(job: JobModel) -> str:
+    """The application_name of the database sessions the job's current run opened (processes.session_name): an
+    `on_reaped` hook ends those still running on the job's servers."""
+    return processes.session_name(f"{job._meta.label_lower}-{job.pk}", job.started_at)
 
 
 def job_processes_kill(job: JobModel) -> bool:
@@ -82,7 +89,10 @@ def jobs_reap(job_type: JobType) -> int:
             except Exception:
                 logger.exception("%s: cleaning up after the lost worker failed", job_type.label(job.pk))
             job_type.on_finished(job.pk)
-    queued = model._default_manager.filter(status__in=model.QUEUED_STATES, heartbeat_at__lt=cutoff)
+    # A row created in its queued state (a backup, a verification, a drill) has no heartbeat yet: its age counts
+    # from its creation.
+    waiting_since = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    queued = model._default_manager.filter(waiting_since, status__in=model.QUEUED_STATES)
     for job in queued.only("pk", "status", "task_id"):
         if broker_has_message(job.task_id):
             continue  # waiting for a free worker
