@@ -42,12 +42,15 @@ def audit_record(
     )
 
 
-def audit_job_finished(*, action: str, job: Any, actor_label: str = "console", **details: Any) -> AuditEvent:
+def audit_job_finished(
+    *, action: str, job: Any, about: models.Model | None = None, actor_label: str = "console", **details: Any
+) -> AuditEvent:
     """The audit event of a job that ended (dr_console.jobs calls each type's `on_finished`): its status, error and
-    duration, and what the job type adds (`details`)."""
+    duration, and what the job type adds (`details`). `about`: the object the event is filed under, when it is not
+    the job itself (a verification's backup)."""
     return audit_record(
         action=action,
         actor_label=actor_label,
-        obj=job,
+        obj=about if about is not None else job,
         details={"status": job.status, "error": job.error, "duration_seconds": job.duration_seconds, **details},
     )

@@ -4,6 +4,7 @@ backups.services'; the primitives (connections, tools) are backups.postgres."""
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import tempfile
@@ -19,19 +20,22 @@ from backups import artifacts
 from backups.artifacts import DumpOutcome, artifact_storage_key
 from backups.models import BackupArtifact
 from backups.postgres import (
+    PostgresError,
     archive_read_through,
     archive_toc,
     count_rows,
     first_line,
     list_dumped_tables,
     pg_connection_from_env,
+    pg_sessions_end,
     pg_tool,
     read_tail,
     server_version,
     tool_version,
 )
-from dr_console.jobs import JobContext, JobFailed, describe_exit, start_process, stop_process
+from dr_console.jobs import JobContext, JobFailed, describe_exit, job_session_name, start_process, stop_process
 
+logger = logging.getLogger(__name__)
 # pg_dump's "Query was: LOCK TABLE public.documents IN ACCESS SHARE MODE" names the table it waited for.
 LOCK_QUERY_RE = re.compile(r"LOCK TABLE (\S+) IN ")
 
@@ -167,6 +171,17 @@ class _RowCounter(threading.Thread):
         if self.is_alive():
             self.conn.cancel_safe()
             self.join(timeout=30)
+
+
+def pg_backup_reaped(artifact: BackupArtifact) -> None:
+    """A backup whose worker died: end what the server still runs for it (pg_dump's queries, the row count, both
+    perhaps waiting for a lock and then reading a whole table for nobody)."""
+    try:
+        source = pg_connection_from_env(artifact.datastore.url_env)
+    except PostgresError as exc:
+        logger.warning("backup #%s: cannot end its sessions: %s", artifact.pk, exc)
+        return
+    pg_sessions_end(source, job_session_name(artifact))
 
 
 def pg_backup_read_through(artifact: BackupArtifact, chunks: Iterator[bytes]) -> None:

@@ -9,12 +9,14 @@ PG* environment variables and PGPASSFILE; error text is scrubbed of the password
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +29,16 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from dr_console.jobs.errors import JobFailed
-from dr_console.jobs.processes import describe_exit, scratch_prefix, start_process, stop_process
+from dr_console.jobs.processes import (
+    current_session_name,
+    describe_exit,
+    scratch_prefix,
+    start_process,
+    stop_process,
+)
 from dr_console.text import untrusted_text
+
+logger = logging.getLogger(__name__)
 
 
 class PostgresError(JobFailed):
@@ -93,6 +103,8 @@ class PgConnection:
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         """Open a psycopg connection, turning failures into a PostgresError without the password."""
         params: dict[str, Any] = {"connect_timeout": DEFAULT_CONNECT_TIMEOUT, **self.params, **kwargs}
+        if session := current_session_name():  # a job's session: the reaper can find it (see session_name)
+            params["application_name"] = session
         if self.password is not None:
             params["password"] = self.password
         try:
@@ -120,6 +132,8 @@ class PgConnection:
         child_env["PGCONNECT_TIMEOUT"] = DEFAULT_CONNECT_TIMEOUT
         for key, value in self.params.items():
             child_env[LIBPQ_ENV[key]] = value
+        if session := current_session_name():
+            child_env["PGAPPNAME"] = session
         if self.password is None:
             yield child_env
             return
@@ -132,6 +146,30 @@ class PgConnection:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(passfile)
+
+
+def pg_sessions_end(target: PgConnection, session: str, wait_seconds: float = 10.0) -> int:
+    """Terminate the sessions named `session` (a job run's, dr_console.jobs.job_session_name) that are still
+    running on the target's server, and wait until they are gone. What a killed pg_restore had asked for goes on in
+    the server (a COPY waiting on a lock or in a slow CHECK does not notice its client is gone) until it is
+    terminated. Returns how many it terminated; failures are logged, not raised (the reaper goes on)."""
+    if not session:
+        return 0
+    query = "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND pid <> pg_backend_pid()"
+    try:
+        with target.connect(autocommit=True) as conn:
+            pids = [pid for (pid,) in conn.execute(query, (session,)).fetchall()]
+            for pid in pids:
+                conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            deadline = time.monotonic() + wait_seconds
+            while pids and conn.execute(query, (session,)).fetchone() and time.monotonic() < deadline:
+                time.sleep(0.05)
+    except (PostgresError, psycopg.Error) as exc:
+        logger.warning("cannot end the sessions %s on %s: %s", session, target.server_label, first_line(str(exc)))
+        return 0
+    if pids:
+        logger.info("ended %s session(s) %s left on %s", len(pids), session, target.server_label)
+    return len(pids)
 
 
 def _passfile_escape(value: str) -> str:

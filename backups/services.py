@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 from audit.models import AuditEvent
 from audit.services import audit_job_finished, audit_record
 from backups import artifacts
-from backups.artifacts import DumpOutcome, artifact_storage_key
+from backups.artifacts import DumpOutcome
 from backups.methods import BACKUP_METHODS, FORMAT_BY_KIND
 from backups.models import BackupArtifact
 from dr_console.jobs import (
@@ -193,9 +193,12 @@ def backup_artifact_notify_failed(artifact: BackupArtifact) -> None:
 
 
 def _backup_reaped(artifact: object) -> None:
-    """A backup whose worker died: its temporary file goes (the final key is written only on success)."""
+    """A backup whose worker died: its temporary file goes (the final key is written only on success), and so does
+    what the source's server still runs for it."""
     assert isinstance(artifact, BackupArtifact)
-    artifacts.delete_quietly(artifacts.temporary_key(artifact_storage_key(artifact), artifact.pk))
+    _delete_orphan_temporary_files()  # its own among them: the temporary key has a random part, found by listing
+    artifact = BackupArtifact.objects.select_related("datastore").get(pk=artifact.pk)
+    BACKUP_METHODS[BackupArtifact.Format(artifact.format)].reaped(artifact)
 
 
 BACKUP_JOB = JobType(

@@ -202,7 +202,12 @@ def _finished(verification_id: int) -> None:
     """The summary on the backup and the audit event of an ended verification."""
     _summarize(verification_id)
     verification = BackupVerification.objects.select_related("artifact").get(pk=verification_id)
-    audit_job_finished(action=AuditEvent.Action.VERIFY_FINISHED, job=verification)
+    audit_job_finished(
+        action=AuditEvent.Action.VERIFY_FINISHED,
+        job=verification,
+        about=verification.artifact,  # the backup's history shows its verifications
+        verification=verification.pk,
+    )
 
 
 VERIFICATION_JOB = JobType(

@@ -235,8 +235,9 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379
 _longest_job = max(BACKUP_TIME_LIMIT, RESTORE_TIME_LIMIT)
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     # Redis redelivers unacknowledged tasks after this; keep it above the longest job so a long dump is not
-    # redelivered while it runs (and the job claim makes a redelivery a no-op anyway).
-    "visibility_timeout": _longest_job + 3600,
+    # redelivered while it runs (and the job claim makes a redelivery a no-op anyway). CELERY_VISIBILITY_TIMEOUT
+    # overrides it: only the fault tests, which want to see a redelivery, set a short one.
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", default=_longest_job + 3600),
 }
 if CELERY_BROKER_URL == "embedded" or CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"

@@ -24,6 +24,7 @@ from backups.postgres import (
     count_rows,
     first_line,
     pg_connection_from_env,
+    pg_sessions_end,
     pg_tool,
     read_tail,
     scratch_dir,
@@ -32,7 +33,7 @@ from backups.postgres import (
     stop_process,
     tool_version,
 )
-from dr_console.jobs import JobContext, JobFailed, describe_exit
+from dr_console.jobs import JobContext, JobFailed, describe_exit, job_session_name
 from dr_console.text import untrusted_text
 from restores.models import RestoreRun
 
@@ -261,13 +262,13 @@ def pg_restore_execute(run: RestoreRun, ctx: JobContext) -> None:
 
 
 def pg_restore_reaped(run: RestoreRun) -> None:
-    """A restore whose worker died: drop the new database it created (it is not a restore anyone can use)."""
-    if not run.database_created:
-        return
+    """A restore whose worker died: end what the server still runs for its pg_restore (a COPY goes on after its
+    client is killed), then drop the new database it created (it is not a restore anyone can use)."""
     try:
         target = pg_connection_from_env(run.target_datastore.url_env)
     except PostgresError as exc:
-        logger.warning("restore #%s: cannot drop database %s: %s", run.pk, run.new_database_name, exc)
+        logger.warning("restore #%s: cannot clean up on its target: %s", run.pk, exc)
         return
-    if drop_database_quietly(target, run.new_database_name):
+    pg_sessions_end(target, job_session_name(run))
+    if run.database_created and drop_database_quietly(target, run.new_database_name):
         RestoreRun.objects.filter(pk=run.pk).update(database_created=False)

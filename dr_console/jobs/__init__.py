@@ -13,7 +13,7 @@ from dr_console.jobs.errors import JobFailed
 from dr_console.jobs.heartbeat import JobHeartbeat, JobStopped
 from dr_console.jobs.models import JobEvent, JobModel
 from dr_console.jobs.processes import describe_exit, start_process, stop_process
-from dr_console.jobs.reaper import job_processes_gone, jobs_reap, stale_cutoff
+from dr_console.jobs.reaper import job_processes_gone, job_session_name, jobs_reap, stale_cutoff
 from dr_console.jobs.runner import JobContext, JobOutcome, JobType, job_cancel, job_run
 from dr_console.jobs.transitions import (
     IllegalTransition,
@@ -48,6 +48,7 @@ __all__ = [
     "job_heartbeat",
     "job_processes_gone",
     "job_run",
+    "job_session_name",
     "job_transition",
     "jobs_reap",
     "stale_cutoff",

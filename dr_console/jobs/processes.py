@@ -5,6 +5,8 @@
    worker killed outright (OOM killer, Celery's hard time limit, `kill -9`) takes its tools with it.
 3. While a job runs, the group of its current tool is recorded on the job row with where it runs
    (`process_host`), so the reaper can kill a group that survived anyway and knows when it is gone.
+4. The database sessions a job opens carry a name unique to its run (`session_name`): the server keeps running what
+   a killed tool had asked for, and the job type's reaper hook ends those sessions.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from datetime import datetime
 from typing import IO, Any
 
 from dr_console.jobs.errors import JobFailed
@@ -43,15 +46,32 @@ _tracker: ContextVar[Callable[[subprocess.Popen[bytes] | None], None] | None] = 
 # The running job, as "<app>.<model>-<pk>": scratch files are named with it so the reaper can sweep what a job
 # whose worker died left behind (jobs_reap -> scratch_sweep).
 _job_tag: ContextVar[str] = ContextVar("job_tag", default="")
+# The running job's database session name (see session_name).
+_job_session: ContextVar[str] = ContextVar("job_session", default="")
 
 
 @contextlib.contextmanager
-def job_tagged(tag: str) -> Iterator[None]:
-    token = _job_tag.set(tag)
+def job_tagged(tag: str, session: str = "") -> Iterator[None]:
+    token, session_token = _job_tag.set(tag), _job_session.set(session)
     try:
         yield
     finally:
         _job_tag.reset(token)
+        _job_session.reset(session_token)
+
+
+def session_name(tag: str, started_at: datetime | None) -> str:
+    """The application_name of the database sessions that run `tag` (a job, as "<app>.<model>-<pk>") opens, its
+    tools' and its own, in the run that started at `started_at`. A server keeps running what a killed client had
+    asked for (a COPY waiting on a lock or in a slow function), so the reaper ends the sessions of this name; the
+    start time makes the name unique to one run, never another console's job of the same id on a shared server."""
+    stamp = int(started_at.timestamp()) * 1_000_000 + started_at.microsecond if started_at is not None else 0
+    return f"dr-console {tag} {stamp:x}"[:63]  # the server keeps 63 bytes
+
+
+def current_session_name() -> str:
+    """The running job's session name; empty outside a job."""
+    return _job_session.get()
 
 
 def scratch_prefix(kind: str) -> str:

@@ -47,6 +47,12 @@ def job_processes_gone(job: JobModel) -> bool:
     return not processes.process_group_alive(job.process_group)
 
 
+def job_session_name(job: JobModel) -> str:
+    """The application_name of the database sessions the job's current run opened (processes.session_name): an
+    `on_reaped` hook ends those still running on the job's servers."""
+    return processes.session_name(f"{job._meta.label_lower}-{job.pk}", job.started_at)
+
+
 def job_processes_kill(job: JobModel) -> bool:
     """Kill the job's recorded process group if it is still alive here. True when it is known to be gone."""
     if job.process_group is None:
@@ -83,9 +89,10 @@ def jobs_reap(job_type: JobType) -> int:
             except Exception:
                 logger.exception("%s: cleaning up after the lost worker failed", job_type.label(job.pk))
             job_type.on_finished(job.pk)
-    # A row created straight into its queued state has no heartbeat yet: its age counts from its creation.
-    waited_long = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
-    queued = model._default_manager.filter(waited_long, status__in=model.QUEUED_STATES)
+    # A row created in its queued state (a backup, a verification, a drill) has no heartbeat yet: its age counts
+    # from its creation.
+    waiting_since = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    queued = model._default_manager.filter(waiting_since, status__in=model.QUEUED_STATES)
     for job in queued.only("pk", "status", "task_id"):
         if broker_has_message(job.task_id):
             continue  # waiting for a free worker

@@ -156,7 +156,8 @@ def job_run(job_type: JobType, *, pk: int) -> None:
     context = JobContext(job_type, job, heartbeat, progress)
     try:
         tag = f"{model._meta.label_lower}-{pk}"
-        with heartbeat, processes.processes_tracked(context.track), processes.job_tagged(tag):
+        session = processes.session_name(tag, job.started_at)
+        with heartbeat, processes.processes_tracked(context.track), processes.job_tagged(tag, session):
             outcome = _work(job_type, context)
         if outcome is not None:
             _end(job_type, pk, outcome)
