@@ -79,8 +79,8 @@ def target_locks_release_stale() -> int:
             running = holder.status in holder.RUNNING_STATES
             if running and holder.heartbeat_at is not None and holder.heartbeat_at >= cutoff:
                 continue  # alive
-            if running or not job_processes_gone(holder):
-                continue  # the job reaper ends it first, once its processes are gone
+            if running or holder.cleanup_pending or not job_processes_gone(holder):
+                continue  # the job reaper ends it and undoes what it left first, once its processes are gone
         released += TargetLock.objects.filter(pk=lock.pk).delete()[0]
         logger.info("released the lock on %s held by %s", lock.target_key, holder_label(lock))
     return released

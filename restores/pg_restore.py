@@ -263,12 +263,11 @@ def pg_restore_execute(run: RestoreRun, ctx: JobContext) -> None:
 
 def pg_restore_reaped(run: RestoreRun) -> None:
     """A restore whose worker died: end what the server still runs for its pg_restore (a COPY goes on after its
-    client is killed), then drop the new database it created (it is not a restore anyone can use)."""
-    try:
-        target = pg_connection_from_env(run.target_datastore.url_env)
-    except PostgresError as exc:
-        logger.warning("restore #%s: cannot clean up on its target: %s", run.pk, exc)
-        return
+    client is killed), then drop the new database it created (it is not a restore anyone can use). Raises when it
+    cannot: the run's target stays locked and the reaper tries again."""
+    target = pg_connection_from_env(run.target_datastore.url_env)
     pg_sessions_end(target, job_session_name(run))
-    if run.database_created and drop_database_quietly(target, run.new_database_name):
+    if run.database_created:
+        if not drop_database_quietly(target, run.new_database_name):
+            raise JobFailed(f"cannot drop database {run.new_database_name} on {target.server_label} yet")
         RestoreRun.objects.filter(pk=run.pk).update(database_created=False)

@@ -57,6 +57,14 @@ class JobModel(models.Model):
     process_group = models.IntegerField(
         _("process group"), null=True, blank=True, help_text=_("The process group of the tool the job is running.")
     )
+    cleanup_pending = models.BooleanField(
+        _("cleanup pending"),
+        default=False,
+        help_text=_(
+            "Its worker was lost and the reaper has not yet undone what it left (a database it created, sessions "
+            "still writing): its target stays locked until then."
+        ),
+    )
 
     class Meta:
         abstract = True

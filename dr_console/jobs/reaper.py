@@ -3,8 +3,9 @@ lost, ends FAILED with the reason and its type's hooks (audit event, notificatio
 
 For each job type, every run of its reaper:
 1. running rows whose heartbeat is older than JOB_STALE_AFTER_SECONDS (their worker died): kill the recorded tool's
-   process group if it survived and this process can see it, then FAILED, `on_reaped` (drop what it created),
-   `on_finished`;
+   process group if it survived and this process can see it, then FAILED with `cleanup_pending` set (its target
+   stays locked), `on_reaped` (drop what it created, end its database sessions), clear `cleanup_pending`,
+   `on_finished`; a cleanup that fails is tried again at the next run;
 2. queued rows older than the stale window whose message the broker no longer holds (lost): FAILED, `on_finished`;
 3. ended rows that still record a live process group (a worker killed while stopping a cancelled tool): kill it.
 
@@ -81,13 +82,10 @@ def jobs_reap(job_type: JobType) -> int:
     for job in model._default_manager.filter(status__in=model.RUNNING_STATES, heartbeat_at__lt=cutoff):
         if not job_processes_kill(job):
             continue  # the lock stays, and the next run tries again
-        if _end(job_type, job, job_type.stale_message):
+        # Ended and marked in one UPDATE: until its cleanup is done the target's lock stays (inventory.locks).
+        if _end(job_type, job, job_type.stale_message, cleanup_pending=True):
             ended += 1
-            job.refresh_from_db()
-            try:
-                job_type.on_reaped(job)
-            except Exception:
-                logger.exception("%s: cleaning up after the lost worker failed", job_type.label(job.pk))
+            _clean_up(job_type, job.pk)
             job_type.on_finished(job.pk)
     # A row created in its queued state (a backup, a verification, a drill) has no heartbeat yet: its age counts
     # from its creation.
@@ -102,6 +100,11 @@ def jobs_reap(job_type: JobType) -> int:
     leftovers = model._default_manager.filter(status__in=model.TERMINAL, process_group__isnull=False)
     for job in leftovers:
         job_processes_kill(job)
+    # A cleanup that failed last time (the server was unreachable) is tried again until it succeeds.
+    for pk in model._default_manager.filter(status__in=model.TERMINAL, cleanup_pending=True).values_list(
+        "pk", flat=True
+    ):
+        _clean_up(job_type, pk)
     scratch_sweep(model)
     return ended
 
@@ -136,8 +139,19 @@ def scratch_sweep(model: type[JobModel]) -> int:
     return deleted
 
 
-def _end(job_type: JobType, job: JobModel, message: str) -> bool:
+def _clean_up(job_type: JobType, pk: int) -> None:
+    """Undo what a job whose worker was lost left behind (`on_reaped`); only then may its lock go."""
+    job = job_type.model._default_manager.get(pk=pk)
     try:
-        return job_transition(job_type.model, pk=job.pk, to=job_type.failed, error=message)
+        job_type.on_reaped(job)
+    except Exception:
+        logger.exception("%s: cleaning up after the lost worker failed; the next run tries again", job_type.label(pk))
+        return
+    job_type.model._default_manager.filter(pk=pk).update(cleanup_pending=False)
+
+
+def _end(job_type: JobType, job: JobModel, message: str, **fields: object) -> bool:
+    try:
+        return job_transition(job_type.model, pk=job.pk, to=job_type.failed, error=message, fields=fields or None)
     except IllegalTransition:  # it ended meanwhile
         return False

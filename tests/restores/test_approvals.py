@@ -419,6 +419,47 @@ def test_no_room_for_the_temporary_copy_is_refused_before_anything_is_touched(
     assert table_fingerprints(source_db.url) == before
 
 
+def test_a_reaped_restore_keeps_its_lock_until_the_database_it_created_is_dropped(
+    backup: BackupArtifact, operator: Any, source_db: SourceDb, new_database_name: str, monkeypatch: Any
+) -> None:
+    """The worker died after creating the new database; the server cannot be reached when the reaper first runs:
+    the run is failed at once but its target stays locked until a later run has dropped that database."""
+    from inventory.locks import target_lock_acquire, target_locks_release_stale
+    from inventory.models import TargetLock
+    from restores.services import restore_runs_reap_stale
+    from tests.support.postgres import admin_connection, database_exists
+
+    run = restore_run_request(
+        artifact=BackupArtifact.objects.select_related("datastore__environment").get(pk=backup.pk),
+        target_kind=Kind.NEW_DATABASE,
+        new_database_name=new_database_name,
+        requested_by=operator,
+        reason="r",
+        enqueue=False,
+    )
+    job_transition(RestoreRun, pk=run.pk, to=Status.RUNNING)
+    assert target_lock_acquire(target_key=run.target_key, holder=run) is None
+    with admin_connection() as conn:
+        conn.execute(f'CREATE DATABASE "{new_database_name}"')
+    RestoreRun.objects.filter(pk=run.pk).update(database_created=True, heartbeat_at=timezone.now() - timedelta(hours=1))
+
+    monkeypatch.delenv(source_db.url_env)  # the target cannot be reached for now
+    assert restore_runs_reap_stale() == 1
+    run.refresh_from_db()
+    assert run.status == Status.FAILED and run.cleanup_pending
+    target_locks_release_stale()
+    assert TargetLock.objects.filter(target_key=run.target_key).exists()  # not while the database is there
+    assert database_exists(new_database_name)
+
+    monkeypatch.setenv(source_db.url_env, source_db.url)
+    assert restore_runs_reap_stale() == 0  # nothing new to end; the cleanup is tried again
+    target_locks_release_stale()
+    run.refresh_from_db()
+    assert not run.cleanup_pending and not run.database_created
+    assert not database_exists(new_database_name)
+    assert not TargetLock.objects.filter(target_key=run.target_key).exists()
+
+
 def test_reaped_restore_releases_its_target_lock(backup: BackupArtifact, operator: Any) -> None:
     from inventory.locks import target_lock_acquire, target_locks_release_stale
     from inventory.models import TargetLock
