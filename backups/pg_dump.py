@@ -142,7 +142,7 @@ def dump_error_summary(stderr_tail: str, lock_wait_seconds: int) -> str:
         return ""
     lines = [line for line in stderr_tail.splitlines() if line.strip()]
     locked = LOCK_QUERY_RE.search(stderr_tail)
-    if locked and "lock timeout" in stderr_tail:
+    if locked and ("lock timeout" in stderr_tail or "statement timeout" in stderr_tail):
         return (
             f"table {locked.group(1)} stayed locked by another session for more than {lock_wait_seconds} s "
             "(BACKUP_LOCK_WAIT_TIMEOUT); nothing was stored. See who holds it in pg_locks, then back up again"

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HTMX_STOP_POLLING, push_url
+from django_htmx.http import HTMX_STOP_POLLING, push_url, trigger_client_event
 
 from backups import selectors
 from backups.forms import BackupArtifactFilterForm
@@ -30,7 +30,8 @@ from backups.retention import (
     backup_artifact_pin,
     backup_artifact_unpin,
 )
-from backups.verification import VerificationRefused, backup_verification_request
+from backups.services import backup_artifact_cancel
+from backups.verification import VerificationRefused, backup_verification_cancel, backup_verification_request
 from dr_console.http import HtmxRequest, client_ip, partial_wanted
 from dr_console.jobs import BrokerUnavailable
 
@@ -178,3 +179,34 @@ def artifact_verify(request: HtmxRequest, pk: int) -> HttpResponse:
         return render(request, "backups/partials/artifact_status.html", {**context, "notice": notice, "notice_ok": ok})
     messages.add_message(request, messages.SUCCESS if ok else messages.ERROR, notice)
     return redirect("backups:artifact_detail", pk=artifact.pk)
+
+
+@require_POST
+@permission_required(START_PERM, raise_exception=True)
+def artifact_cancel(request: HtmxRequest, pk: int) -> HttpResponse:
+    """Cancel the backup while it is pending or running (its worker stops pg_dump and deletes the temporary file),
+    or, for a taken backup, its queued or running verification. A second click says it had ended."""
+    artifact = get_object_or_404(BackupArtifact.objects.select_related("datastore"), pk=pk)
+    if artifact.is_active:
+        cancelled = backup_artifact_cancel(artifact_id=pk, cancelled_by=request.user, client_ip=client_ip(request))
+        done = (
+            _("Backup #%(id)s cancelled.") if cancelled else _("Backup #%(id)s had already ended; nothing to cancel.")
+        )
+    else:
+        verification = artifact.verifications.filter(status__in=BackupVerification.ACTIVE).first()
+        cancelled = verification is not None and backup_verification_cancel(
+            verification_id=verification.pk, cancelled_by=request.user, client_ip=client_ip(request)
+        )
+        done = (
+            _("Verification of backup #%(id)s cancelled.")
+            if cancelled
+            else _("Backup #%(id)s has no verification running; nothing to cancel.")
+        )
+    notice = done % {"id": pk}
+    if request.htmx:
+        artifact.refresh_from_db()
+        context = {**_status_context(artifact), "notice": notice, "notice_ok": cancelled}
+        response = render(request, "backups/partials/artifact_status.html", context)
+        return trigger_client_event(response, "backup-changed", {"id": pk})
+    messages.add_message(request, messages.SUCCESS if cancelled else messages.ERROR, notice)
+    return redirect("backups:artifact_detail", pk=pk)

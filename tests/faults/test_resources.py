@@ -1,0 +1,87 @@
+"""A backup that meets a full disk or a table another session keeps locked: one clear error, no file left, the
+row failed with an audit event and a notification, the lock released."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from django.core import mail
+
+from audit.models import AuditEvent
+from backups.models import BackupArtifact
+from backups.services import backup_artifact_execute, backup_artifact_request
+from inventory.models import TargetLock
+from tests.factories import DatastoreFactory
+from tests.faults.conftest import audit_actions
+from tests.support.postgres import SourceDb
+from tests.support.storage import stored_files
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path, settings: Any) -> Iterator[Path]:
+    """A 64 KiB tmpfs as the artifact storage: far less than a dump (mount needs root, which CI has here)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    assert result.returncode == 0, f"cannot mount a tmpfs for the full-disk test: {result.stderr.decode().strip()}"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(mount)}},
+    }
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def backup_now(url_env: str, settings: Any) -> BackupArtifact:
+    settings.ALERT_EMAILS = ["oncall@example.test"]  # pytest-django's settings fixture: undone after the test
+    datastore = DatastoreFactory(url_env=url_env)
+    artifact = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
+    backup_artifact_execute(artifact_id=artifact.pk, verify_after=False)
+    artifact.refresh_from_db()
+    return artifact
+
+
+def assert_failed_cleanly(artifact: BackupArtifact) -> None:
+    assert artifact.status == BackupArtifact.Status.FAILED
+    assert not artifact.storage_key
+    assert AuditEvent.Action.BACKUP_FINISHED in audit_actions(artifact)
+    assert [m.subject for m in mail.outbox] == [
+        f"[DR Console] Backup #{artifact.pk} of {artifact.datastore.name} failed"
+    ]
+    assert not TargetLock.objects.exists()
+
+
+def test_a_full_disk_mid_dump_is_one_clear_error_and_leaves_no_file(
+    source_db: SourceDb, tiny_disk: Path, settings: Any
+) -> None:
+    with psycopg.connect(source_db.url, autocommit=True) as conn:  # well over 64 KiB, even compressed
+        conn.execute(
+            "CREATE TABLE filler AS SELECT md5(random()::text) || md5(random()::text) AS x "
+            "FROM generate_series(1, 20000)"
+        )
+    artifact = backup_now(source_db.url_env, settings)
+    assert artifact.error == "cannot write the artifact to storage: [Errno 28] No space left on device"
+    assert_failed_cleanly(artifact)
+    assert stored_files(tiny_disk) == []  # the temporary file went too
+
+
+def test_a_table_held_locked_fails_the_dump_within_the_lock_wait_naming_it(source_db: SourceDb, settings: Any) -> None:
+    settings.BACKUP_LOCK_WAIT_TIMEOUT = 2
+    with psycopg.connect(source_db.url) as locker:
+        locker.execute("LOCK TABLE public.chunks IN ACCESS EXCLUSIVE MODE")
+        artifact = backup_now(source_db.url_env, settings)
+    assert artifact.error.startswith(
+        "pg_dump exited with status 1: table public.chunks stayed locked by another "
+        "session for more than 2 s (BACKUP_LOCK_WAIT_TIMEOUT)"
+    ), artifact.error
+    assert artifact.duration is not None and artifact.duration.total_seconds() < 60  # not the 6 h time limit
+    assert_failed_cleanly(artifact)
