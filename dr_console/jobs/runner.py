@@ -36,6 +36,7 @@ from dr_console.jobs.transitions import (
     job_advance,
     job_claim,
     job_fail,
+    job_heartbeat,
     job_transition,
 )
 
@@ -150,7 +151,7 @@ def job_run(job_type: JobType, *, pk: int) -> None:
     context: JobContext
 
     def beat() -> bool:
-        return _heartbeat(model, pk, {**progress, "process_group": context.live_process_group()})
+        return job_heartbeat(model, pk=pk, **progress, process_group=context.live_process_group())
 
     heartbeat = JobHeartbeat(beat, interval=settings.JOB_HEARTBEAT_SECONDS)
     context = JobContext(job_type, job, heartbeat, progress)
@@ -165,11 +166,6 @@ def job_run(job_type: JobType, *, pk: int) -> None:
         context.stop_processes()  # nothing the job started outlives it, whatever happened above
         model._default_manager.filter(pk=pk).update(process_group=None)
         job_type.on_finished(pk)
-
-
-def _heartbeat(model: type[JobModel], pk: int, fields: dict[str, Any]) -> bool:
-    alive = model._default_manager.filter(pk=pk, status__in=model.RUNNING_STATES)
-    return alive.update(heartbeat_at=timezone.now(), **fields) == 1
 
 
 def _work(job_type: JobType, context: JobContext) -> JobOutcome | None:
