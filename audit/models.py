@@ -59,6 +59,7 @@ class AuditEvent(models.Model):
         BACKUP_CANCELLED = "backup.cancelled", _("Backup cancelled")
         VERIFY_CANCELLED = "backup.verify_cancelled", _("Verification cancelled")
         VERIFY_FINISHED = "backup.verify_finished", _("Verification finished")
+        DATASTORE_HEALTH_CHANGED = "datastore.health_changed", _("Datastore health changed")
 
     created_at = models.DateTimeField(_("when"), default=timezone.now, db_index=True)
     # PROTECT: the log never loses its actors (SET_NULL would be an update, which the table refuses anyway).

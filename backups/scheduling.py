@@ -73,6 +73,7 @@ def backup_schedule_fire(*, datastore_id: int, task_id: str | None = None) -> Sc
     3. Starts a backup; when the previous one is still running, starts nothing and records the skip (row and
        audit event). A backup that cannot be requested at all is recorded as refused, with the reason.
     """
+    from backups.health import datastore_health_check
     from backups.services import BackupRefused, backup_artifact_request
 
     datastore = Datastore.objects.select_related("environment").filter(pk=datastore_id).first()
@@ -80,6 +81,8 @@ def backup_schedule_fire(*, datastore_id: int, task_id: str | None = None) -> Sc
     if datastore is None or schedule is None:
         logger.info("datastore %s has no backup schedule any more; nothing to do", datastore_id)
         return None
+    # Just before the backup: a datastore a worker cannot reach shows as such, whatever the backup then says.
+    datastore_health_check(datastore_ids=[datastore.pk])
     now = timezone.now()
     expected = schedule.previous_fire(now + CLOCK_TOLERANCE)
     previous = datastore.scheduled_backups.order_by("-expected_at").first()

@@ -51,7 +51,8 @@ class RpoState(StrEnum):
     OK = "ok"  # the newest verified backup is within the datastore's RPO target
     LATE = "late"  # older than the target
     VERY_LATE = "very_late"  # older than twice the target
-    NONE = "none"  # no verified backup at all
+    NONE = "none"  # no verified backup, and the first was due
+    NEW = "new"  # no verified backup yet, but the datastore is younger than its RPO target: the first is not due
 
 
 def backup_artifact_recovery_point(artifact: BackupArtifact) -> datetime:
@@ -59,9 +60,12 @@ def backup_artifact_recovery_point(artifact: BackupArtifact) -> datetime:
     return artifact.started_at or artifact.created_at
 
 
-def rpo_state(*, age: timedelta | None, target: timedelta) -> RpoState:
+def rpo_state(*, age: timedelta | None, target: timedelta, known_for: timedelta) -> RpoState:
+    """`age`: of the newest verified backup (None: there is none); `known_for`: how long the console has known the
+    datastore. A new datastore has one RPO period to take its first verified backup (the README says so, and
+    objectives breaches follow this state)."""
     if age is None:
-        return RpoState.NONE
+        return RpoState.NEW if known_for <= target else RpoState.NONE
     if age > 2 * target:
         return RpoState.VERY_LATE
     if age > target:

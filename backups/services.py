@@ -21,6 +21,7 @@ from audit.models import AuditEvent
 from audit.services import audit_job_finished, audit_record
 from backups import artifacts
 from backups.artifacts import DumpOutcome
+from backups.health import datastore_health_check_soon
 from backups.methods import BACKUP_METHODS, FORMAT_BY_KIND
 from backups.models import BackupArtifact
 from dr_console.jobs import (
@@ -185,6 +186,8 @@ def _backup_finished(artifact_id: int) -> None:
     )
     if artifact.status in (Status.FAILED, Status.ERRORED):
         backup_artifact_notify_failed(artifact)
+        # Why did it fail: the datastore's health says whether it is the configuration, the server or the backup.
+        datastore_health_check_soon(artifact.datastore_id)
 
 
 def backup_artifact_notify_failed(artifact: BackupArtifact) -> None:

@@ -56,3 +56,11 @@ def retention_apply_task() -> None:
     from backups.retention import retention_apply_all
 
     retention_apply_all()
+
+
+@shared_task(ignore_result=True, soft_time_limit=600, time_limit=660)
+def datastore_health_check_task(*, datastore_id: int | None = None) -> None:
+    """Periodic (every datastore) and on demand (one): can a worker reach the datastores as configured?"""
+    from backups.health import datastore_health_check
+
+    datastore_health_check(datastore_ids=None if datastore_id is None else [datastore_id])

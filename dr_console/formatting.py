@@ -51,6 +51,12 @@ BADGE_CLASSES = {
     "started": "ok",
     "skipped": "warn",
     "refused": "bad",
+    # datastore health (inventory.DatastoreHealth)
+    "ok": "ok",
+    "unconfigured": "bad",
+    "unreachable": "bad",  # and "refused", as for a scheduled backup
+    "tool": "bad",
+    "error": "bad",
 }
 
 EXACT_TIME_FORMAT = "Y-m-d H:i:s T"

@@ -193,6 +193,11 @@ RESTORE_JOBS = env_int("RESTORE_JOBS", default=2)
 JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", default=15)
 # A scheduled fire time with no firing this long after it is shown as missed (beat down, or workers all busy).
 SCHEDULE_MISSED_AFTER_SECONDS = env_int("SCHEDULE_MISSED_AFTER_SECONDS", default=600)
+# Datastore health checks (backups/health.py): how often every datastore is checked, how long one connection
+# attempt may take, and how many datastores are checked at once.
+DATASTORE_HEALTH_CHECK_SECONDS = env_int("DATASTORE_HEALTH_CHECK_SECONDS", default=300)
+DATASTORE_HEALTH_TIMEOUT_SECONDS = env_int("DATASTORE_HEALTH_TIMEOUT_SECONDS", default=5)
+DATASTORE_HEALTH_CONCURRENCY = env_int("DATASTORE_HEALTH_CONCURRENCY", default=8)
 # A running job whose heartbeat is older than this is presumed lost (its worker died).
 JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", default=300)
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")  # where pg_dump/pg_restore live; empty means $PATH
@@ -270,6 +275,7 @@ _MAINTENANCE_TASKS = [
     "backups.tasks.backup_artifacts_reap_task",
     "backups.tasks.backup_scheduled_task",
     "backups.tasks.retention_apply_task",
+    "backups.tasks.datastore_health_check_task",
     "restores.tasks.restore_runs_reap_task",
     "drills.tasks.drill_runs_reap_stale_task",
     "drills.tasks.drill_run_scheduled_task",
@@ -292,6 +298,11 @@ CELERY_BEAT_SCHEDULE = {
     "apply-retention": {
         "task": "backups.tasks.retention_apply_task",
         "schedule": float(env_int("RETENTION_INTERVAL_SECONDS", default=3600)),
+    },
+    # Can the workers reach every datastore as configured (URL variable, server, credentials, pg_dump)?
+    "check-datastore-health": {
+        "task": "backups.tasks.datastore_health_check_task",
+        "schedule": float(DATASTORE_HEALTH_CHECK_SECONDS),
     },
     # Breaches are told once when they open and once when they close, however often this runs.
     "check-objectives": {"task": "overview.tasks.objectives_check_task", "schedule": 60.0},

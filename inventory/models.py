@@ -338,3 +338,41 @@ class TargetLock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.target_key} held by {self.holder_model} #{self.holder_id}"
+
+
+class DatastoreHealth(models.Model):
+    """The newest check that a worker can reach the datastore as configured: its URL variable is set there, the
+    server answers, and it accepts the credentials. One row per datastore, replaced by each check
+    (backups.health runs them: on a schedule, when the datastore is configured, after a failed backup). A row
+    that changes state is audited and told."""
+
+    class State(models.TextChoices):
+        OK = "ok", _("Reachable")
+        UNCONFIGURED = "unconfigured", _("Not configured")  # the URL variable is unset or malformed on the worker
+        UNREACHABLE = "unreachable", _("Unreachable")  # refused, timed out, no such host
+        REFUSED = "refused", _("Access refused")  # wrong credentials, no such role or database, pg_hba
+        TOOL = "tool", _("Tool problem")  # pg_dump missing on the worker, or too old for the server
+        ERROR = "error", _("Check failed")  # anything else
+
+    PROBLEMS = frozenset({State.UNCONFIGURED, State.UNREACHABLE, State.REFUSED, State.TOOL, State.ERROR})
+
+    datastore = models.OneToOneField(
+        Datastore, models.CASCADE, related_name="health", primary_key=True, verbose_name=_("datastore")
+    )
+    state = models.CharField(_("state"), max_length=16, choices=State.choices)
+    message = models.TextField(_("message"), blank=True, help_text=_("What the check found; never the URL."))
+    server_version = models.CharField(_("server version"), max_length=120, blank=True)
+    checked_at = models.DateTimeField(_("checked at"))
+    checked_on = models.CharField(_("checked on"), max_length=255, help_text=_("The host whose worker checked."))
+    since = models.DateTimeField(_("in this state since"))
+
+    class Meta:
+        verbose_name = _("datastore health")
+        verbose_name_plural = _("datastore health")
+
+    def __str__(self) -> str:
+        return f"{self.datastore_id}: {self.state}"
+
+    @property
+    def is_problem(self) -> bool:
+        return self.state in self.PROBLEMS

@@ -36,7 +36,7 @@ def objectives_check() -> tuple[int, int]:
     opened = closed = 0
     for row in datastore_dashboard_rows(charts=False):
         for objective, reason in (
-            (ObjectiveBreach.Objective.RPO, rpo_breach_reason(row, now)),
+            (ObjectiveBreach.Objective.RPO, rpo_breach_reason(row)),
             (ObjectiveBreach.Objective.RTO, rto_breach_reason(row)),
         ):
             breach = open_breaches.get((row.datastore.pk, objective))
@@ -47,16 +47,16 @@ def objectives_check() -> tuple[int, int]:
     return opened, closed
 
 
-def rpo_breach_reason(row: DatastoreDashboardRow, now: datetime) -> str:
+def rpo_breach_reason(row: DatastoreDashboardRow) -> str:
     """Why the datastore misses its RPO now, or "" when it does not. A new datastore has one RPO period to take
     its first verified backup."""
     datastore = row.datastore
     target = _duration_text(datastore.rpo_target)
-    if row.last_verified is None:
-        if now - datastore.created_at <= datastore.rpo_target:
-            return ""
+    if row.rpo_state == RpoState.NEW:  # its first backup is not due yet
+        return ""
+    if row.rpo_state == RpoState.NONE:
         return f"{datastore.name} has no verified backup (RPO target {target})"
-    if row.rpo_state in (RpoState.LATE, RpoState.VERY_LATE):
+    if row.rpo_state in (RpoState.LATE, RpoState.VERY_LATE) and row.last_verified is not None:
         return (
             f"the newest verified backup of {datastore.name} (#{row.last_verified.pk}) is "
             f"{_duration_text(row.rpo_age)} old, over the RPO target of {target}"

@@ -19,6 +19,7 @@ from django.contrib.auth.decorators import login_not_required, permission_requir
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
@@ -26,6 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect
 
 from backups.forms import RetentionPolicyForm
+from backups.health import datastore_health_check_soon
 from backups.retention import (
     POLICY_PERM,
     RetentionPolicy,
@@ -40,8 +42,10 @@ from dr_console.http import HtmxRequest, client_ip
 from dr_console.jobs import BrokerUnavailable
 from drills.selectors import drill_run_recent
 from inventory.models import Datastore
+from overview.charts import datastore_objective_charts
+from overview.forms import DashboardFilterForm
 from overview.health import readiness
-from overview.selectors import DatastoreDashboardRow, datastore_dashboard_row, datastore_dashboard_rows
+from overview.selectors import DashboardFilters, DatastoreDashboardRow, dashboard_read, datastore_dashboard_row
 
 METRICS_VIEW_PERM = "inventory.view_datastore"
 
@@ -59,13 +63,23 @@ def _next_url(request: HtmxRequest, default: str) -> str:
 @require_GET
 @permission_required(VIEW_PERMS, raise_exception=True)
 def dashboard(request: HtmxRequest) -> HttpResponse:
-    rows = datastore_dashboard_rows()
-    context = {
-        "rows": rows,
-        "awaiting_approval": sum(row.awaiting_approval for row in rows),
-        "objectives_missed": sum(not row.objectives_met for row in rows),
-    }
+    """What needs attention first (a failed newest backup, a datastore no worker can reach, a missed RPO or RTO),
+    then the healthy datastores: listed when few, summarised by environment when many (filters list them)."""
+    form = DashboardFilterForm(request.GET)
+    filters = form.filters() if form.is_valid() else DashboardFilters()
+    board = dashboard_read(filters, page=form.page_number())
+    context = {"board": board, "form": form, "filters": filters}
     return render(request, "overview/dashboard.html", context)
+
+
+@require_GET
+@permission_required(VIEW_PERMS, raise_exception=True)
+def datastore_chart(request: HtmxRequest, pk: int) -> HttpResponse:
+    """A dashboard row's 30-day chart, loaded once the row is on screen: a dashboard of many datastores does not
+    draw hundreds of charts nobody scrolls to."""
+    datastore = get_object_or_404(Datastore, pk=pk)
+    chart = datastore_objective_charts([datastore], timezone.localdate()).get(datastore.pk)
+    return render(request, "overview/partials/datastore_chart.html", {"chart": chart, "ds": datastore})
 
 
 @require_GET
@@ -128,6 +142,7 @@ def _datastore_context(datastore: Datastore, form: RetentionPolicyForm, proposed
         "form": form,
         "preview": retention_preview(datastore=datastore, policy=policy),
         "proposed": proposed,
+        "health_interval": settings.DATASTORE_HEALTH_CHECK_SECONDS,
     }
 
 
@@ -228,3 +243,19 @@ def _metrics_allowed(request: HttpRequest) -> bool:
     if token and scheme.lower() == "bearer" and hmac.compare_digest(offered.strip().encode(), token.encode()):
         return True
     return request.user.is_authenticated and request.user.has_perm(METRICS_VIEW_PERM)
+
+
+@require_POST
+@permission_required(START_PERM, raise_exception=True)
+def datastore_health_check(request: HtmxRequest, pk: int) -> HttpResponse:
+    """Check now: a worker (which has the datastores' URL variables, unlike the web process) checks the datastore
+    within seconds; the page shows what it found."""
+    datastore = get_object_or_404(Datastore, pk=pk)
+    datastore_health_check_soon(datastore.pk)
+    messages.info(
+        request,
+        _("A worker checks %(datastore)s now; reload in a few seconds to see the result.")
+        % {"datastore": datastore.name},
+    )
+    url = _next_url(request, reverse("overview:datastore_detail", args=[datastore.name]))
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)

@@ -11,7 +11,7 @@ from factory.django import DjangoModelFactory
 from audit.models import AuditEvent
 from backups.models import BackupArtifact, BackupVerification
 from drills.models import DrillRun
-from inventory.models import Datastore, Environment
+from inventory.models import Datastore, DatastoreHealth, Environment
 from reprocess.models import ReprocessBatch, ReprocessItem
 from restores.models import RestoreRun
 
@@ -60,6 +60,43 @@ class DatastoreFactory(DjangoModelFactory):
     name = factory.Sequence(lambda n: f"db{n}")
     kind = Datastore.Kind.POSTGRES
     url_env = factory.Sequence(lambda n: f"TEST_DB{n}_URL")
+
+
+class DatastoreHealthFactory(DjangoModelFactory):
+    """A datastore's newest health check: reachable; `unconfigured` (its URL variable unset on the worker),
+    `unreachable` or `refused` (wrong password)."""
+
+    class Meta:
+        model = DatastoreHealth
+
+    datastore = factory.SubFactory(DatastoreFactory)
+    state = DatastoreHealth.State.OK
+    server_version = "PostgreSQL 15.19"
+    checked_at = factory.LazyFunction(timezone.now)
+    checked_on = "worker-1"
+    since = factory.LazyFunction(timezone.now)
+
+    class Params:
+        unconfigured = factory.Trait(
+            state=DatastoreHealth.State.UNCONFIGURED,
+            server_version="",
+            message=factory.LazyAttribute(
+                lambda o: (
+                    f"environment variable {o.datastore.url_env} is not set in the process that ran the job "
+                    "(host worker-1); set it to the database URL"
+                )
+            ),
+        )
+        unreachable = factory.Trait(
+            state=DatastoreHealth.State.UNREACHABLE,
+            server_version="",
+            message="cannot connect to database 'app' at db.internal:5432: connection refused",
+        )
+        refused = factory.Trait(
+            state=DatastoreHealth.State.REFUSED,
+            server_version="",
+            message="cannot connect to database 'app' at db.internal:5432: FATAL: password authentication failed",
+        )
 
 
 class BackupArtifactFactory(DjangoModelFactory):

@@ -1,4 +1,5 @@
-"""Template helpers of the overview pages: the RPO badge of a dashboard row and the 30-day objectives chart."""
+"""Template helpers of the overview pages: what is wrong with a datastore, the RPO badge of a dashboard row and the
+30-day objectives chart."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from datetime import timedelta
 from functools import partial
 
 from django import template
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
@@ -14,18 +17,112 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from backups.selectors import RpoState
-from dr_console.formatting import badge, duration_short
+from dr_console.formatting import badge, duration_short, timesince_exact
 from inventory.models import Datastore
 from overview.charts import ObjectiveChart
-from overview.selectors import DatastoreDashboardRow
+from overview.selectors import DatastoreDashboardRow, Problem
 
 register = template.Library()
+
+
+PROBLEM_DETAIL_CHARS = 240
+
+
+@register.simple_tag
+def problem_list(row: DatastoreDashboardRow) -> SafeString:
+    """What is wrong with the datastore, worst first, each in a sentence with its evidence (the backup, the check,
+    the drill) and when it was seen. Nothing when nothing is wrong."""
+    if not row.problems:
+        return mark_safe("")
+    items = format_html_join("", "<li>{}</li>", ((_problem_text(row, problem),) for problem in row.problems))
+    return format_html('<ul class="problems" id="problems-{}">{}</ul>', row.datastore.pk, items)
+
+
+def _artifact_link(artifact_id: int) -> SafeString:
+    return format_html('<a href="{}">#{}</a>', reverse("backups:artifact_detail", args=[artifact_id]), artifact_id)
+
+
+def _detail(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= PROBLEM_DETAIL_CHARS else f"{text[: PROBLEM_DETAIL_CHARS - 1]}…"
+
+
+def _problem_text(row: DatastoreDashboardRow, problem: Problem) -> SafeString:
+    ds = row.datastore
+    if problem == Problem.LAST_ATTEMPT_FAILED and row.last_attempt is not None:
+        attempt = row.last_attempt
+        return format_html(
+            _("Last backup attempt {link} failed {when}: {error}"),
+            link=_artifact_link(attempt.pk),
+            when=timesince_exact(attempt.finished_at or attempt.created_at),
+            error=_detail(attempt.error) or _("no reason recorded"),
+        )
+    if problem == Problem.UNHEALTHY and row.health is not None:
+        health = row.health
+        return format_html(
+            _("{state} (checked {when} on {host}): {message}"),
+            state=health.get_state_display(),
+            when=timesince_exact(health.checked_at),
+            host=health.checked_on,
+            message=_detail(health.message),
+        )
+    if problem == Problem.NO_VERIFIED_BACKUP:
+        return format_html(
+            _("No verified backup, and the first was due {when} (RPO target {target})."),
+            when=timesince_exact(ds.created_at + ds.rpo_target),
+            target=duration_short(ds.rpo_target),
+        )
+    if problem == Problem.RPO_MISSED and row.last_verified is not None:
+        return format_html(
+            _("The newest verified backup, {link}, is {age} old: over the RPO target of {target}."),
+            link=_artifact_link(row.last_verified.pk),
+            age=duration_short(row.rpo_age),
+            target=duration_short(ds.rpo_target),
+        )
+    if problem == Problem.VERIFICATION_FAILED and row.last_check is not None:
+        check = row.last_check
+        return format_html(
+            _("Backup {link} failed its verification {when}: {error}"),
+            link=_artifact_link(check.pk),
+            when=timesince_exact(check.verified_at),
+            error=_detail(check.verification_error) or _("no reason recorded"),
+        )
+    if problem == Problem.RTO_MISSED and row.drills is not None and row.drills.last_drill is not None:
+        drill = row.drills.last_drill
+        if drill.rto is None or drill.status == drill.Status.FAILED:
+            return format_html(
+                _("Drill #{id} failed {when}: {error}"),
+                id=drill.pk,
+                when=timesince_exact(drill.finished_at),
+                error=_detail(drill.error) or _("no reason recorded"),
+            )
+        return format_html(
+            _("Drill #{id} restored in {rto}: over the RTO target of {target}."),
+            id=drill.pk,
+            rto=duration_short(drill.rto),
+            target=duration_short(ds.rto_target),
+        )
+    if problem == Problem.SCHEDULE_MISSED and row.schedule is not None:
+        count = len(row.schedule.missed)
+        return format_html(
+            ngettext(
+                "{count} scheduled backup did not run: is Celery beat running?",
+                "{count} scheduled backups did not run: is Celery beat running?",
+                count,
+            ),
+            count=count,
+        )
+    return format_html("{}", problem)
 
 
 @register.filter
 def rpo_badge(row: DatastoreDashboardRow) -> SafeString:
     """How old the datastore's recovery point (its newest verified backup) is against its RPO target."""
     target = duration_short(row.datastore.rpo_target)
+    if row.rpo_state == RpoState.NEW:
+        due = naturaltime(row.datastore.created_at + row.datastore.rpo_target)
+        explained = _("A new datastore has one RPO period (%(target)s) to take its first verified backup.")
+        return badge("muted", _("First backup due %(when)s") % {"when": due}, explained % {"target": target})
     if row.rpo_state == RpoState.NONE:
         return badge("bad", _("No verified backup"), _("RPO target: %(target)s") % {"target": target})
     title = _("Newest verified backup is %(age)s old; RPO target %(target)s") % {

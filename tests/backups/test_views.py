@@ -210,7 +210,8 @@ def test_dashboard_empty_state_for_a_viewer_has_no_admin_link(viewer_client: Cli
 
 
 def test_dashboard_rows_judge_the_recovery_point_against_the_rpo_target():
-    fresh, late, very_late, never = (DatastoreFactory(rpo_target=timedelta(hours=24)) for _ in range(4))
+    fresh, late, very_late, never, new = (DatastoreFactory(rpo_target=timedelta(hours=24)) for _ in range(5))
+    Datastore.objects.exclude(pk=new.pk).update(created_at=timezone.now() - timedelta(days=3))
     backup(fresh, age=timedelta(hours=3))
     backup(late, age=timedelta(hours=30))
     backup(very_late, age=timedelta(hours=50))
@@ -222,6 +223,7 @@ def test_dashboard_rows_judge_the_recovery_point_against_the_rpo_target():
         late.pk: RpoState.LATE,
         very_late.pk: RpoState.VERY_LATE,
         never.pk: RpoState.NONE,
+        new.pk: RpoState.NEW,  # younger than its RPO target: its first backup is not due yet
     }
 
 
@@ -233,6 +235,7 @@ def test_dashboard_shows_each_datastore_with_badges_in_words(viewer_client: Clie
         staging, age=timedelta(hours=1), verification=Verification.CORRUPT, verification_error="sha256 mismatch"
     )
     active = running(prod)
+    Datastore.objects.filter(pk=staging.pk).update(created_at=timezone.now() - timedelta(days=2))
     page = viewer_client.get(reverse("overview:dashboard")).content.decode()
     assert "prod-db" in page and "staging-db" in page and "prod" in page
     assert '<span class="badge badge-ok" title="Newest verified backup is 2 h' in page and "Within RPO" in page
@@ -287,7 +290,11 @@ def test_dashboard_query_count_does_not_grow_with_datastores_and_backups(
     assert Datastore.objects.count() == 60
     with django_assert_max_num_queries(few):
         page = viewer_client.get(reverse("overview:dashboard"))
-    assert page.content.decode().count('id="datastore-row-') == 60
+    # Too many healthy ones to list: a line per environment, and the rows a page at a time once asked for.
+    assert page.content.decode().count('<tr id="environment-') == 60
+    with django_assert_max_num_queries(few):
+        page = viewer_client.get(reverse("overview:dashboard"), {"state": "healthy", "page": 2})
+    assert page.content.decode().count('id="datastore-row-') == 10
 
 
 def test_loadconfig_rpo_hours_sets_the_target_the_dashboard_uses():
