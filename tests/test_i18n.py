@@ -10,6 +10,7 @@ import ast
 import gettext
 import re
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,11 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
-from django.utils import translation
+from django.utils import timezone, translation
 
 from backups.models import BackupArtifact
 from backups.services import BackupRefused, backup_artifact_request
+from inventory.models import Datastore
 from restores.models import RestoreRun
 from restores.services import restore_run_request
 from tests.factories import (
@@ -89,6 +91,8 @@ def console_data(db: None) -> RestoreRun:
         sha256="a" * 64,
         storage_key="k",
     )
+    # Known for two days: its first verified backup was due (a newer datastore would not be late yet).
+    Datastore.objects.filter(pk=backup.datastore_id).update(created_at=timezone.now() - timedelta(days=2))
     return restore_run_request(
         artifact=backup,
         target_kind=RestoreRun.TargetKind.IN_PLACE,

@@ -34,9 +34,10 @@ def in_progress(artifact: BackupArtifact) -> bool:
 
 
 @register.filter
-def schedule_badge(state: ScheduleState | None) -> SafeString:
+def schedule_badge(state: ScheduleState | None, troubled: bool = False) -> SafeString:
     """Whether the datastore's backup schedule runs as it should: missed fire times, a skipped or refused last
-    run, or on schedule."""
+    run, or on schedule. `troubled`: the datastore has a problem of another kind (its backups fail), so a schedule
+    that fires is not worth a green tick next to it: it says "Scheduled", plainly."""
     if state is None:
         return badge("muted", _("No schedule"))
     if state.overdue:
@@ -46,6 +47,8 @@ def schedule_badge(state: ScheduleState | None) -> SafeString:
     last = state.last_run
     if last is not None and last.outcome != last.Outcome.STARTED:
         return badge(BADGE_CLASSES[last.outcome], last.get_outcome_display(), last.message)
+    if troubled:
+        return badge("muted", _("Scheduled"))
     return badge("ok", _("On schedule"))
 
 

@@ -69,7 +69,12 @@ def verified(datastore: Datastore, hours: float) -> BackupArtifact:
 
 
 def test_a_failed_newest_backup_is_the_first_thing_on_the_dashboard_and_its_page(viewer: Client) -> None:
-    staging = DatastoreFactory(name="staging-db", url_env="STAGING_DATABASE_URL")
+    staging = DatastoreFactory(
+        name="staging-db",
+        url_env="STAGING_DATABASE_URL",
+        backup_schedule="0 3 * * *",
+        backup_schedule_since=timezone.now() - timedelta(minutes=5),
+    )
     healthy = DatastoreFactory(name="prod-db")
     verified(healthy, hours=1)
     verified(staging, hours=2)  # within its RPO: the RPO alone would call it fine
@@ -83,6 +88,7 @@ def test_a_failed_newest_backup_is_the_first_thing_on_the_dashboard_and_its_page
     assert f"Last backup attempt {link} failed" in attention
     assert "STAGING_DATABASE_URL is not set in the process that ran the job (host vm)" in attention
     assert page.index('id="attention"') < page.index('id="healthy"')  # problems first
+    assert "On schedule" not in attention and '<span class="badge badge-muted">Scheduled</span>' in attention
 
     detail = page_of(viewer, reverse("overview:datastore_detail", args=["staging-db"]))
     assert "Last attempt:" in detail and '<span class="badge badge-bad">Failed</span>' in detail
