@@ -6,7 +6,6 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.core.validators import RegexValidator
 from django.utils.translation import gettext_lazy as _
 
 from backups.models import BackupArtifact
@@ -14,9 +13,14 @@ from inventory.models import Datastore
 from restores.models import RestoreRun
 from restores.redis_restore import KeyPatternError, key_matcher
 from restores.selectors import ACTIVE_FILTER, RestoreImpact, restore_impact, restore_target_datastores
-from restores.services import DATABASE_NAME_RE
+from restores.services import database_name_problem
 
 TargetKind = RestoreRun.TargetKind
+
+
+def _database_name_validate(name: str) -> None:
+    if problem := database_name_problem(name):  # the CLI says the same (restores.services)
+        raise forms.ValidationError(problem)
 
 
 class DatastoreChoiceField(forms.ModelChoiceField):
@@ -46,8 +50,9 @@ class RestoreRequestForm(forms.Form):
             (TargetKind.DATASTORE, _("Another PostgreSQL datastore")),
             (TargetKind.NEW_DATABASE, _("A new database")),
         ],
-        initial=TargetKind.IN_PLACE,
         widget=forms.RadioSelect,
+        # Nothing chosen for the operator: in place is the most destructive, and a restore is chosen, not defaulted.
+        error_messages={"required": _("Choose where to restore into.")},
     )
     target_datastore = DatastoreChoiceField(
         queryset=Datastore.objects.none(),
@@ -60,12 +65,7 @@ class RestoreRequestForm(forms.Form):
         required=False,
         max_length=63,
         label=_("New database name"),
-        validators=[
-            RegexValidator(
-                DATABASE_NAME_RE,
-                _("Use letters, digits, _ $ and -, at most 63 characters, starting with a letter or _."),
-            )
-        ],
+        validators=[_database_name_validate],
         help_text=_("Only with “A new database”. It must not exist yet."),
     )
     server_datastore = DatastoreChoiceField(
@@ -140,12 +140,12 @@ class RestoreRequestForm(forms.Form):
         if self.impact is not None:
             return self.impact
         if not self.is_bound:
-            return restore_impact(artifact=self.artifact, target_kind=TargetKind.IN_PLACE, target_datastore=None)
+            return None  # nothing chosen yet
         if not hasattr(self, "cleaned_data"):
             self.is_valid()
         data = self.cleaned_data
-        kind = data.get("target_kind") or TargetKind.IN_PLACE
-        return self._impact(kind, data)
+        kind = data.get("target_kind")
+        return self._impact(kind, data) if kind else None
 
     def _impact(self, kind: str, data: dict[str, Any]) -> RestoreImpact | None:
         datastore = data.get("server_datastore") if kind == TargetKind.NEW_DATABASE else data.get("target_datastore")
@@ -178,12 +178,15 @@ class RestoreRequestForm(forms.Form):
         impact = self.impact
         # The typed name is the last guard against restoring over the wrong database; the service checks it
         # too, this says it in the form, next to the field.
-        if impact is not None and impact.protected and data.get("confirm", "").strip() != impact.datastore.name:
-            self.add_error(
-                "confirm",
-                _("Type %(name)s exactly: it is in the protected environment %(environment)s.")
-                % {"name": impact.datastore.name, "environment": impact.datastore.environment.name},
-            )
+        typed = data.get("confirm", "").strip()
+        if impact is not None and impact.protected and typed != impact.datastore.name:
+            values = {"name": impact.datastore.name, "environment": impact.datastore.environment.name, "typed": typed}
+            if typed:  # a wrong name is not a missing one: say it did not match
+                message = _("“%(typed)s” does not match: type %(name)s exactly (it is in the protected environment "
+                            "%(environment)s).")  # fmt: skip
+            else:
+                message = _("Type %(name)s exactly: it is in the protected environment %(environment)s.")
+            self.add_error("confirm", message % values)
         return data
 
     def service_kwargs(self) -> dict[str, Any]:

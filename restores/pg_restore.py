@@ -90,14 +90,33 @@ def check_room_for_copy(artifact: BackupArtifact) -> None:
         )
 
 
+def database_exists_message(name: str, server_label: str) -> str:
+    return (
+        f"database {name} already exists on {server_label}; choose another name (to restore over an existing "
+        "database, register it as a datastore and restore --into that datastore)"
+    )
+
+
+def database_exists(url_env: str, name: str) -> str:
+    """The server's label when a database `name` already exists on the server in `url_env`; "" when it does not,
+    or when this process cannot tell (no such variable here, server unreachable): the run checks again."""
+    try:
+        target = pg_connection_from_env(url_env)
+        with target.connect(autocommit=True, connect_timeout=str(EXISTS_CHECK_TIMEOUT)) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    except (PostgresError, psycopg.Error):
+        return ""
+    return target.server_label if found else ""
+
+
+EXISTS_CHECK_TIMEOUT = 3  # seconds: a request waits this long at most for the answer
+
+
 def create_database(target: PgConnection, name: str, archive_major: int) -> None:
     with target.connect(autocommit=True) as conn:
         check_server_can_take(conn, archive_major, target)
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            raise JobFailed(
-                f"database {name} already exists on {target.server_label}; choose another name (to restore over "
-                "an existing database, register it as a datastore and restore --into that datastore)"
-            )
+            raise JobFailed(database_exists_message(name, target.server_label))
         try:
             # template0: a pristine database, so nothing added to template1 collides with the archive's objects.
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))

@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from backups.models import BackupArtifact
 from dr_console.formatting import iso
 from dr_console.history import PER_PAGE, Page, keyset_page
+from dr_console.jobs.notes import note_text
 from inventory.models import Datastore
 from restores.models import RestoreApproval, RestoreRun
 
@@ -107,18 +108,27 @@ def restore_run_decision_blocker(*, run: RestoreRun, user: User, approvals: list
 
 @dataclass(frozen=True)
 class TimelineEntry:
-    """One line of a run's history: a status change, or an approver's decision."""
+    """One line of a run's history: a step it went through, an approver's decision, or its safety backup."""
 
     at: datetime
     label: str
     actor: str = ""
     message: str = ""
-    status: str = ""  # the status the run entered; "" for a decision
+    status: str = ""  # the status the run entered (or the safety backup's); "" for a decision
     decision: str = ""  # "approved" or "rejected" for a decision
+    current: bool = False  # the step the run is in now: only it shows as in progress
+    backup_id: int | None = None  # the safety backup this line is about
+    backup_status: str = ""  # and its status, in words
+
+
+# Status changes a decision already says (with its approver and comment): not repeated as a step of their own.
+DECIDED_STATES = frozenset({Status.APPROVED, Status.REJECTED})
 
 
 def restore_run_timeline(run: RestoreRun, approvals: list[RestoreApproval]) -> list[TimelineEntry]:
-    """The request, every status change (RestoreRunEvent rows) and every decision, oldest first."""
+    """The request, every decision, every step the run went through (RestoreRunEvent rows) and its safety backup,
+    oldest first. Each thing appears once; a step the run has left shows as done, only the current one as in
+    progress."""
     requester = run.triggered_by.get_username() if run.triggered_by else run.trigger
     entries = [
         TimelineEntry(at=run.created_at, label=_("Requested"), actor=requester, status=Status.REQUESTED),
@@ -134,10 +144,30 @@ def restore_run_timeline(run: RestoreRun, approvals: list[RestoreApproval]) -> l
                 decision=approval.decision,
             )
         )
-    for event in run.events.all():
+    events = [event for event in run.events.all() if not (approvals and event.new_status in DECIDED_STATES)]
+    for index, event in enumerate(events):
         label = Status(event.new_status).label if event.new_status in Status.values else event.new_status
         entries.append(
-            TimelineEntry(at=event.created_at, label=str(label), message=event.message, status=event.new_status)
+            TimelineEntry(
+                at=event.created_at,
+                label=str(label),
+                message=note_text(event.note, event.message),
+                status=event.new_status,
+                current=index == len(events) - 1 and run.is_active,
+            )
+        )
+    safety = run.safety_backup
+    if safety is not None:
+        entries.append(
+            TimelineEntry(
+                at=safety.started_at or safety.created_at,
+                label=_("Safety backup"),
+                message=safety.error,
+                status=safety.status,
+                current=safety.status in BackupArtifact.ACTIVE,
+                backup_id=safety.pk,
+                backup_status=safety.get_status_display(),
+            )
         )
     return sorted(entries, key=lambda entry: entry.at)  # stable: equal times keep the order above
 

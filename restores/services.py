@@ -45,9 +45,11 @@ from dr_console.jobs import (
     job_transition,
     jobs_reap,
 )
+from dr_console.jobs.notes import Note
 from inventory.locks import target_lock_held
 from inventory.models import Datastore
 from inventory.services import DatastoreRefused, datastore_check_not_broker
+from restores import pg_restore
 from restores.errors import ApprovalRefused, RestoreRefused
 from restores.methods import RESTORE_METHODS
 from restores.models import RestoreApproval, RestoreRun
@@ -57,6 +59,36 @@ logger = logging.getLogger(__name__)
 Status = RestoreRun.Status
 TargetKind = RestoreRun.TargetKind
 DATABASE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
+
+
+def database_name_problem(name: str) -> str:
+    """Why `name` cannot be a new database's name, or "". The one wording of the rule, for the form and the CLI."""
+    if DATABASE_NAME_RE.match(name):
+        return ""
+    return _(
+        "%(name)s is not a valid database name: use letters, digits, _ $ and -, at most 63 characters, "
+        "starting with a letter or _"
+    ) % {"name": repr(name)}
+
+
+def _confirmation_problem(typed: str, datastore: Datastore) -> str:
+    """What to say when the typed confirmation of a protected target is missing, or does not match."""
+    values = {"datastore": datastore.name, "environment": datastore.environment.name, "typed": typed}
+    if not typed:
+        return (
+            _(
+                "%(datastore)s is in the protected environment %(environment)s: type its name to confirm "
+                "(--confirm %(datastore)s)"
+            )
+            % values
+        )
+    return (
+        _(
+            "the confirmation %(typed)r does not match: type %(datastore)s exactly (it is in the protected "
+            "environment %(environment)s)"
+        )
+        % values
+    )
 
 
 __all__ = ["ApprovalRefused", "RestoreRefused"]  # raised here, defined in restores.errors
@@ -123,13 +155,13 @@ def restore_run_request(
         target_datastore = artifact.datastore
     elif target_kind == TargetKind.NEW_DATABASE:
         target_datastore = target_datastore or artifact.datastore
-        if not DATABASE_NAME_RE.match(new_database_name):
+        if problem := database_name_problem(new_database_name):
+            raise RestoreRefused(problem, field="new_database_name")
+        # Checked again when the run creates it (another could take the name meanwhile); here it is said at once,
+        # not after an approval and a worker's turn.
+        if taken_on := pg_restore.database_exists(target_datastore.url_env, new_database_name):
             raise RestoreRefused(
-                _(
-                    "%(name)s is not a valid database name "
-                    "(letters, digits, _ $ -, at most 63 characters, not starting with a digit)"
-                )
-                % {"name": repr(new_database_name)}
+                pg_restore.database_exists_message(new_database_name, taken_on), field="new_database_name"
             )
     elif target_kind == TargetKind.DATASTORE:
         if target_datastore is None:
@@ -159,13 +191,7 @@ def restore_run_request(
     # the typed confirmation guard restores that overwrite a protected datastore.
     protected = environment.protected and target_kind != TargetKind.NEW_DATABASE
     if protected and confirm != target_datastore.name:
-        raise RestoreRefused(
-            _(
-                "%(datastore)s is in the protected environment %(environment)s: type its name to confirm "
-                "(--confirm %(datastore)s)"
-            )
-            % {"datastore": target_datastore.name, "environment": environment.name}
-        )
+        raise RestoreRefused(_confirmation_problem(confirm, target_datastore), field="confirm")
     target_key = f"datastore:{target_datastore.pk}"
     if target_kind == TargetKind.NEW_DATABASE:
         target_key += f":new:{new_database_name}"
@@ -281,7 +307,7 @@ def restore_run_approve(
                 RestoreRun,
                 pk=run.pk,
                 to=Status.APPROVED,
-                event_message=f"approved by {approver}",
+                event_note=Note("approved_by", {"who": approver.get_username()}),
                 fields={"approved_at": timezone.now()},
             )
             _queue(run.pk, enqueue=enqueue)
@@ -424,7 +450,7 @@ RESTORE_JOB = JobType(
     ),
     on_finished=_restore_finished,
     on_reaped=_restore_reaped,
-    claim_message=lambda: f"launched on {socket.gethostname()}",
+    claim_note=lambda: Note("launched_on", {"host": socket.gethostname()}),
 )
 
 

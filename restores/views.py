@@ -77,11 +77,26 @@ def run_list(request: HtmxRequest) -> HttpResponse:
 
 
 def _requested_message(run: RestoreRun) -> str:
+    """What the page shown after a request says about it, worded from the run's state when the page is drawn:
+    a run that already ended is not "queued"."""
+    values = {"id": run.pk, "count": run.required_approvals}
     if run.status == Status.AWAITING_APPROVAL:
-        return _(
-            "Restore #%(id)s requested. It waits for %(count)s approval(s) by someone else; approvers have been told."
-        ) % {"id": run.pk, "count": run.required_approvals}
-    return _("Restore #%(id)s requested and queued: it starts as soon as a worker is free.") % {"id": run.pk}
+        return (
+            _(
+                "Restore #%(id)s requested. It waits for %(count)s approval(s) by someone else; "
+                "approvers have been told."
+            )
+            % values
+        )
+    if run.is_finished:
+        return _("Restore #%(id)s requested; it has already ended: its status is below.") % values
+    if run.status in (Status.RUNNING, Status.VERIFYING):
+        return _("Restore #%(id)s requested; a worker is running it.") % values
+    return _("Restore #%(id)s requested and queued: it starts as soon as a worker is free.") % values
+
+
+def _requested_key(pk: int) -> str:
+    return f"restore-requested-{pk}"
 
 
 @require_http_methods(["GET", "POST"])
@@ -106,15 +121,17 @@ def run_create(request: HtmxRequest) -> HttpResponse:
                     **form.service_kwargs(),
                 )
             except services.RestoreRefused as exc:
-                form.add_error(None, str(exc))
+                form.add_error(exc.field if exc.field in form.fields else None, str(exc))
             except BrokerUnavailable as exc:
                 # The run exists, failed: the worker could not be told. Say so, and where to look.
                 form.add_error(None, _("The restore was recorded but not started: %(error)s") % {"error": exc})
             else:
-                messages.success(request, _requested_message(run))
+                # Said by the run's page, in the words of its state then (a flash written now could be false by then).
+                request.session[_requested_key(run.pk)] = True
                 return _redirect(request, reverse("restores:run_detail", args=[run.pk]))
-    elif request.htmx:
-        form = RestoreRequestForm(request.GET, artifact=artifact)  # a preview of the current choice
+    elif request.htmx or "target_kind" in request.GET:
+        # A preview of the current choice, or a link that chose the target (the operator still reviews it).
+        form = RestoreRequestForm(request.GET, artifact=artifact)
     else:
         form = RestoreRequestForm(artifact=artifact)
 
@@ -152,6 +169,7 @@ def run_detail(request: HtmxRequest, pk: int) -> HttpResponse:
         blocker=selectors.restore_run_decision_blocker(run=run, user=request.user, approvals=context["approvals"]),
         approve_form=ApproveForm(),
         reject_form=RejectForm(),
+        requested_notice=_requested_message(run) if request.session.pop(_requested_key(run.pk), False) else "",
     )
     return render(request, "restores/run_detail.html", context)
 

@@ -93,7 +93,8 @@ class JobEvent(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     old_status = models.CharField(max_length=24)
     new_status = models.CharField(max_length=24)
-    message = models.TextField(blank=True)
+    message = models.TextField(blank=True)  # English, as logs and exports read it
+    note = models.JSONField(default=dict, blank=True)  # {"code", "params"} of the console's own notes (jobs.notes)
 
     class Meta:
         abstract = True

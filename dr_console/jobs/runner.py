@@ -30,6 +30,7 @@ from dr_console.jobs import processes
 from dr_console.jobs.errors import JobFailed
 from dr_console.jobs.heartbeat import JobHeartbeat, JobStopped
 from dr_console.jobs.models import JobModel
+from dr_console.jobs.notes import Note
 from dr_console.jobs.transitions import (
     IllegalTransition,
     english_name,
@@ -76,7 +77,7 @@ class JobType:
     # Called by the reaper for a job whose worker died, once its processes are gone: drop what it created.
     on_reaped: Callable[[JobModel], None] = lambda job: None
     claim_fields: Callable[[], dict[str, Any]] = dict
-    claim_message: Callable[[], str] = lambda: f"started on {socket.gethostname()}"
+    claim_note: Callable[[], Note] = lambda: Note("started_on", {"host": socket.gethostname()})
 
     def label(self, pk: int) -> str:
         return f"{self.name} #{pk}"
@@ -143,7 +144,7 @@ def job_run(job_type: JobType, *, pk: int) -> None:
         to=job_type.running,
         label=label,
         fields={"started_at": timezone.now(), "process_host": processes.process_namespace(), **job_type.claim_fields()},
-        event_message=job_type.claim_message(),
+        event_note=job_type.claim_note(),
     ):
         return
     job = model._default_manager.get(pk=pk)
@@ -223,6 +224,12 @@ def job_cancel(job_type: JobType, *, pk: int, who: str) -> bool:
     """Cancel a waiting or running job. A running job's worker notices within JOB_HEARTBEAT_SECONDS, stops its tool
     (the process group) and cleans up. False when the job had already ended (a second click is harmless)."""
     try:
-        return job_transition(job_type.model, pk=pk, to=job_type.cancelled, error=f"cancelled by {who}")
+        return job_transition(
+            job_type.model,
+            pk=pk,
+            to=job_type.cancelled,
+            error=f"cancelled by {who}",
+            event_note=Note("cancelled_by", {"who": who}),
+        )
     except IllegalTransition:
         return False

@@ -16,6 +16,7 @@ from django.db import models, transaction
 from django.utils import timezone, translation
 
 from dr_console.jobs.models import JobModel
+from dr_console.jobs.notes import Note
 from dr_console.text import untrusted_data, untrusted_text
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def job_transition(
     to: str,
     error: str = "",
     event_message: str = "",
+    event_note: Note | None = None,
     fields: Mapping[str, Any] | None = None,
 ) -> bool:
     """Move job `pk` to status `to`, with `fields` saved in the same UPDATE.
@@ -51,6 +53,9 @@ def job_transition(
     2. Returns False when another process changed the status between our read and our write: the caller lost
        the race (e.g. a redelivered task meeting a job another worker already claimed).
     3. Otherwise records the change as an event row and returns True.
+
+    `event_note` is the console's own note on the change, shown in each reader's language (its English text is
+    the event's message unless `error` or `event_message` say otherwise).
     """
     current = model._default_manager.filter(pk=pk).values_list("status", "started_at").first()
     if current is None:
@@ -61,6 +66,8 @@ def job_transition(
     now = timezone.now()
     # Errors and fields quote tools and servers (stderr, key names, HTTP bodies): escaped once more here, so that a
     # NUL in one never makes the failure itself fail (PostgreSQL refuses it in text and jsonb).
+    if event_note is not None and not event_message:
+        event_message = event_note.english()
     error, event_message = untrusted_text(error, multiline=True), untrusted_text(event_message, multiline=True)
     changes: dict[str, Any] = {"status": to, **untrusted_data(dict(fields or {}))}
     if to in model.TERMINAL:
@@ -79,7 +86,8 @@ def job_transition(
             return False
         event_model: Any = cast(Any, model)._meta.get_field("events").related_model
         message = (error or event_message)[:2000]
-        event_model._default_manager.create(job_id=pk, old_status=old, new_status=to, message=message)
+        note = untrusted_data(event_note.as_json()) if event_note is not None else {}
+        event_model._default_manager.create(job_id=pk, old_status=old, new_status=to, message=message, note=note)
     logger.info("%s #%s: %s -> %s%s", english_name(model), pk, old, to, f" ({error})" if error else "")
     return True
 

@@ -70,7 +70,10 @@ def test_operator_backs_up_and_an_approver_approves_a_prod_restore(
     olga.get_by_role("link", name="Restore…").click()
     form_url = olga.url
     expect(olga.get_by_role("heading", level=1)).to_have_text(f"Restore backup #{backup_id} of prod-db")
-    expect(olga.get_by_label("Its own datastore (in place)")).to_be_checked()
+    # Nothing is chosen for the operator: "in place" is the most destructive target.
+    expect(olga.get_by_label("Its own datastore (in place)")).not_to_be_checked()
+    expect(olga.get_by_text("Choose where to restore into; this will then say what it overwrites.")).to_be_visible()
+    olga.get_by_label("Its own datastore (in place)").check()
     expect(olga.get_by_text("This replaces every table of prod-db (environment prod, protected)")).to_be_visible()
     olga.get_by_role("button", name="Request restore (needs approval)").click()
     expect(olga.get_by_text("This field is required.")).to_be_visible()

@@ -164,3 +164,21 @@ print("after")
     assert result.returncode == 0, result.stderr
     assert result.stdout == '{"ok": true}\nafter\n'
     assert result.stderr.splitlines() == ["print", "descriptor 1", "child"]
+
+
+def test_a_restore_into_a_database_name_that_exists_is_refused_at_once_on_the_command_line(
+    prod_backup: BackupArtifact, source_db: SourceDb
+) -> None:
+    """Refused when asked, not after an approval and a worker's turn: one line, a non-zero exit, no run."""
+    from restores.models import RestoreRun
+
+    args = ("restore", str(prod_backup.pk), "--new-database", source_db.name, "--as", "olga", "--reason", "check")
+    plain = manage(*args)
+    assert plain.returncode != 0
+    assert "Traceback" not in plain.stderr
+    lines = [line for line in plain.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"database {source_db.name} already exists on 127.0.0.1:5432" in lines[0]
+    as_json = manage(*args, "--json")
+    assert as_json.returncode != 0
+    assert "already exists" in json.dumps(one_document(as_json.stdout))
+    assert not RestoreRun.objects.exists()

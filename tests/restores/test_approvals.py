@@ -69,6 +69,9 @@ def request_in_place(backup: BackupArtifact, requester: Any, **kwargs: Any) -> R
 
 def test_protected_target_needs_the_typed_name(backup: BackupArtifact, operator: Any) -> None:
     with pytest.raises(RestoreRefused, match=r"prod-db is in the protected environment prod: type its name"):
+        request_in_place(backup, operator, confirm="")
+    # A wrong name is not a missing one: the message says what was typed did not match.
+    with pytest.raises(RestoreRefused, match=r"the confirmation 'prod' does not match: type prod-db exactly"):
         request_in_place(backup, operator, confirm="prod")
     assert not RestoreRun.objects.exists()
 

@@ -73,12 +73,29 @@ def test_in_place_restore_brings_back_the_dumped_state(backup: BackupArtifact, s
     assert table_fingerprints(source_db.url) == before
 
 
-def test_existing_database_name_is_refused_and_left_alone(backup: BackupArtifact, source_db: SourceDb) -> None:
+def test_existing_database_name_is_refused_at_request_time_and_left_alone(
+    backup: BackupArtifact, source_db: SourceDb
+) -> None:
     before = table_fingerprints(source_db.url)
-    run = restore(backup, target_kind=Kind.NEW_DATABASE, new_database_name=source_db.name)
-    assert run.status == Status.FAILED
-    assert f"database {source_db.name} already exists" in run.error
+    with pytest.raises(RestoreRefused, match=f"database {source_db.name} already exists on 127.0.0.1:5432"):
+        restore(backup, target_kind=Kind.NEW_DATABASE, new_database_name=source_db.name)
+    assert not RestoreRun.objects.exists()
     assert table_fingerprints(source_db.url) == before
+
+
+def test_a_database_created_after_the_request_is_still_refused_when_the_run_starts(
+    backup: BackupArtifact, source_db: SourceDb, new_database_name: str
+) -> None:
+    """Between the request (and its approval) and the run, someone else may take the name: the run checks again."""
+    from restores.services import restore_run_execute
+    from tests.support.postgres import create_database
+
+    run = request(backup, target_kind=Kind.NEW_DATABASE, new_database_name=new_database_name)
+    create_database(new_database_name)
+    restore_run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == Status.FAILED
+    assert f"database {new_database_name} already exists" in run.error
 
 
 def test_tampered_artifact_restores_nothing(backup: BackupArtifact, artifact_dir: Path, new_database_name: str) -> None:

@@ -160,11 +160,19 @@ def test_csrf_is_required(backup: BackupArtifact, operator: User, approver: User
 # --- the request form -----------------------------------------------------------------------------------------------
 
 
-def test_form_says_plainly_what_will_be_overwritten(client: Client, operator: User, backup: BackupArtifact) -> None:
+def test_form_preselects_no_target_and_says_plainly_what_the_chosen_one_overwrites(
+    client: Client, operator: User, backup: BackupArtifact
+) -> None:
     response = logged_in(client, operator).get(create_url(backup))
     assert response.status_code == 200
     assertTemplateUsed(response, "restores/run_create.html")
     text = response.content.decode()
+    # Nothing chosen for the operator: "in place" is the most destructive target.
+    assert " checked" not in text.split('name="target_kind"', 1)[1].split("</fieldset>", 1)[0]
+    assert "Choose where to restore into; this will then say what it overwrites." in text
+    response = client.post(create_url(backup), {"reason": "bad migration", "jobs": 2})
+    assert "Choose where to restore into." in response.content.decode()
+    text = client.get(create_url(backup) + "&target_kind=in_place").content.decode()
     assert (
         f"This replaces every table of prod-db (environment prod, protected) with the content of backup #{backup.pk}"
         in text
@@ -227,7 +235,10 @@ def test_missing_typed_confirmation_is_a_form_error_and_creates_nothing(
 ) -> None:
     response = logged_in(client, operator).post(create_url(backup), form_data(confirm="prod"))
     assert response.status_code == 200
-    assert "Type prod-db exactly: it is in the protected environment prod." in response.content.decode()
+    # A wrong name is told apart from a missing one.
+    assert "“prod” does not match: type prod-db exactly (it is in the protected environment prod)." in (
+        response.content.decode()
+    )
     response = client.post(create_url(backup), form_data(confirm="", reason=" "))
     text = response.content.decode()
     assert "Type prod-db exactly" in text and "This field is required." in text
@@ -617,7 +628,7 @@ def test_the_form_of_a_redis_backup_offers_redis_targets_replace_and_a_key_patte
 ) -> None:
     other = DatastoreFactory(name="staging-queue", kind=Datastore.Kind.REDIS)
 
-    response = logged_in(client, operator).get(create_url(redis_backup))
+    response = logged_in(client, operator).get(create_url(redis_backup) + "&target_kind=in_place")
 
     page = response.content.decode()
     form = response.context["form"]
