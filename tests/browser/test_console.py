@@ -185,6 +185,7 @@ def test_spanish_pages_follow_the_browser_and_the_switcher_changes_them(
     expect(page.get_by_role("heading", level=1)).to_have_text(
         f"Restaurar la copia de seguridad #{history.prod_db_backup.pk} de prod-db"
     )
+    page.locator("#id_target_kind_0").check()  # in place: the operator chooses it
     page.get_by_label("Motivo").fill("Un proceso erróneo vació la tabla chunks; volver a la copia de anoche")
     page.get_by_label("Escriba prod-db para confirmar").fill("prod-db")
     expect(page.get_by_role("button", name="Solicitar restauración (requiere aprobación)")).to_be_visible()
