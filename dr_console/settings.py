@@ -335,8 +335,17 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     # A key name or a tool's output in a log line is escaped: it cannot forge a line or reach the terminal raw.
-    "filters": {"untrusted_text": {"()": "dr_console.text.UntrustedTextFilter"}},
+    "filters": {
+        "untrusted_text": {"()": "dr_console.text.UntrustedTextFilter"},
+        "refusal": {"()": "dr_console.log.RefusalFilter"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["untrusted_text"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Django's own "django" logger also prints to the console when DEBUG is on: with the root's handler that
+        # was every line (and traceback) twice. One handler, ours.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.request": {"handlers": ["console"], "filters": ["refusal"], "propagate": False},
+    },
 }

@@ -208,7 +208,12 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
             errors.append(f"{where}.rto_minutes: must be 1 to {MAX_RTO_MINUTES} minutes, got {rto_minutes}")
         else:
             store.rto_target = timedelta(minutes=rto_minutes)
-        _validate(where, store, errors, exclude=["environment"], keys=DATASTORE_FIELD_KEYS)
+        exclude = ["environment"]
+        if "kind" in values and values["kind"] not in Datastore.Kind.values:
+            valid = ", ".join(Datastore.Kind.values)
+            errors.append(f"{where}.kind: unknown kind {values['kind']!r}; valid kinds: {valid}")
+            exclude.append("kind")  # said once, above; the checks that need a kind skip this datastore
+        _validate(where, store, errors, exclude=exclude, keys=DATASTORE_FIELD_KEYS)
         if store.kind == Datastore.Kind.REDIS and store.url_env:
             try:
                 datastore_check_not_broker(store)
@@ -272,6 +277,8 @@ def _check_link(
             return
         store, store_env = existing, existing.environment.name
     kind = ENVIRONMENT_DATASTORE_KEYS[key]
+    if store.kind not in Datastore.Kind.values:  # its unknown kind is reported where the datastore is
+        return
     if store.kind != kind:
         errors.append(f"{where}: {store_name} is a {store.kind} datastore, not {kind}")
     elif store_env != env_name:

@@ -22,3 +22,9 @@ def test_times_are_shown_in_the_browsers_timezone(client: Client) -> None:
     assert local in html and local != utc_hour
     client.cookies["tz"] = "Not/AZone"  # garbage falls back to the server's zone
     assert client.get(f"/backups/{artifact.pk}/").status_code == 200
+
+
+def test_favicon_ico_answers_for_the_admin_and_everyone(client: Client) -> None:
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200 and response["Content-Type"] == "image/svg+xml"
+    assert b"<svg" in response.content

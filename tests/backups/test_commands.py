@@ -180,7 +180,7 @@ def test_loadconfig_links_the_application_datastores_of_an_environment(
         ),
         (
             '[environments.prod]\n[[datastores]]\nname = "x"\nenvironment = "prod"\nkind = "mysql"\nurl_env = "X"\n',
-            "datastores[0] (x).kind: Value 'mysql' is not a valid choice.",
+            "datastores[0] (x).kind: unknown kind 'mysql'; valid kinds: postgres, redis",
         ),
         (
             '[environments.prod]\n[[datastores]]\nname = "x"\nenvironment = "prod"\nkind = "postgres"\n'
@@ -220,6 +220,20 @@ def test_loadconfig_errors_name_the_problem_and_apply_nothing(
         call_command("loadconfig", str(config))
     assert error in capsys.readouterr().err
     assert not Environment.objects.exists() and not Datastore.objects.exists()
+
+
+def test_an_unknown_kind_lists_the_valid_ones_once_with_no_knock_on_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "typo.toml"
+    config.write_text(
+        '[environments.staging]\nredis_datastore = "queue"\n'
+        '[[datastores]]\nname = "queue"\nenvironment = "staging"\nkind = "reddis"\nurl_env = "QUEUE_URL"\n'
+    )
+    with pytest.raises(CommandError, match="1 error"):
+        call_command("loadconfig", str(config))
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: datastores[0] (queue).kind: unknown kind 'reddis'; valid kinds: postgres, redis"]
 
 
 def test_loadconfig_missing_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

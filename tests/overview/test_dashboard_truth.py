@@ -197,3 +197,14 @@ def test_the_datastore_page_backs_up_now(operator: Client, viewer: Client) -> No
     assert response.redirect_chain[-1][0] == detail_url
     backup = BackupArtifact.objects.get(datastore=datastore)
     assert f"Backup #{backup.pk} of prod-db queued." in response.content.decode()
+
+
+def test_a_backup_that_failed_before_pg_dump_ran_does_not_say_what_pg_dump_wrote(viewer: Client) -> None:
+    failed = BackupArtifactFactory(datastore=DatastoreFactory(name="staging-db"), failed=True, error=UNSET)
+    page = page_of(viewer, reverse("backups:artifact_detail", args=[failed.pk]))
+    assert "pg_dump wrote nothing" not in page
+    assert "the backup ended before pg_dump wrote any" in page
+    ok = BackupArtifactFactory(datastore=failed.datastore, succeeded=True)
+    assert "pg_dump wrote nothing to its error output." in page_of(
+        viewer, reverse("backups:artifact_detail", args=[ok.pk])
+    )
