@@ -16,20 +16,22 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
-# pg_dump/pg_restore, initdb (the tests' password-checking server) and gettext (translations) come from Debian.
+# What running needs from Debian: pg_dump/pg_restore (postgresql-client). The translations are compiled (.mo
+# files are committed), so gettext is not needed to run.
 system-deps:
-	@if ! command -v pg_dump >/dev/null || ! command -v pg_restore >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v msgfmt >/dev/null; then \
-		echo "installing system packages (apt-get install postgresql-client postgresql gettext)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-client postgresql gettext >/dev/null; \
+	@if ! command -v pg_dump >/dev/null || ! command -v pg_restore >/dev/null; then \
+		echo "installing system packages (apt-get install postgresql-client)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-client >/dev/null; \
 	fi
 
 # What only the tests need, so `make run` does not install it: Chromium from Debian for the browser tests
-# (Playwright drives it; `playwright install` cannot download a browser here), and the redis-server binary for the
-# test that stops a private Redis under the sample application.
+# (Playwright drives it; `playwright install` cannot download a browser here), the redis-server binary for the
+# test that stops a private Redis under the sample application, the PostgreSQL server's initdb (the tests'
+# password-checking private cluster) and gettext (the test that checks the Spanish catalogue is complete).
 test-deps:
-	@if [ ! -x /usr/bin/chromium ] || ! command -v redis-server >/dev/null; then \
-		echo "installing test packages (apt-get install chromium redis-server)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core redis-server >/dev/null; \
+	@if [ ! -x /usr/bin/chromium ] || ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v msgfmt >/dev/null; then \
+		echo "installing test packages (apt-get install chromium redis-server postgresql gettext)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core redis-server postgresql gettext >/dev/null; \
 	fi
 
 install: $(STAMP) system-deps

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from typing import Any, NoReturn, TextIO
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import OperationalError, models
@@ -92,6 +93,16 @@ class JobCommand(OneLineCommand):
             metavar="SECONDS",
             help="With --wait: give up waiting after this long (the job goes on).",
         )
+        parser.add_argument(
+            "--pickup-timeout",
+            type=float,
+            default=settings.CLI_WAIT_PICKUP_SECONDS,
+            metavar="SECONDS",
+            help=(
+                "With --wait: give up when no worker has taken the job after this long (default "
+                f"{settings.CLI_WAIT_PICKUP_SECONDS:g} s, CLI_WAIT_PICKUP_SECONDS); the job stays queued."
+            ),
+        )
 
     def execute(self, *args: Any, **options: Any) -> Any:
         # Job progress is logged for workers; on the command line the command's own lines say it all.
@@ -140,7 +151,7 @@ class JobCommand(OneLineCommand):
             raise CommandError(failure)
 
     def warn_if_no_worker(self, options: dict[str, Any]) -> None:
-        """A job waits in the queue until a worker takes it; say so instead of hanging silently."""
+        """A job waits in the queue until a worker takes it; say so first, instead of hanging silently."""
         if options["inline"]:
             return
         from dr_console.celery import app
@@ -151,7 +162,7 @@ class JobCommand(OneLineCommand):
             return  # some transports (the embedded filesystem broker) cannot broadcast: nothing to tell
         if not replies:
             self.stderr.write(
-                "warning: no Celery worker answered a ping; the job waits in the queue until one starts "
+                f"no Celery worker answered: the {self.job_noun} waits in the queue until one starts "
                 "(`make run` starts one, or run `celery -A dr_console worker`)"
             )
 
@@ -192,6 +203,8 @@ class JobCommand(OneLineCommand):
     ) -> Any:
         """Poll the job row until `done(row)`. Progress goes to stderr so --json output stays clean."""
         deadline = None if options["timeout"] is None else time.monotonic() + options["timeout"]
+        pickup = options.get("pickup_timeout", settings.CLI_WAIT_PICKUP_SECONDS)
+        pickup_deadline: float | None = None
         last = ""
         try:
             while True:
@@ -205,6 +218,17 @@ class JobCommand(OneLineCommand):
                 if deadline is not None and time.monotonic() > deadline:
                     raise CommandError(
                         f"{state}: still not finished after {options['timeout']:g} s; the {self.job_noun} goes on",
+                        returncode=3,
+                    )
+                # Waiting for a worker is not waiting for the job: with none running it would be forever.
+                if getattr(row, "status", None) not in getattr(type(row), "QUEUED_STATES", ()):
+                    pickup_deadline = None
+                elif pickup_deadline is None:
+                    pickup_deadline = time.monotonic() + pickup
+                elif time.monotonic() > pickup_deadline:
+                    raise CommandError(
+                        f"no worker took the {self.job_noun} within {pickup:g} s: {state}; it "
+                        "stays queued and runs when a worker starts (`make run`, or `celery -A dr_console worker`)",
                         returncode=3,
                     )
                 time.sleep(0.5)

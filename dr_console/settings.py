@@ -193,6 +193,8 @@ RESTORE_JOBS = env_int("RESTORE_JOBS", default=2)
 JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", default=15)
 # A scheduled fire time with no firing this long after it is shown as missed (beat down, or workers all busy).
 SCHEDULE_MISSED_AFTER_SECONDS = env_int("SCHEDULE_MISSED_AFTER_SECONDS", default=600)
+# `manage.py backup --wait` (and the other job commands) give up when no worker took the job this long.
+CLI_WAIT_PICKUP_SECONDS = env_int("CLI_WAIT_PICKUP_SECONDS", default=60)
 # Datastore health checks (backups/health.py): how often every datastore is checked, how long one connection
 # attempt may take, and how many datastores are checked at once.
 DATASTORE_HEALTH_CHECK_SECONDS = env_int("DATASTORE_HEALTH_CHECK_SECONDS", default=300)
@@ -236,7 +238,10 @@ ALERT_EMAILS = env.list("ALERT_EMAILS", default=[])
 
 # Celery. The broker must never be the Redis the console protects (backups.services refuses such a datastore).
 # CELERY_BROKER_URL=embedded selects kombu's filesystem transport under var/broker, for a laptop with no Redis.
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+# Database 11, not 0: 0 is where most applications (and redis-cli) put their keys, and a broker sharing it with
+# the application it protects would lose its jobs with it (and datastore_check_not_broker refuses a Redis datastore
+# that is the broker). The test suite keeps 13-15 for itself.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/11")
 _longest_job = max(BACKUP_TIME_LIMIT, RESTORE_TIME_LIMIT)
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
     # Redis redelivers unacknowledged tasks after this; keep it above the longest job so a long dump is not

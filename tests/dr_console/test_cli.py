@@ -182,3 +182,20 @@ def test_a_restore_into_a_database_name_that_exists_is_refused_at_once_on_the_co
     assert as_json.returncode != 0
     assert "already exists" in json.dumps(one_document(as_json.stdout))
     assert not RestoreRun.objects.exists()
+
+
+def test_backup_wait_with_no_worker_says_so_first_and_gives_up(source_db: SourceDb) -> None:
+    """It used to wait forever. The first line says no worker answered; after the pickup timeout the command
+    ends (exit 3) and the backup stays queued for when a worker starts."""
+    DatastoreFactory(name="lonely-db", url_env=source_db.url_env)
+    plain = manage("backup", "lonely-db", "--wait", "--pickup-timeout", "2")
+    assert plain.returncode == 3, plain.stderr
+    lines = [line for line in plain.stderr.splitlines() if line.strip()]
+    assert lines[0].startswith("no Celery worker answered: the backup waits in the queue")
+    assert "no worker took the backup within 2 s" in lines[-1] and "stays queued" in lines[-1]
+    assert "Traceback" not in plain.stderr
+    DatastoreFactory(name="other-db", url_env=source_db.url_env)
+    as_json = manage("backup", "other-db", "--wait", "--pickup-timeout", "1", "--json")
+    assert as_json.returncode == 3
+    assert "no worker took the backup within 1 s" in one_document(as_json.stdout)["error"]
+    assert set(BackupArtifact.objects.values_list("status", flat=True)) == {BackupArtifact.Status.PENDING}
