@@ -171,6 +171,16 @@ def objective_chart(chart: ObjectiveChart | None, datastore: Datastore) -> SafeS
         '<polyline class="chart-line" points="{}"/>',
         ((band.polyline,) for band in (chart.size, chart.duration) if len(band.points) > 1),
     )
+    # Every day's value is a marker too: a line needs two points, and one backup must still show.
+    markers = format_html_join(
+        "",
+        '<circle class="chart-point" cx="{}" cy="{}" r="2.5"><title>{}: {}</title></circle>',
+        (
+            (f"{p.x:.1f}", f"{p.y:.1f}", day(p.day), text(p.value))
+            for band, text in ((chart.size, filesizeformat), (chart.duration, duration_short))
+            for p in band.points
+        ),
+    )
     target_line = (
         format_html(
             '<line class="chart-target" x1="{}" x2="{}" y1="{}" y2="{}"><title>{}</title></line>',
@@ -220,7 +230,7 @@ def objective_chart(chart: ObjectiveChart | None, datastore: Datastore) -> SafeS
         '<figure class="objective-chart" id="objective-chart-{pk}">'
         '<svg role="img" aria-labelledby="chart-title-{pk} chart-desc-{pk}" viewBox="0 0 {w} {h}" width="{w}" '
         'height="{h}"><title id="chart-title-{pk}">{title}</title><desc id="chart-desc-{pk}">{description}</desc>'
-        "{labels}{lines}{target_line}{rto_dots}</svg>"
+        "{labels}{lines}{markers}{target_line}{rto_dots}</svg>"
         '<details><summary>{numbers}</summary><table class="compact"><caption class="visually-hidden">{caption}'
         '</caption><thead><tr><th scope="col">{h_day}</th><th scope="col">{h_size}</th><th scope="col">{h_duration}'
         '</th><th scope="col">{h_rto}</th></tr></thead><tbody>{rows}</tbody></table></details></figure>',
@@ -231,6 +241,7 @@ def objective_chart(chart: ObjectiveChart | None, datastore: Datastore) -> SafeS
         description=description,
         labels=labels,
         lines=lines,
+        markers=markers,
         target_line=target_line,
         rto_dots=rto_dots,
         numbers=_("Numbers"),

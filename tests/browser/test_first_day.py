@@ -93,3 +93,19 @@ def test_first_day_a_datastore_without_its_variable_shows_at_the_top_within_seco
     expect(page.locator("#health")).to_contain_text("NEWCO_DATABASE_URL")
     expect(page.locator("#health").get_by_role("heading", level=2)).to_have_text(words["health"])
     screenshots.take(page, "datastore-first-day", language=language)
+
+
+@pytest.mark.parametrize("language", ["en", "es"])
+def test_the_header_fits_one_row_at_1280_px_and_the_chart_labels_are_readable(console: Console, language: str) -> None:
+    page = console.session(locale="es-ES" if language == "es" else "en-US")
+    page.goto("/")
+    console.log_in(page, "olga", language=language)
+    middles = page.evaluate(
+        "['.topbar .brand', '.topbar nav a:last-child', '.topbar .session']"
+        ".map(s => { const r = document.querySelector(s).getBoundingClientRect(); return (r.top + r.bottom) / 2; })"
+    )
+    assert max(middles) - min(middles) < 10, f"the header wraps at 1280 px: {middles}"
+    page.goto("/datastores/prod-db/")
+    label = page.locator("#chart .chart-label").first
+    size = float(label.evaluate("e => parseFloat(getComputedStyle(e).fontSize) * e.getScreenCTM().a"))
+    assert size >= 11, f"chart labels are {size:.1f} px"

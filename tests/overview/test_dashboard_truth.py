@@ -208,3 +208,12 @@ def test_a_backup_that_failed_before_pg_dump_ran_does_not_say_what_pg_dump_wrote
     assert "pg_dump wrote nothing to its error output." in page_of(
         viewer, reverse("backups:artifact_detail", args=[ok.pk])
     )
+
+
+def test_a_chart_with_one_backup_draws_it(viewer: Client) -> None:
+    """A line needs two points: with one backup the chart showed only its labels, while Numbers listed it."""
+    datastore = DatastoreFactory(name="prod-db")
+    verified(datastore, hours=1)
+    chart = page_of(viewer, reverse("overview:datastore_chart", args=[datastore.pk]))
+    assert "<polyline" not in chart
+    assert chart.count('class="chart-point"') == 2  # its size and its duration
