@@ -27,7 +27,7 @@ WORDS = {
         "first_due": "First backup due",
     },
     "es": {
-        "back_up": "Copiar ahora",
+        "back_up": "Respaldar ahora",
         "attention": "Necesita atención",
         "failed": re.compile(
             r"El último intento de copia #\d+ falló .*: environment variable NEWCO_DATABASE_URL is not set"
