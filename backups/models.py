@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -128,6 +128,12 @@ class BackupArtifact(JobModel):
                 name="backupartifact_checked_idx",
             ),
         ]
+
+    @property
+    def taken_at(self) -> datetime:
+        """When the backup's data was read: pg_dump's snapshot (or the Redis scan) starts as the job starts. Until
+        it starts, when it was asked for. The one time every page shows for "taken"."""
+        return self.started_at or self.created_at
 
     def __str__(self) -> str:
         return f"backup #{self.pk} of {self.datastore_id and self.datastore.name}"

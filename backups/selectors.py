@@ -57,7 +57,7 @@ class RpoState(StrEnum):
 
 def backup_artifact_recovery_point(artifact: BackupArtifact) -> datetime:
     """When the data in the backup was read: pg_dump's snapshot is taken as the job starts."""
-    return artifact.started_at or artifact.created_at
+    return artifact.taken_at
 
 
 def rpo_state(*, age: timedelta | None, target: timedelta, known_for: timedelta) -> RpoState:

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""Backups list, dashboard and /metrics server time with 100,000 artifacts (and a drill per 20 of them): first
-page, a deep page, filtered pages, the dashboard with its 30-day charts, a Prometheus scrape. Median and p95.
+"""Backups list, dashboard and /metrics server time with 100,000 artifacts (and a drill per 20 of them) over 20
+datastores, or any other scale: first page, a deep page, filtered pages, the dashboard (whole, one environment,
+what needs attention), a datastore page, a Prometheus scrape. Median and p95.
 
 Runs the real view in-process (Django's test client: URL routing, middleware, queries, template rendering; no
 network), against its own PostgreSQL database `drc_bench_pages`, which it creates, fills and drops.
 
     .venv/bin/python bench/pages.py --artifacts 100000 --repeat 40
+    .venv/bin/python bench/pages.py --datastores 500 --artifacts 1000000 --repeat 40
 
 Target (issue 4): p95 under 100 ms on this machine. This is a script, not a test.
 """
@@ -13,9 +15,7 @@ Target (issue 4): p95 under 100 ms on this machine. This is a script, not a test
 from __future__ import annotations
 
 import argparse
-import random
 import time
-from datetime import timedelta
 
 from harness.core import parser
 from harness.inprocess import django_database, logged_in_client, plain_static_files
@@ -28,10 +28,12 @@ METRICS_TOKEN = "bench-token"
 def main() -> None:
     cli = parser(__doc__)
     cli.add_argument("--artifacts", type=int, default=100_000)
+    cli.add_argument("--datastores", type=int, default=20)
     cli.add_argument("--repeat", type=int, default=40)
+    cli.add_argument("--db", default=DB, help=f"the bench's own database (default {DB}), created and dropped")
     args = cli.parse_args()
     with django_database(
-        DB,
+        args.db,
         DJANGO_SECURE_SSL_REDIRECT="False",
         DJANGO_ALLOWED_HOSTS="testserver",
         METRICS_BEARER_TOKEN=METRICS_TOKEN,
@@ -39,72 +41,70 @@ def main() -> None:
         run(args)
 
 
-def fill(count: int) -> tuple[list, list, int]:
-    """`count` artifacts over 20 datastores in 3 environments, a drill for every 20 of them."""
+def fill(count: int, datastore_count: int) -> tuple[list, list, int]:
+    """`count` artifacts over `datastore_count` datastores in 3 environments (plus one per 50 datastores beyond
+    100), a drill for every 20 backups. The artifacts and drills are written by PostgreSQL itself
+    (generate_series): a million rows in seconds, where the ORM takes minutes. A tenth of the datastores end in a
+    failed backup, so the dashboard has problems to put first."""
+    from django.db import connection
     from django.utils import timezone
 
-    from backups.models import BackupArtifact
-    from drills.models import DrillRun
     from inventory.models import Datastore, Environment
 
-    envs = [Environment.objects.create(name=name, protected=name == "prod") for name in ("prod", "staging", "dev")]
-    stores = [
-        Datastore.objects.create(environment=envs[i % 3], name=f"db-{i}", kind="postgres", url_env=f"DB{i}_URL")
-        for i in range(20)
-    ]
-    rng = random.Random(7)
+    names = ["prod", "staging", "dev", *(f"team-{i}" for i in range(max(0, datastore_count - 100) // 50))]
+    envs = [Environment.objects.create(name=name, protected=name == "prod") for name in names]
+    stores = Datastore.objects.bulk_create(
+        Datastore(environment=envs[i % len(envs)], name=f"db-{i}", kind="postgres", url_env=f"DB{i}_URL")
+        for i in range(datastore_count)
+    )
+    ids = [store.pk for store in stores]
     now = timezone.now()
-    batch: list[BackupArtifact] = []
-    statuses = ["succeeded"] * 90 + ["failed"] * 9 + ["running"]
-    seen_active: set[int] = set()
-    for i in range(count):
-        store = stores[i % 20]
-        status = rng.choice(statuses)
-        if status == "running" and store.pk in seen_active:  # one active backup per datastore (constraint)
-            status = "succeeded"
-        if status == "running":
-            seen_active.add(store.pk)
-        created = now - timedelta(minutes=(count - i) * 10)
-        batch.append(
-            BackupArtifact(
-                datastore=store,
-                status=status,
-                created_at=created,
-                started_at=created,
-                finished_at=None if status == "running" else created + timedelta(minutes=3),
-                duration=None if status == "running" else timedelta(minutes=3),
-                size_bytes=rng.randint(10**6, 10**10),
-                sha256=f"{i:064x}",
-                storage_key=f"k/{i}.dump",
-                verification=rng.choice(["verified", "verified", "unverified", "corrupt"]),
-                row_counts={"public.documents": rng.randint(0, 10**6)},
-                trigger="schedule",
-            )
+    with connection.cursor() as cursor:
+        # Artifact i belongs to datastore i % N, taken (count - i) * 10 minutes ago; 1 in 11 failed, a quarter
+        # corrupt or unverified; the newest of every tenth datastore failed; one running per datastore at most.
+        cursor.execute(
+            """
+            INSERT INTO backups_backupartifact (
+                created_at, started_at, finished_at, duration, error, stderr_tail, trigger, task_id, process_host,
+                cleanup_pending, datastore_id, status, verification, verification_error, format, bytes_done,
+                size_bytes, sha256, storage_key, tool_version, server_version, row_counts, pin_reason)
+            SELECT t, t, t + interval '3 minutes', interval '3 minutes',
+                   CASE WHEN st = 'failed' THEN 'pg_dump exited with status 1' ELSE '' END, '', 'schedule', '', '',
+                   false, ids[1 + i % n], st,
+                   CASE WHEN st <> 'succeeded' THEN 'unverified'
+                        WHEN i % 4 = 0 THEN 'corrupt' WHEN i % 4 = 1 THEN 'unverified' ELSE 'verified' END,
+                   '', 'pg_custom', 0, 1000000 + (i * 7919) % 1000000000, lpad(to_hex(i), 64, '0'),
+                   'k/' || i || '.dump', 'pg_dump (PostgreSQL) 15', 'PostgreSQL 15',
+                   jsonb_build_object('public.documents', i % 1000000), ''
+            FROM (
+                SELECT i, %(now)s::timestamptz - (%(count)s - i) * interval '10 minutes' AS t,
+                       CASE WHEN i >= %(count)s - n AND (i % n) % 10 = 0 THEN 'failed'
+                            WHEN i % 11 = 0 THEN 'failed' ELSE 'succeeded' END AS st,
+                       %(ids)s::bigint[] AS ids, %(n)s AS n
+                FROM generate_series(0, %(count)s - 1) AS i
+            ) AS rows
+            """,
+            {"now": now, "count": count, "ids": ids, "n": len(ids)},
         )
-        if len(batch) == 5000:
-            BackupArtifact.objects.bulk_create(batch)
-            batch = []
-    BackupArtifact.objects.bulk_create(batch)
-    drills = []
-    for i in range(0, count, 20):  # a drill for every 20 backups, a tenth of them failed
-        created = now - timedelta(minutes=(count - i) * 10 - 5)
-        failed = rng.random() < 0.1
-        drills.append(
-            DrillRun(
-                datastore=stores[(i // 20) % 20],
-                status="failed" if failed else "succeeded",
-                server_url_env="X",
-                created_at=created,
-                started_at=created,
-                finished_at=created + timedelta(minutes=8),
-                duration=timedelta(minutes=8),
-                rto=timedelta(seconds=rng.randint(60, 900)),
-                scratch_database=f"dr_drill_{i}",
-                scratch_dropped=True,
-            )
+        cursor.execute(
+            """
+            INSERT INTO drills_drillrun (
+                created_at, started_at, finished_at, duration, rto, error, stderr_tail, trigger, task_id,
+                process_host, cleanup_pending, datastore_id, status, server_url_env, scratch_database,
+                scratch_dropped, checks)
+            SELECT t, t, t + interval '8 minutes', interval '8 minutes', (60 + i % 840) * interval '1 second',
+                   '', '', 'schedule', '', '', false, ids[1 + (i / 20) % n],
+                   CASE WHEN i % 200 = 0 THEN 'failed' ELSE 'succeeded' END, 'X', 'dr_drill_' || i, true, '[]'
+            FROM (
+                SELECT i, %(now)s::timestamptz - ((%(count)s - i) * 10 - 5) * interval '1 minute' AS t,
+                       %(ids)s::bigint[] AS ids, %(n)s AS n
+                FROM generate_series(0, %(count)s - 1, 20) AS i
+            ) AS rows
+            """,
+            {"now": now, "count": count, "ids": ids, "n": len(ids)},
         )
-    DrillRun.objects.bulk_create(drills, batch_size=5000)
-    return envs, stores, len(drills)
+        drills = cursor.rowcount
+    return envs, stores, drills
 
 
 def run(args: argparse.Namespace) -> None:
@@ -114,11 +114,11 @@ def run(args: argparse.Namespace) -> None:
     from dr_console.history import page_cursor
 
     started = time.perf_counter()
-    envs, stores, drills = fill(args.artifacts)
+    envs, stores, drills = fill(args.artifacts, args.datastores)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     print(
-        f"{args.artifacts:,} artifacts and {drills:,} drills in 20 datastores created in "
+        f"{args.artifacts:,} artifacts and {drills:,} drills in {len(stores)} datastores created in "
         f"{time.perf_counter() - started:.1f} s"
     )
 
@@ -132,7 +132,10 @@ def run(args: argparse.Namespace) -> None:
         "filtered: datastore + succeeded": f"/backups/?datastore={store.pk}&status=succeeded",
         "filtered: environment + corrupt": f"/backups/?environment={envs[1].pk}&verification=corrupt",
         "filtered, htmx rows partial": f"/backups/?datastore={store.pk}&status=failed",
-        "dashboard (with 30-day charts)": "/",
+        "dashboard": "/",
+        "dashboard: one environment listed": f"/?environment={envs[1].name}",
+        "dashboard: needing attention": "/?state=attention",
+        "datastore page (with its chart)": f"/datastores/{store.name}/",
         "metrics (Prometheus scrape)": "/metrics",
     }
     print(f"server time per request, {args.repeat} requests each (after 3 warm-ups):")

@@ -75,20 +75,49 @@ def artifact_row(artifact: BackupArtifact) -> SafeString:
         if artifact.status == BackupArtifact.Status.SUCCEEDED
         else mark_safe('<span class="muted">–</span>')
     )
+    # On a phone the table stacks (table.stack): each cell then carries its label, and nothing scrolls sideways.
+    labels = _artifact_cell_labels()
     return format_html(
-        '<tr id="artifact-row-{}"{}><td><a href="{}">#{}</a></td><td class="nowrap">{}</td>'
-        '<td class="optional">{}</td><td>{}</td><td>{}</td><td>{}</td><td class="optional nowrap">{}</td>'
-        '<td class="optional nowrap">{}</td><td class="optional">{}</td></tr>',
+        '<tr id="artifact-row-{}"{}><th scope="row"><a href="{}">#{}</a></th>'
+        '<td class="nowrap"><span class="cell-label">{}</span>{}</td>'
+        '<td class="optional"><span class="cell-label">{}</span>{}</td>'
+        '<td><span class="cell-label">{}</span>{}</td><td><span class="cell-label">{}</span>{}</td>'
+        '<td><span class="cell-label">{}</span>{}</td>'
+        '<td class="optional nowrap"><span class="cell-label">{}</span>{}</td>'
+        '<td class="optional nowrap"><span class="cell-label">{}</span>{}</td>'
+        '<td class="optional"><span class="cell-label">{}</span>{}</td></tr>',
         pk,
         polling,
         reverse("backups:artifact_detail", args=[pk]),
         pk,
+        labels[0],
         artifact.datastore.name,
+        labels[1],
         artifact.datastore.environment.name,
+        labels[2],
         status,
+        labels[3],
         verification,
-        timesince_exact(artifact.started_at or artifact.created_at),
+        labels[4],
+        timesince_exact(artifact.taken_at),
+        labels[5],
         filesizeformat(artifact.size_bytes) if artifact.size_bytes is not None else "",
+        labels[6],
         duration_short(artifact.duration) if artifact.duration else "",
+        labels[7],
         artifact.triggered_by.get_username() if artifact.triggered_by else artifact.trigger,
+    )
+
+
+def _artifact_cell_labels() -> tuple[str, ...]:
+    """The column headers of the backups list (templates/backups/partials/artifact_results.html), in order."""
+    return (
+        _("Datastore"),
+        _("Environment"),
+        _("Status"),
+        _("Verification"),
+        _("Started"),
+        _("Size"),
+        _("Duration"),
+        _("Triggered by"),
     )

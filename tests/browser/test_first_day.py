@@ -109,3 +109,16 @@ def test_the_header_fits_one_row_at_1280_px_and_the_chart_labels_are_readable(co
     label = page.locator("#chart .chart-label").first
     size = float(label.evaluate("e => parseFloat(getComputedStyle(e).fontSize) * e.getScreenCTM().a"))
     assert size >= 11, f"chart labels are {size:.1f} px"
+
+
+def test_the_backups_list_reads_on_a_phone_without_scrolling_sideways(console: Console) -> None:
+    from tests.browser.conftest import PHONE
+
+    page = console.session(viewport=PHONE)
+    page.goto("/backups/")
+    console.log_in(page, "olga")
+    wrap = page.locator(".table-wrap").first
+    assert wrap.evaluate("e => e.scrollWidth <= e.clientWidth"), "the backups table scrolls sideways on a phone"
+    row = page.locator("tbody tr").first
+    expect(row.get_by_text("Size", exact=True)).to_be_visible()
+    expect(row.get_by_text("Started", exact=True)).to_be_visible()

@@ -217,3 +217,26 @@ def test_a_chart_with_one_backup_draws_it(viewer: Client) -> None:
     chart = page_of(viewer, reverse("overview:datastore_chart", args=[datastore.pk]))
     assert "<polyline" not in chart
     assert chart.count('class="chart-point"') == 2  # its size and its duration
+
+
+def test_a_backup_has_one_taken_time_on_every_page(viewer: Client, operator: Client) -> None:
+    """Requested 12 minutes ago, its dump started 2 minutes ago: "taken 2 minutes ago" everywhere."""
+    now = timezone.now()
+    datastore = DatastoreFactory(name="prod-db")
+    backup = BackupArtifactFactory(
+        datastore=datastore,
+        succeeded=True,
+        verification=BackupArtifact.Verification.VERIFIED,
+        created_at=now - timedelta(minutes=12),
+        started_at=now - timedelta(minutes=2),
+        finished_at=now - timedelta(minutes=1),
+    )
+    pages = {
+        "dashboard": page_of(viewer, reverse("overview:dashboard")),
+        "datastore": page_of(viewer, reverse("overview:datastore_detail", args=["prod-db"])),
+        "backups": page_of(viewer, reverse("backups:artifact_list")),
+        "restore form": page_of(operator, reverse("restores:run_create") + f"?artifact={backup.pk}"),
+    }
+    for name, page in pages.items():
+        assert "2\xa0minutes ago" in page, name
+        assert "12\xa0minutes ago" not in page, name
