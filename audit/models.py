@@ -78,6 +78,9 @@ class AuditEvent(models.Model):
     object_repr = models.CharField(_("object"), max_length=200, blank=True)
     client_ip = models.GenericIPAddressField(_("client IP"), null=True, blank=True)
     details = models.JSONField(_("details"), default=dict, blank=True)
+    # The object's and the actor's names as codes and parameters ({"object": note, "actor": note}), so that the
+    # log reads in its reader's language; object_repr and actor_label keep the English words (exports, old rows).
+    labels = models.JSONField(_("labels"), default=dict, blank=True)
 
     objects = AuditEventQuerySet.as_manager()
 

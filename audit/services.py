@@ -9,6 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import models
 
 from audit.models import AuditEvent
+from dr_console.notes import Note, actor_note
 from dr_console.text import untrusted_data, untrusted_text
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def audit_record(
     is escaped here too (dr_console.text), so an event is always recorded, whatever its caller forgot."""
     user = actor if isinstance(actor, User) else None
     label = actor_label or (user.get_username() if user is not None else "console")
+    notes = {"object": _object_note(obj), "actor": None if user is not None and not actor_label else actor_note(label)}
     return AuditEvent.objects.create(
         action=action,
         actor=user,
@@ -39,7 +41,14 @@ def audit_record(
         object_repr=untrusted_text(str(obj))[:200] if obj is not None else "",
         client_ip=client_ip,
         details=untrusted_data(details or {}),
+        labels=untrusted_data({key: note.as_json() for key, note in notes.items() if note is not None}),
     )
+
+
+def _object_note(obj: models.Model | None) -> Note | None:
+    """The object's own words for the log, when its model has them (`audit_note()`)."""
+    note = getattr(obj, "audit_note", None)
+    return note() if callable(note) else None
 
 
 def audit_job_finished(

@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from dr_console.jobs import JobEvent, JobModel
+from dr_console.notes import Note
 from inventory.models import Datastore
 
 
@@ -138,6 +139,9 @@ class BackupArtifact(JobModel):
     def __str__(self) -> str:
         return f"backup #{self.pk} of {self.datastore_id and self.datastore.name}"
 
+    def audit_note(self) -> Note:
+        return Note("backup_of", {"id": str(self.pk), "datastore": self.datastore.name})
+
     @property
     def is_pinned(self) -> bool:
         return self.pinned_at is not None
@@ -194,6 +198,9 @@ class BackupVerification(JobModel):
 
     def __str__(self) -> str:
         return f"verification #{self.pk} of backup #{self.artifact_id}"
+
+    def audit_note(self) -> Note:
+        return Note("verification_of", {"id": str(self.pk), "backup": str(self.artifact_id)})
 
 
 class BackupVerificationEvent(JobEvent):

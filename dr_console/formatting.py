@@ -17,6 +17,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 
+from dr_console.notes import note_text
 from dr_console.text import untrusted_text
 
 # Status value -> badge class (console.css gives each class its symbol). One table for every job type: the same
@@ -130,3 +131,9 @@ def untrusted(value: Any) -> str:
     """`{{ queue.name|untrusted }}`: text from outside (the application's Redis) with its control characters
     escaped, where the raw value is still needed elsewhere on the page (in a link)."""
     return untrusted_text(str(value))
+
+
+def check_text(check: dict[str, Any], part: str) -> str:
+    """`{{ check|check_text:"name" }}`, `{{ check|check_text:"detail" }}`: a stored check's name or detail in the
+    reader's language when the console worded it (dr_console.notes), as stored otherwise."""
+    return note_text(check.get(f"{part}_note"), str(check.get(part, "")))

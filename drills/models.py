@@ -7,6 +7,7 @@ from django.utils.translation import pgettext_lazy
 
 from backups.models import BackupArtifact
 from dr_console.jobs import JobEvent, JobModel
+from dr_console.notes import Note
 from inventory.models import Datastore
 
 
@@ -75,6 +76,9 @@ class DrillRun(JobModel):
 
     def __str__(self) -> str:
         return f"drill #{self.pk} of {self.datastore_id and self.datastore.name}"
+
+    def audit_note(self) -> Note:
+        return Note("drill_of", {"id": str(self.pk), "datastore": self.datastore.name})
 
     @property
     def rto_seconds(self) -> float | None:

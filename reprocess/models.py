@@ -9,6 +9,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from dr_console.jobs import JobEvent, JobModel
+from dr_console.notes import Note
 from inventory.models import Environment
 
 
@@ -85,6 +86,9 @@ class ReprocessBatch(JobModel):
 
     def __str__(self) -> str:
         return f"reprocess batch #{self.pk}"
+
+    def audit_note(self) -> Note:
+        return Note("reprocess_batch", {"id": str(self.pk)})
 
     @property
     def remaining(self) -> int:

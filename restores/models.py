@@ -6,6 +6,7 @@ from django.utils.translation import gettext_lazy as _
 
 from backups.models import BackupArtifact
 from dr_console.jobs import JobEvent, JobModel
+from dr_console.notes import Note
 from inventory.models import Datastore
 
 
@@ -114,6 +115,9 @@ class RestoreRun(JobModel):
 
     def __str__(self) -> str:
         return f"restore #{self.pk}"
+
+    def audit_note(self) -> Note:
+        return Note("restore", {"id": str(self.pk)})
 
     @property
     def target_label(self) -> str:

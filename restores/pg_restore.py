@@ -34,6 +34,7 @@ from backups.postgres import (
     tool_version,
 )
 from dr_console.jobs import JobContext, JobFailed, describe_exit, job_session_name
+from dr_console.notes import Note, check_item
 from dr_console.text import untrusted_text
 from restores.models import RestoreRun
 
@@ -168,12 +169,12 @@ def run_checks(database: PgConnection, expected_counts: dict[str, int]) -> list[
     try:
         conn = database.connect()
     except PostgresError as exc:
-        return [{"name": "connect", "ok": False, "detail": str(exc)}]
+        return [check_item(False, name=Note("check_connect"), detail=str(exc))]
     with conn:
         row = conn.execute("SELECT 1").fetchone()
-        checks.append({"name": "SELECT 1", "ok": bool(row and row[0] == 1), "detail": f"returned {row and row[0]}"})
+        checks.append(check_item(bool(row and row[0] == 1), name="SELECT 1", detail=_returned(row and row[0])))
         row = conn.execute("SELECT now()").fetchone()
-        checks.append({"name": "SELECT now()", "ok": row is not None, "detail": f"returned {row and row[0]}"})
+        checks.append(check_item(row is not None, name="SELECT now()", detail=_returned(row and row[0])))
         mismatches = []
         for label, expected in sorted(expected_counts.items()):
             schema, _, table = label.partition(".")
@@ -186,12 +187,9 @@ def run_checks(database: PgConnection, expected_counts: dict[str, int]) -> list[
                 continue
             if found != expected:
                 mismatches.append(f"{shown}: expected {expected}, found {found}")
+        matched = Note("tables_match", {"count": str(len(expected_counts))})
         checks.append(
-            {
-                "name": "row counts",
-                "ok": not mismatches,
-                "detail": "; ".join(mismatches) if mismatches else f"{len(expected_counts)} tables match the dump",
-            }
+            check_item(not mismatches, name=Note("check_row_counts"), detail="; ".join(mismatches) or matched)
         )
     return checks
 
@@ -206,7 +204,7 @@ def run_probes(database: PgConnection, probes: list[str]) -> list[dict[str, Any]
     try:
         conn = database.connect()
     except PostgresError as exc:
-        return [{"name": f"probe: {probe}", "ok": False, "detail": str(exc)} for probe in probes]
+        return [check_item(False, name=_probe(probe), detail=str(exc)) for probe in probes]
     with conn:
         conn.read_only = True
         for probe in probes:
@@ -215,14 +213,21 @@ def run_probes(database: PgConnection, probes: list[str]) -> list[dict[str, Any]
                     conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(PROBE_TIMEOUT_MS)))
                     row = conn.execute(probe).fetchone()  # configured SQL, run as written by design
             except psycopg.Error as exc:
-                checks.append({"name": f"probe: {probe}", "ok": False, "detail": database.scrub(first_line(str(exc)))})
+                checks.append(check_item(False, name=_probe(probe), detail=database.scrub(first_line(str(exc)))))
                 continue
             if row is None:
-                ok, detail = False, "returned no row"
+                checks.append(check_item(False, name=_probe(probe), detail=Note("returned_no_row")))
             else:
-                ok, detail = row[0] is True, f"returned {row[0]!r}"
-            checks.append({"name": f"probe: {probe}", "ok": ok, "detail": detail})
+                checks.append(check_item(row[0] is True, name=_probe(probe), detail=_returned(repr(row[0]))))
     return checks
+
+
+def _probe(probe: str) -> Note:
+    return Note("check_probe", {"probe": probe})
+
+
+def _returned(value: Any) -> Note:
+    return Note("returned", {"value": str(value)})
 
 
 # --- the restore of a PostgreSQL backup (restores.methods) ---------------------------------------------------------

@@ -40,6 +40,7 @@ from backups.redis_snapshot import (
     version_tuple,
 )
 from dr_console.jobs import JobContext, JobFailed
+from dr_console.notes import Note, check_item
 from dr_console.text import untrusted_text
 from inventory.services import DatastoreRefused, datastore_check_not_broker
 from restores.models import RestoreRun
@@ -307,26 +308,19 @@ def redis_checks(
     if not problems and result.restored != result.expected:
         problems.append(f"{result.restored} restored, {result.expected} expected")
     expired = f"; {result.expired} expired since the backup, not revived" if result.expired else ""
-    checks.append(
-        {
-            "name": "keys restored",
-            "ok": not problems,
-            "detail": "; ".join(problems) or f"{result.restored} of {result.expected} keys restored{expired}",
-        }
-    )
+    restored: Note | str = Note("keys_restored", {"restored": str(result.restored), "expected": str(result.expected)})
+    if expired:  # the plain count has a note; the rarer sentence stays as written
+        restored = f"{result.restored} of {result.expected} keys restored{expired}"
+    checks.append(check_item(not problems, name=Note("check_keys_restored"), detail="; ".join(problems) or restored))
     present, gone, missing = redis_keys_present(client, records, match=match)
     gone_note = f" ({gone} more expired since)" if gone else ""
-    checks.append(
-        {
-            "name": "keys present",
-            "ok": missing.count == 0,
-            "detail": (
-                f"{present} keys of the backup are in {target_label}{gone_note}"
-                if not missing.count
-                else f"{missing.count} keys of the backup are missing from {target_label}: {missing.named()}"
-            ),
-        }
-    )
+    if missing.count:
+        detail: Note | str = f"{missing.count} keys of the backup are missing from {target_label}: {missing.named()}"
+    elif gone_note:
+        detail = f"{present} keys of the backup are in {target_label}{gone_note}"
+    else:
+        detail = Note("keys_present", {"present": str(present), "target": target_label})
+    checks.append(check_item(missing.count == 0, name=Note("check_keys_present"), detail=detail))
     return checks
 
 

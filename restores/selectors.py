@@ -16,7 +16,7 @@ from django.utils.translation import gettext as _
 from backups.models import BackupArtifact
 from dr_console.formatting import iso
 from dr_console.history import PER_PAGE, Page, keyset_page
-from dr_console.jobs.notes import note_text
+from dr_console.notes import note_text
 from inventory.models import Datastore
 from restores.models import RestoreApproval, RestoreRun
 

@@ -45,7 +45,7 @@ from dr_console.jobs import (
     job_transition,
     jobs_reap,
 )
-from dr_console.jobs.notes import Note
+from dr_console.notes import Note
 from inventory.locks import target_lock_held
 from inventory.models import Datastore
 from inventory.services import DatastoreRefused, datastore_check_not_broker

@@ -10,6 +10,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.text import Truncator
 
 from audit.models import AuditEvent
+from dr_console.notes import note_text
 
 register = template.Library()
 
@@ -18,6 +19,18 @@ OBJECT_PAGES = {
     "restores.restorerun": "restores:run_detail",
     "backups.backupartifact": "backups:artifact_detail",
 }
+
+
+@register.filter
+def audit_object(event: AuditEvent) -> str:
+    """What the event is about, in the reader's language when the console worded it."""
+    return note_text(event.labels.get("object"), event.object_repr)
+
+
+@register.filter
+def audit_actor(event: AuditEvent) -> str:
+    """Who acted: a person's name as it is; "console", "reaper"... in the reader's language."""
+    return note_text(event.labels.get("actor"), event.actor_label)
 
 
 @register.simple_tag

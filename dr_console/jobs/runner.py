@@ -30,7 +30,6 @@ from dr_console.jobs import processes
 from dr_console.jobs.errors import JobFailed
 from dr_console.jobs.heartbeat import JobHeartbeat, JobStopped
 from dr_console.jobs.models import JobModel
-from dr_console.jobs.notes import Note
 from dr_console.jobs.transitions import (
     IllegalTransition,
     english_name,
@@ -40,6 +39,7 @@ from dr_console.jobs.transitions import (
     job_heartbeat,
     job_transition,
 )
+from dr_console.notes import Note
 
 logger = logging.getLogger(__name__)
 

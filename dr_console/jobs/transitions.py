@@ -16,7 +16,7 @@ from django.db import models, transaction
 from django.utils import timezone, translation
 
 from dr_console.jobs.models import JobModel
-from dr_console.jobs.notes import Note
+from dr_console.notes import Note
 from dr_console.text import untrusted_data, untrusted_text
 
 logger = logging.getLogger(__name__)

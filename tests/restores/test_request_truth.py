@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from backups.models import BackupArtifact
 from dr_console.jobs import job_transition
-from dr_console.jobs.notes import Note
+from dr_console.notes import Note
 from restores.models import RestoreRun
 from restores.services import restore_run_approve, restore_run_request
 from tests.factories import BackupArtifactFactory, DatastoreFactory, EnvironmentFactory
