@@ -46,5 +46,5 @@ def test_objects_and_console_actors_are_in_the_readers_language(operator: Any) -
 
 
 def test_an_event_without_labels_shows_its_stored_words(operator: Any) -> None:
-    event = audit_record(action=AuditEvent.Action.CONFIG_LOADED, actor_label="cli:root")
+    audit_record(action=AuditEvent.Action.CONFIG_LOADED, actor_label="cli:root")
     assert "cli:root" in log_page("es")

@@ -124,3 +124,20 @@ def test_timeline_notes_are_in_the_readers_language(
     assert "lanzada en vm" in lines and "launched on" not in lines
     # The English text stays on the row, for logs and exports.
     assert run.events.get(new_status=Status.RUNNING).message == "launched on vm"
+
+
+def test_check_names_and_details_are_in_the_readers_language(
+    client: Client, operator: Any, approver: Any, backup: BackupArtifact
+) -> None:
+    from dr_console.notes import check_item
+
+    run = approved_run(backup, operator, approver)
+    checks = [
+        check_item(True, name="SELECT 1", detail=Note("returned", {"value": "1"})),
+        check_item(True, name=Note("check_row_counts"), detail=Note("tables_match", {"count": "4"})),
+    ]
+    RestoreRun.objects.filter(pk=run.pk).update(checks=checks)
+    client.force_login(operator)
+    page = client.get(reverse("restores:run_detail", args=[run.pk]), HTTP_ACCEPT_LANGUAGE="es").content.decode()
+    assert "recuentos de filas" in page and "tablas que coinciden con la copia: 4" in page and "devolvió 1" in page
+    assert "row counts" not in page and "tables match" not in page and "returned 1" not in page
