@@ -25,7 +25,7 @@ from overview.selectors import DatastoreDashboardRow, Problem
 register = template.Library()
 
 
-PROBLEM_DETAIL_CHARS = 240
+PROBLEM_DETAIL_CHARS = 160  # the whole text is on the backup's or the datastore's page
 
 
 @register.simple_tag
@@ -59,12 +59,13 @@ def _problem_text(row: DatastoreDashboardRow, problem: Problem) -> SafeString:
         )
     if problem == Problem.UNHEALTHY and row.health is not None:
         health = row.health
+        same = row.last_attempt_failed and row.last_attempt is not None and row.last_attempt.error == health.message
         return format_html(
             _("{state} (checked {when} on {host}): {message}"),
             state=health.get_state_display(),
             when=timesince_exact(health.checked_at),
             host=health.checked_on,
-            message=_detail(health.message),
+            message=_("the same cause as the failed backup") if same else _detail(health.message),
         )
     if problem == Problem.NO_VERIFIED_BACKUP:
         return format_html(

@@ -21,7 +21,9 @@ WORDS = {
         "back_up": "Back up now",
         "attention": "Needs attention",
         "failed": re.compile(r"Last backup attempt #\d+ failed .*: environment variable NEWCO_DATABASE_URL is not set"),
-        "unconfigured": re.compile(r"Not configured \(checked .* on .*\): environment variable NEWCO_DATABASE_URL"),
+        "unconfigured": re.compile(
+            r"Not configured \(checked .* on .*\): (environment variable NEWCO_DATABASE_URL|the same cause as)"
+        ),
         "summary": re.compile(r"\d+ of \d+ datastores needs? attention"),
         "health": "Health",
         "first_due": "First backup due",
@@ -32,7 +34,9 @@ WORDS = {
         "failed": re.compile(
             r"El último intento de copia #\d+ falló .*: environment variable NEWCO_DATABASE_URL is not set"
         ),
-        "unconfigured": re.compile(r"Sin configurar \(comprobado .* en .*\): environment variable NEWCO_DATABASE_URL"),
+        "unconfigured": re.compile(
+            r"Sin configurar \(comprobado .* en .*\): (environment variable NEWCO_DATABASE_URL|la misma causa que la)"
+        ),
         "summary": re.compile(r"\d+ de \d+ almacenes de datos necesitan? atención"),
         "health": "Salud",
         "first_due": "Primera copia prevista",
