@@ -70,16 +70,16 @@ def fill(count: int, datastore_count: int) -> tuple[list, list, int]:
                 size_bytes, sha256, storage_key, tool_version, server_version, row_counts, pin_reason)
             SELECT t, t, t + interval '3 minutes', interval '3 minutes',
                    CASE WHEN st = 'failed' THEN 'pg_dump exited with status 1' ELSE '' END, '', 'schedule', '', '',
-                   false, ids[1 + i % n], st,
+                   false, ids[1 + i %% n], st,
                    CASE WHEN st <> 'succeeded' THEN 'unverified'
-                        WHEN i % 4 = 0 THEN 'corrupt' WHEN i % 4 = 1 THEN 'unverified' ELSE 'verified' END,
-                   '', 'pg_custom', 0, 1000000 + (i * 7919) % 1000000000, lpad(to_hex(i), 64, '0'),
+                        WHEN i %% 4 = 0 THEN 'corrupt' WHEN i %% 4 = 1 THEN 'unverified' ELSE 'verified' END,
+                   '', 'pg_custom', 0, 1000000 + (i::bigint * 7919) %% 1000000000, lpad(to_hex(i), 64, '0'),
                    'k/' || i || '.dump', 'pg_dump (PostgreSQL) 15', 'PostgreSQL 15',
-                   jsonb_build_object('public.documents', i % 1000000), ''
+                   jsonb_build_object('public.documents', i %% 1000000), ''
             FROM (
                 SELECT i, %(now)s::timestamptz - (%(count)s - i) * interval '10 minutes' AS t,
-                       CASE WHEN i >= %(count)s - n AND (i % n) % 10 = 0 THEN 'failed'
-                            WHEN i % 11 = 0 THEN 'failed' ELSE 'succeeded' END AS st,
+                       CASE WHEN i >= %(count)s - %(n)s AND (i %% %(n)s) %% 10 = 0 THEN 'failed'
+                            WHEN i %% 11 = 0 THEN 'failed' ELSE 'succeeded' END AS st,
                        %(ids)s::bigint[] AS ids, %(n)s AS n
                 FROM generate_series(0, %(count)s - 1) AS i
             ) AS rows
@@ -92,9 +92,9 @@ def fill(count: int, datastore_count: int) -> tuple[list, list, int]:
                 created_at, started_at, finished_at, duration, rto, error, stderr_tail, trigger, task_id,
                 process_host, cleanup_pending, datastore_id, status, server_url_env, scratch_database,
                 scratch_dropped, checks)
-            SELECT t, t, t + interval '8 minutes', interval '8 minutes', (60 + i % 840) * interval '1 second',
-                   '', '', 'schedule', '', '', false, ids[1 + (i / 20) % n],
-                   CASE WHEN i % 200 = 0 THEN 'failed' ELSE 'succeeded' END, 'X', 'dr_drill_' || i, true, '[]'
+            SELECT t, t, t + interval '8 minutes', interval '8 minutes', (60 + i %% 840) * interval '1 second',
+                   '', '', 'schedule', '', '', false, ids[1 + (i / 20) %% n],
+                   CASE WHEN i %% 200 = 0 THEN 'failed' ELSE 'succeeded' END, 'X', 'dr_drill_' || i, true, '[]'
             FROM (
                 SELECT i, %(now)s::timestamptz - ((%(count)s - i) * 10 - 5) * interval '1 minute' AS t,
                        %(ids)s::bigint[] AS ids, %(n)s AS n
