@@ -63,7 +63,7 @@ DATABASE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]{0,62}$")
 
 def database_name_problem(name: str) -> str:
     """Why `name` cannot be a new database's name, or "". The one wording of the rule, for the form and the CLI."""
-    if DATABASE_NAME_RE.match(name):
+    if DATABASE_NAME_RE.fullmatch(name):  # not .match: its $ also matches before a final newline
         return ""
     return _(
         "%(name)s is not a valid database name: use letters, digits, _ $ and -, at most 63 characters, "

@@ -141,3 +141,11 @@ def test_check_names_and_details_are_in_the_readers_language(
     page = client.get(reverse("restores:run_detail", args=[run.pk]), HTTP_ACCEPT_LANGUAGE="es").content.decode()
     assert "recuentos de filas" in page and "tablas que coinciden con la copia: 4" in page and "devolvió 1" in page
     assert "row counts" not in page and "tables match" not in page and "returned 1" not in page
+
+
+def test_a_database_name_with_a_trailing_newline_is_refused() -> None:
+    """`$` in a pattern matches before a final newline: "check\\n" would have created a database named so."""
+    from restores.services import database_name_problem
+
+    assert database_name_problem("check") == ""
+    assert "is not a valid database name" in database_name_problem("check\n")
