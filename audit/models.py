@@ -60,6 +60,8 @@ class AuditEvent(models.Model):
         VERIFY_CANCELLED = "backup.verify_cancelled", _("Verification cancelled")
         VERIFY_FINISHED = "backup.verify_finished", _("Verification finished")
         DATASTORE_HEALTH_CHANGED = "datastore.health_changed", _("Datastore health changed")
+        RESTORE_REFUSED = "restore.refused", _("Restore refused")
+        CONFIG_REFUSED = "config.refused", _("Configuration refused")
 
     created_at = models.DateTimeField(_("when"), default=timezone.now, db_index=True)
     # PROTECT: the log never loses its actors (SET_NULL would be an update, which the table refuses anyway).

@@ -37,8 +37,9 @@ from backups.postgres import (
 from backups.redis_snapshot import RedisDatastoreError, redis_target_from_env
 from dr_console.notifications import alert_recipients, notify
 from dr_console.text import untrusted_text
+from inventory.identity import TargetIdentity, postgres_identity_of, redis_identity_of
 from inventory.models import Datastore, DatastoreHealth
-from inventory.services import DatastoreRefused, datastore_check_not_broker
+from inventory.services import DatastoreRefused, datastore_check_target
 
 logger = logging.getLogger(__name__)
 State = DatastoreHealth.State
@@ -60,18 +61,16 @@ class HealthFinding:
     state: str  # DatastoreHealth.State
     message: str = ""
     server_version: str = ""
+    identity: TargetIdentity | None = None  # which database the URL reached, when the server answered
 
 
 def datastore_health_probe(datastore: Datastore) -> HealthFinding:
     """Check one datastore from this process, as a backup would reach it. Touches no console table (it runs in
     threads); never raises."""
     try:
-        datastore_check_not_broker(datastore)
         if datastore.kind == Datastore.Kind.REDIS:
             return _probe_redis(datastore)
         return _probe_postgres(datastore)
-    except DatastoreRefused as exc:
-        return HealthFinding(State.UNCONFIGURED, str(exc))
     except Exception as exc:  # a probe must end in a state, whatever went wrong; the log keeps the traceback
         logger.exception("the health check of %s failed", datastore.name)
         return HealthFinding(State.ERROR, untrusted_text(f"{type(exc).__name__}: {first_line(str(exc))}"))
@@ -89,6 +88,7 @@ def _probe_postgres(datastore: Datastore) -> HealthFinding:
         return HealthFinding(_connect_failure_state(str(exc)), str(exc))
     with conn:
         version_text, server_major = server_version(conn)
+        identity = postgres_identity_of(conn, target.params)
         unreadable = [name for (name,) in conn.execute(UNREADABLE_TABLES).fetchall()]
     if unreadable:
         shown = ", ".join(untrusted_text(name) for name in unreadable[:3])
@@ -98,19 +98,21 @@ def _probe_postgres(datastore: Datastore) -> HealthFinding:
             f"the user in {datastore.url_env} may not read {len(unreadable)} table(s) ({shown}{more}): "
             "a backup would fail; grant it SELECT (or pg_read_all_data)",
             version_text,
+            identity,
         )
     try:
         dump_version, dump_major = tool_version(pg_tool("pg_dump"))
     except ToolMissing as exc:
-        return HealthFinding(State.TOOL, f"{exc} (on host {socket.gethostname()})", version_text)
+        return HealthFinding(State.TOOL, f"{exc} (on host {socket.gethostname()})", version_text, identity)
     if dump_major < server_major:
         return HealthFinding(
             State.TOOL,
             f"{dump_version} on host {socket.gethostname()} cannot dump a PostgreSQL {server_major} server; "
             f"install the PostgreSQL {server_major} client on the worker or set PG_BIN_DIR",
             version_text,
+            identity,
         )
-    return HealthFinding(State.OK, "", version_text)
+    return HealthFinding(State.OK, "", version_text, identity)
 
 
 # What libpq says when the server answered and refused us, rather than not answering at all.
@@ -145,7 +147,8 @@ def _probe_redis(datastore: Datastore) -> HealthFinding:
         return HealthFinding(State.UNREACHABLE, str(target.error("cannot reach Redis", exc)))
     finally:
         client.close()
-    return HealthFinding(State.OK, "", f"Redis {untrusted_text(str(info.get('redis_version', '?')))}")
+    version = f"Redis {untrusted_text(str(info.get('redis_version', '?')))}"
+    return HealthFinding(State.OK, "", version, redis_identity_of(client, info))
 
 
 # --- recording --------------------------------------------------------------------------------------------------
@@ -163,11 +166,27 @@ def datastore_health_check(*, datastore_ids: list[int] | None = None) -> dict[in
     workers = max(1, min(settings.DATASTORE_HEALTH_CONCURRENCY, len(datastore_list)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="health") as pool:
         findings = list(pool.map(datastore_health_probe, datastore_list))
+    findings = _conflicts_found(datastore_list, findings)
     host = socket.gethostname()
     return {
         datastore.pk: datastore_health_record(datastore=datastore, finding=finding, host=host)
         for datastore, finding in zip(datastore_list, findings, strict=True)
     }
+
+
+def _conflicts_found(datastores: list[Datastore], findings: list[HealthFinding]) -> list[HealthFinding]:
+    """A datastore whose URL reaches the console's own database or broker, or another datastore's database, is a
+    problem however well it answers: its backups and restores are refused until one record is corrected."""
+    identities = {datastore.pk: finding.identity for datastore, finding in zip(datastores, findings, strict=True)}
+    checked = []
+    for datastore, finding in zip(datastores, findings, strict=True):
+        if finding.identity is not None:
+            try:
+                datastore_check_target(datastore, finding.identity, known=identities)
+            except DatastoreRefused as exc:
+                finding = HealthFinding(State.CONFLICT, str(exc), finding.server_version, finding.identity)
+        checked.append(finding)
+    return checked
 
 
 def datastore_health_record(
@@ -188,6 +207,12 @@ def datastore_health_record(
                 "checked_at": now,
                 "checked_on": host[:255],
                 "since": now if changed else previous.since,  # type: ignore[union-attr]
+                # Kept when this check got no answer: the console still knows which database it was.
+                "identity": (
+                    finding.identity.as_json()
+                    if finding.identity is not None
+                    else (previous.identity if previous is not None else None)
+                ),
             },
         )
         if changed and (previous is not None or finding.state != State.OK):

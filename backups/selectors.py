@@ -9,9 +9,10 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
-from backups.models import BackupArtifact, BackupArtifactEvent, ScheduledBackup
+from backups.models import BackupArtifact, BackupArtifactEvent, BackupVerification, ScheduledBackup
 from dr_console.formatting import iso
 from dr_console.history import PER_PAGE, Page, created_within_days, keyset_page
+from dr_console.jobs import active_job_labels
 from inventory.models import Datastore, Environment
 
 
@@ -140,4 +141,11 @@ def backup_artifact_detail_queryset() -> QuerySet[BackupArtifact]:
     (`restore_runs`, `drill_runs`) by the page: backups imports neither app."""
     return BackupArtifact.objects.select_related("datastore__environment", "triggered_by").prefetch_related(
         Prefetch("events", queryset=BackupArtifactEvent.objects.order_by("created_at", "pk")),
+    )
+
+
+def datastore_active_backups(sender: object, *, datastore_id: int, **kwargs: object) -> list[str]:
+    """The datastore's backups and verifications that have not ended (inventory.signals.datastore_active_jobs)."""
+    return active_job_labels(BackupArtifact.objects.filter(datastore_id=datastore_id)) + active_job_labels(
+        BackupVerification.objects.filter(artifact__datastore_id=datastore_id)
     )

@@ -35,9 +35,10 @@ from dr_console.jobs import (
     jobs_reap,
 )
 from dr_console.notifications import notify_job_failed
+from inventory.identity import IdentityUnknown, identity_from_env
 from inventory.locks import datastore_target_key, target_lock_held
 from inventory.models import Datastore
-from inventory.services import DatastoreRefused, datastore_check_not_broker
+from inventory.services import DatastoreRefused, datastore_check_target, datastore_identity
 
 logger = logging.getLogger(__name__)
 Status = BackupArtifact.Status
@@ -61,7 +62,9 @@ def backup_artifact_request(
     """Create a pending backup of `datastore` and hand it to a worker once the row is committed
     (`enqueue=False`: the caller runs it itself, e.g. `manage.py backup --inline`)."""
     try:
-        datastore_check_not_broker(datastore)
+        # Asked of the server when its URL is set here (a short wait at most), else what the health checks last
+        # found; the worker asks again before it dumps.
+        datastore_check_target(datastore, datastore_identity(datastore, timeout=1))
     except DatastoreRefused as exc:
         raise BackupRefused(str(exc)) from None
     level = datastore.compression_level
@@ -140,7 +143,7 @@ def _backup_work(ctx: JobContext, *, verify_after: bool, lock_held: bool) -> Job
         outcome = _take(artifact, ctx)
     else:
         with target_lock_held(
-            target_key=datastore_target_key(artifact.datastore_id),
+            target_key=_target_key(artifact.datastore),
             holder=artifact,
             target_label=artifact.datastore.name,
             nothing_done="try again when it ends",
@@ -168,6 +171,21 @@ def _backup_work(ctx: JobContext, *, verify_after: bool, lock_held: bool) -> Job
             else None
         ),
     )
+
+
+def _target_key(datastore: Datastore) -> str:
+    """The lock of the database the datastore's URL reaches here (any record, any spelling of its URL), after
+    refusing a datastore that reaches the console's own database or broker, or another datastore's database. When
+    the server does not answer, the datastore's own key: the dump then fails and says why."""
+    try:
+        identity = identity_from_env(datastore.kind, datastore.url_env)
+    except IdentityUnknown:
+        return datastore_target_key(datastore.pk)
+    try:
+        datastore_check_target(datastore, identity)
+    except DatastoreRefused as exc:
+        raise JobFailed(f"{exc}; nothing was backed up") from None
+    return identity.lock_key
 
 
 def _take(artifact: BackupArtifact, ctx: JobContext) -> DumpOutcome:

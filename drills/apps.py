@@ -10,8 +10,10 @@ class DrillsConfig(AppConfig):
 
     def ready(self) -> None:
         from drills import scheduling
-        from inventory.signals import datastore_configured, datastore_removed
+        from drills.selectors import datastore_active_drills
+        from inventory.signals import datastore_active_jobs, datastore_configured, datastore_removed
 
         # Keep beat's drill schedule in step with the inventory (which imports nothing above it).
         datastore_configured.connect(scheduling.on_datastore_configured, dispatch_uid="drills-schedule")
         datastore_removed.connect(scheduling.on_datastore_removed, dispatch_uid="drills-schedule")
+        datastore_active_jobs.connect(datastore_active_drills, dispatch_uid="drills-active")

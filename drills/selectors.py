@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import OuterRef, Q, Subquery
 
 from dr_console.formatting import iso
+from dr_console.jobs import active_job_labels
 from drills.models import DrillRun
 from inventory.models import Datastore
 
@@ -129,3 +130,8 @@ def datastore_drill_states(datastores: Sequence[Datastore]) -> dict[int, Datasto
 
 def drill_run_recent(datastore: Datastore, limit: int = 10) -> list[DrillRun]:
     return list(datastore.drill_runs.select_related("artifact").order_by("-created_at", "-pk")[:limit])
+
+
+def datastore_active_drills(sender: object, *, datastore_id: int, **kwargs: object) -> list[str]:
+    """inventory.signals.datastore_active_jobs."""
+    return active_job_labels(DrillRun.objects.filter(datastore_id=datastore_id))

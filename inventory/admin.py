@@ -15,11 +15,16 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from audit.admin import AuditedConfigAdmin
+from audit.models import AuditEvent
+from audit.services import audit_record
+from dr_console.http import client_ip
 from inventory.models import Datastore, Environment
 from inventory.services import (
     DatastoreRefused,
-    datastore_check_not_broker,
+    datastore_check_change,
+    datastore_check_target,
     datastore_configured_notify,
+    datastore_identity,
     datastore_removed_notify,
 )
 
@@ -41,12 +46,27 @@ class DatastoreForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        if not cleaned.get("kind") or not cleaned.get("url_env"):
+            return cleaned  # said by the fields themselves
         candidate = Datastore(
-            kind=cleaned.get("kind", ""), url_env=cleaned.get("url_env", ""), name=gettext("this datastore")
+            pk=self.instance.pk,
+            kind=cleaned.get("kind", ""),
+            url_env=cleaned.get("url_env", ""),
+            name=cleaned.get("name") or gettext("this datastore"),
         )
         try:
-            datastore_check_not_broker(candidate)
+            datastore_check_change(self.instance, self.changed_data)
+            datastore_check_target(candidate, datastore_identity(candidate, stored="url_env" not in self.changed_data))
         except DatastoreRefused as exc:
+            # An attempt to point a record at a database it must not reach is worth a line in the log.
+            request = getattr(self, "request", None)
+            audit_record(
+                action=AuditEvent.Action.CONFIG_REFUSED,
+                actor=getattr(request, "user", None),
+                obj=self.instance if self.instance.pk else None,
+                client_ip=client_ip(request) if request is not None else None,
+                details={"datastore": candidate.name, "url_env": candidate.url_env, "refused": str(exc)},
+            )
             raise forms.ValidationError(str(exc)) from None
         return cleaned
 
@@ -58,6 +78,11 @@ class DatastoreAdmin(AuditedConfigAdmin):
     list_filter = ["environment", "kind"]
     search_fields = ["name"]
     readonly_fields = ["backup_schedule_since"]
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        form.request = request  # type: ignore[attr-defined]  # a class made for this request: who is refused
+        return form
 
     def save_model(self, request: HttpRequest, obj: Model, form: forms.ModelForm, change: bool) -> None:
         assert isinstance(obj, Datastore)

@@ -19,11 +19,19 @@ from django.db import transaction
 from audit.models import AuditEvent
 from audit.services import audit_record
 from dr_console.schedules import DEFAULT_TIMEZONE
+from inventory.identity import TargetIdentity
 from inventory.models import Datastore, Environment
-from inventory.services import DatastoreRefused, datastore_check_not_broker, datastore_configured_notify
+from inventory.services import (
+    DatastoreRefused,
+    datastore_check_change,
+    datastore_check_target,
+    datastore_configured_notify,
+    datastore_identity,
+)
 
 ENVIRONMENT_KEYS = {
     "protected": bool,
+    "protected_data": bool,
     "required_approvals": int,
     "api_url": str,
     "description": str,
@@ -156,6 +164,7 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
         errors.append("datastores: expected [[datastores]] entries")
         datastores_in = []
     planned_stores: list[tuple[Datastore, str]] = []
+    planned_identities: dict[str, TargetIdentity | None] = {}
     seen: set[str] = set()
     for index, entry in enumerate(datastores_in):
         name = entry.get("name") if isinstance(entry, dict) else None
@@ -175,6 +184,7 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
         if env_name and environment is None:
             errors.append(f"{where}.environment: no environment {env_name!r} in this file or in the console")
         store = Datastore.objects.filter(name=values["name"]).first() or Datastore(name=values["name"])
+        was = (store.url_env, store.kind, store.environment.name if store.environment_id else env_name)
         if (
             store.pk
             and environment is not None
@@ -214,11 +224,22 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
             errors.append(f"{where}.kind: unknown kind {values['kind']!r}; valid kinds: {valid}")
             exclude.append("kind")  # said once, above; the checks that need a kind skip this datastore
         _validate(where, store, errors, exclude=exclude, keys=DATASTORE_FIELD_KEYS)
-        if store.kind == Datastore.Kind.REDIS and store.url_env:
+        if store.url_env and store.kind in Datastore.Kind.values:
+            moved = [
+                field
+                for field, before, after in zip(
+                    ("url_env", "kind", "environment"), was, (store.url_env, store.kind, env_name), strict=True
+                )
+                if before != after
+            ]
+            identity = datastore_identity(store, stored="url_env" not in moved)
             try:
-                datastore_check_not_broker(store)
+                datastore_check_change(store, moved)
+                datastore_check_target(store, identity)
+                _check_not_twins(store, identity, planned_stores, planned_identities)
             except DatastoreRefused as exc:
                 errors.append(f"{where}: {exc}")
+            planned_identities[store.name] = identity
         planned_stores.append((store, env_name))
         if values.get("url_env") and not os.environ.get(values["url_env"]):
             report.warnings.append(
@@ -233,6 +254,11 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
                 _check_link(f"environments.{env_name}.{key}", env_name, store_name, key, planned_by_name, errors)
 
     if errors:
+        audit_record(
+            action=AuditEvent.Action.CONFIG_REFUSED,
+            actor_label=actor_label or "console",
+            details={"source": source, "errors": errors},
+        )
         raise ConfigError(errors)
 
     with transaction.atomic():
@@ -257,6 +283,26 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
             details={"source": source, "changes": report.changes, "warnings": report.warnings},
         )
     return report
+
+
+def _check_not_twins(
+    store: Datastore,
+    identity: TargetIdentity | None,
+    planned: list[tuple[Datastore, str]],
+    identities: dict[str, TargetIdentity | None],
+) -> None:
+    """Two datastores of the same file must not reach the same database either (the check against the console's
+    datastores cannot see the ones not saved yet)."""
+    for other, _env_name in planned:
+        if other.kind != store.kind:
+            continue
+        if other.url_env == store.url_env or (
+            identity is not None and identity.same_database(identities.get(other.name))
+        ):
+            raise DatastoreRefused(
+                f"{store.name} ({store.url_env}) reaches the same database as {other.name} ({other.url_env}), "
+                "also in this file; one database must have one record"
+            )
 
 
 def _check_link(

@@ -37,6 +37,15 @@ class Environment(models.Model):
         default=False,
         help_text=_("Restores into a protected environment need approval by someone else."),
     )
+    protected_data = models.BooleanField(
+        _("protected data"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Restoring this environment's backups into a new database or into another environment needs approval "
+            "(it copies the data where the operator can read it). Empty: the same as protected."
+        ),
+    )
     required_approvals = models.PositiveSmallIntegerField(
         _("required approvals"), default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
     )
@@ -111,6 +120,10 @@ class Environment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def data_protected(self) -> bool:
+        return self.protected if self.protected_data is None else self.protected_data
 
     @property
     def takes_safety_backup(self) -> bool:
@@ -353,8 +366,12 @@ class DatastoreHealth(models.Model):
         REFUSED = "refused", _("Access refused")  # wrong credentials, no such role or database, pg_hba
         TOOL = "tool", _("Tool problem")  # pg_dump missing on the worker, or too old for the server
         ERROR = "error", _("Check failed")  # anything else
+        # Its URL reaches the same database as another datastore's, or the console's own database or broker
+        CONFLICT = "conflict", _("Same database as another")
 
-    PROBLEMS = frozenset({State.UNCONFIGURED, State.UNREACHABLE, State.REFUSED, State.TOOL, State.ERROR})
+    PROBLEMS = frozenset(
+        {State.UNCONFIGURED, State.UNREACHABLE, State.REFUSED, State.TOOL, State.ERROR, State.CONFLICT}
+    )
 
     datastore = models.OneToOneField(
         Datastore, models.CASCADE, related_name="health", primary_key=True, verbose_name=_("datastore")
@@ -365,6 +382,15 @@ class DatastoreHealth(models.Model):
     checked_at = models.DateTimeField(_("checked at"))
     checked_on = models.CharField(_("checked on"), max_length=255, help_text=_("The host whose worker checked."))
     since = models.DateTimeField(_("in this state since"))
+    identity = models.JSONField(
+        _("identity"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Which database the URL reached at the newest check that got an answer (inventory.identity): the "
+            "server's id, its address and the database. Kept when a later check cannot connect."
+        ),
+    )
 
     class Meta:
         verbose_name = _("datastore health")

@@ -10,3 +10,6 @@ from django.dispatch import Signal
 datastore_configured = Signal()
 # Sent inside the deleting transaction, after a datastore was deleted: receivers get `datastore_id`.
 datastore_removed = Signal()
+# Sent before a datastore's URL variable, kind or environment changes: receivers get `datastore_id` and return the
+# labels of its active runs ("restore #5 (awaiting approval)"); any label refuses the change.
+datastore_active_jobs = Signal()

@@ -70,6 +70,16 @@ class RestoreRun(JobModel):
         editable=False,
         help_text=_("Identifies the target database, for the lock that lets one job at a time touch it."),
     )
+    target_identity = models.JSONField(
+        _("target identity"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "Which database the target was at request time (inventory.identity). The run fails before touching "
+            "anything if its target is another database at launch."
+        ),
+    )
     options = models.JSONField(_("options"), default=dict, blank=True)
     reason = models.TextField(
         _("reason"), help_text=_("Why this restore is needed; shown to approvers and kept in the audit log.")

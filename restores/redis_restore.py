@@ -42,7 +42,6 @@ from backups.redis_snapshot import (
 from dr_console.jobs import JobContext, JobFailed
 from dr_console.notes import Note, check_item
 from dr_console.text import untrusted_text
-from inventory.services import DatastoreRefused, datastore_check_not_broker
 from restores.models import RestoreRun
 
 BATCH = 1000
@@ -328,17 +327,13 @@ def redis_checks(
 
 
 def redis_restore_execute(run: RestoreRun, ctx: JobContext) -> None:
-    """Preconditions first (the target answers, is not the console's broker, runs a Redis at least as new as the
-    source, has room); then a read of the whole file (its sha256, and conflicts unless replacing) before anything
-    is written; the safety backup; RESTORE of every matching key; the checks."""
+    """Preconditions first (the target answers and, restores.services checked, is not the console's broker; runs
+    a Redis at least as new as the source, has room); then a read of the whole file (its sha256, and conflicts
+    unless replacing) before anything is written; the safety backup; RESTORE of every matching key; the checks."""
     from restores import steps
 
     steps.check_artifact_unchanged(run)
     artifact, datastore = run.artifact, run.target_datastore
-    try:
-        datastore_check_not_broker(datastore)
-    except DatastoreRefused as exc:
-        raise JobFailed(f"{exc}; nothing was restored") from None
     target = redis_target_from_env(datastore.url_env)
     replace = bool(run.options.get("replace"))
     match = key_matcher(str(run.options.get("key_pattern") or ""))

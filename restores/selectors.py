@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from backups.models import BackupArtifact
 from dr_console.formatting import iso
 from dr_console.history import PER_PAGE, Page, keyset_page
+from dr_console.jobs import active_job_labels
 from dr_console.notes import note_text
 from inventory.models import Datastore
 from restores.models import RestoreApproval, RestoreRun
@@ -288,3 +289,11 @@ def restore_run_artifacts_in_use(
     for run_id, artifact_id in runs.order_by("pk").values_list("pk", "artifact_id"):
         used.setdefault(artifact_id, _("restore #%(id)s") % {"id": run_id})
     return used
+
+
+def datastore_active_restores(sender: object, *, datastore_id: int, **kwargs: object) -> list[str]:
+    """The restores into the datastore, or of its backups, that have not ended, waiting ones included: an approval
+    covers the target as it was (inventory.signals.datastore_active_jobs)."""
+    return active_job_labels(
+        RestoreRun.objects.filter(Q(target_datastore_id=datastore_id) | Q(artifact__datastore_id=datastore_id))
+    )

@@ -38,6 +38,7 @@ from backups.models import BackupArtifact
 from dr_console.jobs import (
     IllegalTransition,
     JobContext,
+    JobFailed,
     JobType,
     job_cancel,
     job_enqueue,
@@ -46,9 +47,10 @@ from dr_console.jobs import (
     jobs_reap,
 )
 from dr_console.notes import Note
+from inventory.identity import IdentityUnknown, TargetIdentity, identity_from_env
 from inventory.locks import target_lock_held
 from inventory.models import Datastore
-from inventory.services import DatastoreRefused, datastore_check_not_broker
+from inventory.services import DatastoreRefused, datastore_check_target, datastore_identity
 from restores import pg_restore
 from restores.errors import ApprovalRefused, RestoreRefused
 from restores.methods import RESTORE_METHODS
@@ -98,6 +100,31 @@ __all__ = ["ApprovalRefused", "RestoreRefused"]  # raised here, defined in resto
 
 
 def restore_run_request(
+    *, artifact: BackupArtifact, requested_by: User, client_ip: str | None = None, **options: Any
+) -> RestoreRun:
+    """Freeze what will run and either queue it or, if it overwrites a datastore of a protected environment (or
+    copies a protected environment's data out of it), wait for approval. A refused request is audited too: who
+    tried what, and why it was refused (`_restore_run_request` has the parameters)."""
+    try:
+        return _restore_run_request(artifact=artifact, requested_by=requested_by, client_ip=client_ip, **options)
+    except RestoreRefused as exc:
+        audit_record(
+            action=AuditEvent.Action.RESTORE_REFUSED,
+            actor=requested_by,
+            obj=artifact,
+            client_ip=client_ip,
+            details={
+                "artifact": artifact.pk,
+                "target_kind": options.get("target_kind", ""),
+                "target": getattr(options.get("target_datastore"), "name", "") or artifact.datastore.name,
+                "new_database_name": options.get("new_database_name", ""),
+                "refused": str(exc),  # in the requester's language: the message they were shown
+            },
+        )
+        raise
+
+
+def _restore_run_request(
     *,
     artifact: BackupArtifact,
     target_kind: str,
@@ -114,10 +141,7 @@ def restore_run_request(
     client_ip: str | None = None,
     enqueue: bool = True,
 ) -> RestoreRun:
-    """Freeze what will run and either queue it or, if it overwrites a datastore of a protected environment,
-    wait for approval.
-
-    `confirm` is the typed confirmation: for a protected target it must equal the target datastore's name.
+    """`confirm` is the typed confirmation: for a protected target it must equal the target datastore's name.
     `jobs` and `no_owner` are options of PostgreSQL restores, `replace` and `key_pattern` of Redis restores.
     `enqueue=False` leaves a queued run for the caller to execute itself (`manage.py restore --inline`).
     """
@@ -181,19 +205,35 @@ def restore_run_request(
                 "format": artifact.get_format_display(),
             }
         )
-    try:
-        datastore_check_not_broker(target_datastore)
-    except DatastoreRefused as exc:
-        raise RestoreRefused(str(exc)) from None
     options = method.options(jobs=jobs, no_owner=no_owner, replace=replace, key_pattern=key_pattern)
+    identity = _target_identity(target_datastore, target_kind, new_database_name)  # None: not known from here
     environment = target_datastore.environment
-    # A new database overwrites nothing (drills and "does this backup restore?" checks make them): approval and
-    # the typed confirmation guard restores that overwrite a protected datastore.
+    source_environment = artifact.datastore.environment
+    # Overwriting a protected datastore needs approval and its typed name. A new database overwrites nothing, but it
+    # (like a datastore of another environment) puts a copy of the data where the operator can read it: a
+    # protected environment's data leaves it only with approval too.
     protected = environment.protected and target_kind != TargetKind.NEW_DATABASE
+    data_leaves = source_environment.data_protected and (
+        target_kind == TargetKind.NEW_DATABASE or environment.pk != source_environment.pk
+    )
     if protected and confirm != target_datastore.name:
         raise RestoreRefused(_confirmation_problem(confirm, target_datastore), field="confirm")
-    target_key = f"datastore:{target_datastore.pk}"
-    if target_kind == TargetKind.NEW_DATABASE:
+    required_approvals = max(
+        environment.required_approvals if protected else 0,
+        source_environment.required_approvals if data_leaves else 0,
+    )
+    if identity is None and required_approvals:
+        # An approval covers one database: which one must be known before anyone approves it. (A run that needs
+        # none is checked by its worker at launch, like every run.)
+        raise RestoreRefused(
+            _(
+                "the console does not know yet which database %(datastore)s reaches: %(variable)s is not set here "
+                "and no worker has reached it yet; press Check now on its page, then request the restore again"
+            )
+            % {"datastore": target_datastore.name, "variable": target_datastore.url_env}
+        )
+    target_key = identity.lock_key if identity is not None else f"datastore:{target_datastore.pk}"
+    if identity is None and target_kind == TargetKind.NEW_DATABASE:
         target_key += f":new:{new_database_name}"
 
     with transaction.atomic():
@@ -204,9 +244,10 @@ def restore_run_request(
             target_datastore=target_datastore,
             new_database_name=new_database_name if target_kind == TargetKind.NEW_DATABASE else "",
             target_key=target_key,
+            target_identity=identity.as_json() if identity is not None else None,
             options=options,
             reason=reason,
-            required_approvals=environment.required_approvals if protected else 0,
+            required_approvals=required_approvals,
             trigger=(trigger or requested_by.get_username())[:120],
             triggered_by=requested_by,
         )
@@ -222,17 +263,33 @@ def restore_run_request(
                 "target_kind": target_kind,
                 "environment": environment.name,
                 "protected": protected,
+                "protected_data": data_leaves,
+                "target_identity": identity.as_json() if identity is not None else None,
                 "reason": reason,
                 "options": run.options,
             },
         )
-        if protected:
+        if required_approvals:
             job_transition(RestoreRun, pk=run.pk, to=Status.AWAITING_APPROVAL)
             transaction.on_commit(lambda: _notify(run.pk, "awaiting_approval"))
         else:
             _queue(run.pk, enqueue=enqueue)
     run.refresh_from_db()
     return run
+
+
+def _target_identity(datastore: Datastore, target_kind: str, new_database_name: str) -> TargetIdentity | None:
+    """Which database the run will touch, frozen with the request (the worker checks it again at launch), after
+    refusing a target that is the console's own database or broker, or that another datastore reaches too. None
+    when neither this process nor a worker's health check could ask its server."""
+    identity = datastore_identity(datastore)
+    try:
+        datastore_check_target(datastore, identity)
+    except DatastoreRefused as exc:
+        raise RestoreRefused(str(exc)) from None
+    if identity is not None and target_kind == TargetKind.NEW_DATABASE:
+        return identity.with_database(new_database_name)
+    return identity
 
 
 def _in_english(text: Any) -> str:
@@ -411,10 +468,39 @@ def _restore_work(ctx: JobContext) -> None:
         details={"worker": socket.gethostname()},
     )
     method = RESTORE_METHODS[BackupArtifact.Format(run.artifact.format)]
+    target_key = _target_key_at_launch(run)
     with target_lock_held(
-        target_key=run.target_key, holder=run, target_label=run.target_label, nothing_done="nothing was restored"
+        target_key=target_key, holder=run, target_label=run.target_label, nothing_done="nothing was restored"
     ):
         method.execute(run, ctx)
+
+
+def _target_key_at_launch(run: RestoreRun) -> str:
+    """Ask the target's server, from the worker that will restore, which database the URL reaches now. A target
+    that is not the database requested (and approved), or that is now the console's own or another datastore's,
+    fails the run before anything is touched. Returns the lock key of that database."""
+    datastore = run.target_datastore
+    try:
+        live = identity_from_env(datastore.kind, datastore.url_env)
+    except IdentityUnknown as exc:
+        raise JobFailed(
+            f"cannot check which database {datastore.name} is before restoring: {exc}; nothing was restored"
+        ) from None
+    try:
+        datastore_check_target(datastore, live)
+    except DatastoreRefused as exc:
+        raise JobFailed(f"{exc}; nothing was restored") from None
+    if run.target_kind == TargetKind.NEW_DATABASE:
+        live = live.with_database(run.new_database_name)
+    requested = TargetIdentity.from_json(run.target_identity)
+    if requested is not None and not requested.same_database(live):
+        raise JobFailed(
+            f"the target is not the database this restore was requested for: it was {requested.describe()}, "
+            f"{datastore.url_env} now reaches {live.describe()}; nothing was restored. Request the restore again"
+        )
+    if run.target_key != live.lock_key:
+        RestoreRun.objects.filter(pk=run.pk).update(target_key=live.lock_key)
+    return live.lock_key
 
 
 def _restore_finished(run_id: int) -> None:

@@ -62,6 +62,18 @@ class DatastoreFactory(DjangoModelFactory):
     url_env = factory.Sequence(lambda n: f"TEST_DB{n}_URL")
 
 
+def one_datastore_of(url_env: str, **fields: Any) -> Datastore:
+    """The datastore of the database in `url_env`, made once and then changed to `fields`: the console refuses two
+    records of one database (inventory.services.datastore_check_target)."""
+    datastore = Datastore.objects.filter(url_env=url_env).first()
+    if datastore is None:
+        return DatastoreFactory(url_env=url_env, **fields)
+    for name, value in fields.items():
+        setattr(datastore, name, value)
+    datastore.save()
+    return datastore
+
+
 class DatastoreHealthFactory(DjangoModelFactory):
     """A datastore's newest health check: reachable; `unconfigured` (its URL variable unset on the worker),
     `unreachable` or `refused` (wrong password)."""
@@ -75,6 +87,15 @@ class DatastoreHealthFactory(DjangoModelFactory):
     checked_at = factory.LazyFunction(timezone.now)
     checked_on = "worker-1"
     since = factory.LazyFunction(timezone.now)
+    # Which database it reached (inventory.identity): one of its own, on a cluster of the tests' imagination.
+    identity = factory.LazyAttribute(
+        lambda o: {
+            "kind": o.datastore.kind,
+            "server": "7000000000000000001",
+            "endpoint": "10.9.9.9:5432",
+            "database": o.datastore.name,
+        }
+    )
 
     class Params:
         unconfigured = factory.Trait(

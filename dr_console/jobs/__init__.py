@@ -17,6 +17,7 @@ from dr_console.jobs.reaper import job_processes_gone, job_session_name, jobs_re
 from dr_console.jobs.runner import JobContext, JobOutcome, JobType, job_cancel, job_run
 from dr_console.jobs.transitions import (
     IllegalTransition,
+    active_job_labels,
     english_name,
     job_advance,
     job_claim,
@@ -27,6 +28,7 @@ from dr_console.jobs.transitions import (
 
 __all__ = [
     "BrokerUnavailable",
+    "active_job_labels",
     "IllegalTransition",
     "JobContext",
     "JobEvent",

@@ -37,6 +37,16 @@ def english_name(model: type[models.Model]) -> str:
         return str(model._meta.verbose_name)
 
 
+def active_job_labels(queryset: models.QuerySet[Any]) -> list[str]:
+    """ "restore #5 (awaiting approval)" for each job of `queryset` that has not ended, for refusals that name them."""
+    model = queryset.model
+    with translation.override("en"):
+        return [
+            f"{english_name(model)} #{job.pk} ({job.get_status_display().lower()})"
+            for job in queryset.filter(status__in=model.ACTIVE).order_by("pk")
+        ]
+
+
 def job_transition(
     model: type[JobModel],
     *,

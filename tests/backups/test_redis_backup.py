@@ -17,7 +17,7 @@ from backups.services import backup_artifact_execute, backup_artifact_request
 from backups.verification import backup_artifact_verify
 from dr_console.jobs import job_transition
 from inventory.models import Datastore
-from tests.factories import DatastoreFactory
+from tests.factories import DatastoreFactory, one_datastore_of
 from tests.support.local import start_thread
 from tests.support.redis import AppRedis, redis_fill_all_types
 from tests.support.storage import stored_files
@@ -28,7 +28,7 @@ Verification = BackupArtifact.Verification
 
 
 def take_backup(source: AppRedis, **datastore_fields: Any) -> BackupArtifact:
-    datastore = DatastoreFactory(kind=Datastore.Kind.REDIS, url_env=source.url_env, **datastore_fields)
+    datastore = one_datastore_of(source.url_env, kind=Datastore.Kind.REDIS, **datastore_fields)
     artifact = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
     backup_artifact_execute(artifact_id=artifact.pk, verify_after=False)
     artifact.refresh_from_db()

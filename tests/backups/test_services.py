@@ -24,7 +24,7 @@ from backups.services import (
 )
 from backups.verification import backup_artifact_verify
 from dr_console.jobs import IllegalTransition, job_transition
-from tests.factories import BackupArtifactFactory, DatastoreFactory
+from tests.factories import BackupArtifactFactory, DatastoreFactory, one_datastore_of
 from tests.support.local import start_thread
 from tests.support.postgres import (
     PasswordServer,
@@ -41,7 +41,7 @@ Status = BackupArtifact.Status
 
 
 def take_backup(source: SourceDb, **datastore_fields: Any) -> BackupArtifact:
-    datastore = DatastoreFactory(url_env=source.url_env, **datastore_fields)
+    datastore = one_datastore_of(source.url_env, **datastore_fields)
     artifact = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
     backup_artifact_execute(artifact_id=artifact.pk, verify_after=False)
     artifact.refresh_from_db()
@@ -364,14 +364,15 @@ def test_reaper_fails_a_backup_whose_worker_died_and_deletes_its_temporary_file(
 
 def test_a_redis_datastore_that_is_the_broker_is_refused(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     from inventory.models import Datastore
-    from inventory.services import DatastoreRefused, datastore_check_not_broker
+    from inventory.services import DatastoreRefused, datastore_check_target, datastore_identity
 
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/15"
     monkeypatch.setenv("QUEUE_URL", "redis://localhost:6379/15")
+    queue = DatastoreFactory.build(kind=Datastore.Kind.REDIS, url_env="QUEUE_URL")
     with pytest.raises(DatastoreRefused, match="is the console's own task broker"):
-        datastore_check_not_broker(DatastoreFactory.build(kind=Datastore.Kind.REDIS, url_env="QUEUE_URL"))
+        datastore_check_target(queue, datastore_identity(queue))
     monkeypatch.setenv("QUEUE_URL", "redis://localhost:6379/3")  # same server, another database: fine
-    datastore_check_not_broker(DatastoreFactory.build(kind=Datastore.Kind.REDIS, url_env="QUEUE_URL"))
+    datastore_check_target(queue, datastore_identity(queue))
 
 
 def test_fingerprints_differ_when_content_differs(source_db: SourceDb) -> None:

@@ -194,7 +194,7 @@ def test_backup_wait_with_no_worker_says_so_first_and_gives_up(source_db: Source
     assert lines[0].startswith("no Celery worker answered: the backup waits in the queue")
     assert "no worker took the backup within 2 s" in lines[-1] and "stays queued" in lines[-1]
     assert "Traceback" not in plain.stderr
-    DatastoreFactory(name="other-db", url_env=source_db.url_env)
+    DatastoreFactory(name="other-db")  # another database (its own variable): one database has one record
     as_json = manage("backup", "other-db", "--wait", "--pickup-timeout", "1", "--json")
     assert as_json.returncode == 3
     assert "no worker took the backup within 1 s" in one_document(as_json.stdout)["error"]

@@ -432,6 +432,7 @@ def test_a_reaped_restore_keeps_its_lock_until_the_database_it_created_is_droppe
     from restores.services import restore_runs_reap_stale
     from tests.support.postgres import admin_connection, database_exists
 
+    Environment.objects.filter(name="prod").update(protected_data=False)  # queued at once: no approval needed
     run = restore_run_request(
         artifact=BackupArtifact.objects.select_related("datastore__environment").get(pk=backup.pk),
         target_kind=Kind.NEW_DATABASE,
@@ -497,13 +498,16 @@ def test_loading_configuration_is_audited(tmp_path: Any) -> None:
     assert Environment.objects.get(name="prod").takes_safety_backup is False
 
 
-def test_a_new_database_on_the_protected_server_overwrites_nothing_and_needs_no_approval(
+def test_a_new_database_on_the_protected_server_needs_no_approval_when_its_data_is_not_protected(
     backup: BackupArtifact, operator: Any, new_database_name: str, source_db: SourceDb
 ) -> None:
+    """It overwrites nothing; with `protected_data` off, a copy of the data may be made without approval (with it on,
+    the default, it waits: tests/test_target_identity.py)."""
     from tests.support.postgres import database_url
 
+    Environment.objects.filter(name="prod").update(protected_data=False)
     run = restore_run_request(
-        artifact=backup,
+        artifact=BackupArtifact.objects.select_related("datastore__environment").get(pk=backup.pk),
         target_kind=Kind.NEW_DATABASE,
         new_database_name=new_database_name,
         requested_by=operator,

@@ -14,9 +14,10 @@ from django.urls import reverse
 from backups.models import BackupArtifact
 from dr_console.jobs import job_transition
 from dr_console.notes import Note
+from inventory.models import Environment
 from restores.models import RestoreRun
 from restores.services import restore_run_approve, restore_run_request
-from tests.factories import BackupArtifactFactory, DatastoreFactory, EnvironmentFactory
+from tests.factories import BackupArtifactFactory, DatastoreFactory, DatastoreHealthFactory, EnvironmentFactory
 from tests.support.postgres import SourceDb
 
 pytestmark = pytest.mark.django_db
@@ -27,6 +28,7 @@ Status, Kind = RestoreRun.Status, RestoreRun.TargetKind
 def backup() -> BackupArtifact:
     prod = EnvironmentFactory(name="prod", protected=True, required_approvals=1)
     datastore = DatastoreFactory(name="prod-db", environment=prod)
+    DatastoreHealthFactory(datastore=datastore)  # a worker reached it: which database it is is known
     return BackupArtifactFactory(datastore=datastore, succeeded=True)  # type: ignore[no-any-return]
 
 
@@ -59,6 +61,7 @@ def test_the_notice_after_a_request_says_what_is_true_when_the_page_is_drawn(
 ) -> None:
     """A run that failed in the second between the request and the page is not "queued"."""
     staging = DatastoreFactory(name="staging-db", environment=EnvironmentFactory(name="staging"))
+    Environment.objects.filter(name="prod").update(protected_data=False)  # queued at once, no approval
     client.force_login(operator)
     response = client.post(
         create_url(backup),

@@ -170,11 +170,12 @@ def test_two_restores_into_one_target_never_run_together(backup: BackupArtifact,
 def test_a_restore_waits_for_no_backup_it_fails_clearly_while_one_runs(backup: BackupArtifact) -> None:
     from backups.models import BackupArtifact as Artifact
     from backups.services import backup_artifact_request
-    from inventory.locks import datastore_target_key, target_lock_acquire, target_lock_release
+    from inventory.identity import identity_from_env
+    from inventory.locks import target_lock_acquire, target_lock_release
 
     running = backup_artifact_request(datastore=backup.datastore, trigger="test", enqueue=False)
     Artifact.objects.filter(pk=running.pk).update(status=Artifact.Status.RUNNING, heartbeat_at=timezone.now())
-    key = datastore_target_key(backup.datastore_id)
+    key = identity_from_env("postgres", backup.datastore.url_env).lock_key  # the database's lock, not the record's
     assert target_lock_acquire(target_key=key, holder=running) is None
     try:
         run = restore(backup, target_kind=Kind.IN_PLACE)
@@ -207,12 +208,15 @@ def test_cancel_stops_a_running_pg_restore(backup: BackupArtifact, source_db: So
     locker.execute("LOCK TABLE public.chunks IN ACCESS EXCLUSIVE MODE")
     worker = start_thread(restore_run_execute, run_id=run.pk)
     try:
-        for _ in range(100):
+        # The process starts a moment before its group is written to the row: wait for both, or cancel may come
+        # between the two and find nothing to stop.
+        for _ in range(200):
             restoring = [proc for proc in own_pg_restores() if "--clean" in proc.cmdline()]
-            if restoring:
+            recorded = RestoreRun.objects.get(pk=run.pk).process_group
+            if restoring and recorded:
                 break
             time.sleep(0.1)
-        assert RestoreRun.objects.get(pk=run.pk).process_group == restoring[0].pid  # recorded on the row
+        assert recorded == restoring[0].pid  # recorded on the row
         assert restore_run_cancel(run_id=run.pk, cancelled_by=REQUESTER[0])
         worker.join(timeout=30)
         assert not worker.is_alive()

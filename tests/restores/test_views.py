@@ -22,7 +22,13 @@ from inventory.models import Datastore, Environment
 from restores.models import RestoreApproval, RestoreRun
 from restores.selectors import restore_run_page
 from restores.services import restore_run_request
-from tests.factories import BackupArtifactFactory, DatastoreFactory, EnvironmentFactory, user_in_groups
+from tests.factories import (
+    BackupArtifactFactory,
+    DatastoreFactory,
+    DatastoreHealthFactory,
+    EnvironmentFactory,
+    user_in_groups,
+)
 
 pytestmark = pytest.mark.django_db
 Status = RestoreRun.Status
@@ -43,7 +49,9 @@ def prod() -> Environment:
 
 @pytest.fixture
 def prod_db(prod: Environment) -> Datastore:
-    return DatastoreFactory(name="prod-db", environment=prod)
+    datastore = DatastoreFactory(name="prod-db", environment=prod)
+    DatastoreHealthFactory(datastore=datastore)  # a worker reached it: the console knows which database it is
+    return datastore
 
 
 @pytest.fixture
@@ -471,6 +479,7 @@ def test_the_last_approval_queues_the_run_on_the_real_broker(client: Client) -> 
     operator = user_in_groups("olga", "operator")
     approver = user_in_groups("abel", "approver", "operator")
     prod_db = DatastoreFactory(name="prod-db", environment=EnvironmentFactory(name="prod", protected=True))
+    DatastoreHealthFactory(datastore=prod_db)  # a worker reached it: which database it is is known
     artifact = BackupArtifactFactory(datastore=prod_db, status="succeeded", sha256="a" * 64, storage_key="k")
     run = request_in_place(artifact, operator)
     try:
@@ -618,6 +627,7 @@ def test_htmx_approval_list_gets_the_rows_only(
 @pytest.fixture
 def redis_backup(prod: Environment) -> BackupArtifact:
     queue = DatastoreFactory(name="prod-queue", environment=prod, kind=Datastore.Kind.REDIS)
+    DatastoreHealthFactory(datastore=queue)
     return BackupArtifactFactory(
         datastore=queue, status="succeeded", sha256="b" * 64, storage_key="k", format="redis_snapshot"
     )
