@@ -30,6 +30,7 @@ from restores.services import restore_run_request
 from tests.factories import (
     BackupArtifactFactory,
     DatastoreFactory,
+    DatastoreHealthFactory,
     EnvironmentFactory,
     ReprocessBatchFactory,
     user_in_groups,
@@ -93,6 +94,7 @@ def console_data(db: None) -> RestoreRun:
     )
     # Known for two days: its first verified backup was due (a newer datastore would not be late yet).
     Datastore.objects.filter(pk=backup.datastore_id).update(created_at=timezone.now() - timedelta(days=2))
+    DatastoreHealthFactory(datastore=backup.datastore)  # a worker reached it: which database it is is known
     return restore_run_request(
         artifact=backup,
         target_kind=RestoreRun.TargetKind.IN_PLACE,
