@@ -30,6 +30,7 @@ class AuditFilterForm(forms.Form):
         required=False, max_length=150, label=_("Actor"), widget=forms.TextInput(attrs={"type": "search"})
     )
     object_type = forms.ChoiceField(required=False, label=_("Object type"), choices=[])
+    via = forms.ChoiceField(required=False, label=_("Via"), choices=[("", _("Any way")), *AuditEvent.Via.choices])
     since = forms.DateField(required=False, label=_("From"), widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, label=_("To"), widget=forms.DateInput(attrs={"type": "date"}))
     before = forms.CharField(required=False, widget=forms.HiddenInput)
@@ -55,6 +56,7 @@ class AuditFilterForm(forms.Form):
             action=data.get("action", ""),
             actor=(data.get("actor") or "").strip(),
             object_type=data.get("object_type", ""),
+            via=data.get("via", ""),
             since=data.get("since"),
             until=data.get("until"),
         )

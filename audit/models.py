@@ -62,6 +62,21 @@ class AuditEvent(models.Model):
         DATASTORE_HEALTH_CHANGED = "datastore.health_changed", _("Datastore health changed")
         RESTORE_REFUSED = "restore.refused", _("Restore refused")
         CONFIG_REFUSED = "config.refused", _("Configuration refused")
+        AUTH_LOGGED_IN = "auth.logged_in", _("Logged in")
+        AUTH_LOGIN_FAILED = "auth.login_failed", _("Login failed")
+        AUTH_LOCKED_OUT = "auth.locked_out", _("Locked out after failed logins")
+        AUTH_SESSION_EXPIRED = "auth.session_expired", _("Session expired")
+        AUTH_REAUTHENTICATED = "auth.reauthenticated", _("Password confirmed")
+        AUTH_REAUTH_FAILED = "auth.reauth_failed", _("Password confirmation failed")
+        AUTH_REFUSED = "auth.refused", _("Command-line credential refused")
+        AUTH_TOKEN_CREATED = "auth.token_created", _("Personal token created")
+        AUTH_TOKEN_REVOKED = "auth.token_revoked", _("Personal token revoked")
+
+    class Via(models.TextChoices):
+        WEB = "web", _("web")
+        CLI = "cli", _("command line")
+        API = "api", _("API")
+        SYSTEM = "system", _("system")
 
     created_at = models.DateTimeField(_("when"), default=timezone.now, db_index=True)
     # PROTECT: the log never loses its actors (SET_NULL would be an update, which the table refuses anyway).
@@ -79,6 +94,11 @@ class AuditEvent(models.Model):
     object_id = models.CharField(_("object id"), max_length=40, blank=True)
     object_repr = models.CharField(_("object"), max_length=200, blank=True)
     client_ip = models.GenericIPAddressField(_("client IP"), null=True, blank=True)
+    # Which way the action came (dr_console.channel): the page, the command line, the API, or the console itself.
+    via = models.CharField(_("via"), max_length=8, choices=Via.choices, default=Via.SYSTEM, db_index=True)
+    # On the command line: the OS user and the machine that ran the command, besides the console user named.
+    os_user = models.CharField(_("OS user"), max_length=150, blank=True)
+    os_host = models.CharField(_("host"), max_length=255, blank=True)
     details = models.JSONField(_("details"), default=dict, blank=True)
     # The object's and the actor's names as codes and parameters ({"object": note, "actor": note}), so that the
     # log reads in its reader's language; object_repr and actor_label keep the English words (exports, old rows).

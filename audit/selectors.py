@@ -22,6 +22,7 @@ class AuditFilters:
     action: str = ""
     actor: str = ""
     object_type: str = ""
+    via: str = ""
     since: date | None = None
     until: date | None = None
 
@@ -35,6 +36,8 @@ def audit_event_queryset(filters: AuditFilters) -> QuerySet[AuditEvent]:
         events = events.filter(actor_label__icontains=filters.actor)
     if filters.object_type:
         events = events.filter(object_type=filters.object_type)
+    if filters.via:
+        events = events.filter(via=filters.via)
     return created_within_days(events, filters.since, filters.until).order_by("-created_at", "-pk")
 
 
@@ -53,7 +56,20 @@ def audit_object_types() -> list[str]:
 def audit_event_export_rows(filters: AuditFilters) -> Iterator[list[str]]:
     """The CSV rows of the export, header first. Streamed from a server-side cursor: memory stays flat however
     many events match. Times are ISO 8601 in UTC; details are the JSON the event holds."""
-    yield ["id", "time", "actor", "action", "object_type", "object_id", "object", "client_ip", "details"]
+    yield [
+        "id",
+        "time",
+        "actor",
+        "action",
+        "object_type",
+        "object_id",
+        "object",
+        "client_ip",
+        "details",
+        "via",
+        "os_user",
+        "os_host",
+    ]
     for event in audit_event_queryset(filters).iterator(chunk_size=2000):
         yield [
             str(event.pk),
@@ -65,4 +81,7 @@ def audit_event_export_rows(filters: AuditFilters) -> Iterator[list[str]]:
             event.object_repr,
             event.client_ip or "",
             json.dumps(event.details, sort_keys=True, ensure_ascii=False),
+            event.via,
+            event.os_user,
+            event.os_host,
         ]

@@ -9,6 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import models
 
 from audit.models import AuditEvent
+from dr_console.channel import channel_current
 from dr_console.notes import Note, actor_note
 from dr_console.text import untrusted_data, untrusted_text
 
@@ -27,9 +28,13 @@ def audit_record(
     """Append one event. `actor_label` names a non-person actor ("console", "reaper") or overrides the username.
     Details must never hold secrets: callers pass ids, names and outcomes, not URLs.
 
+    Which way the action came (web, cli, api, system) and, on the command line, the OS user and host are taken
+    from dr_console.channel.
+
     Details often quote what came from outside (an error naming a Redis key, a queue's name): every string in them
     is escaped here too (dr_console.text), so an event is always recorded, whatever its caller forgot."""
     user = actor if isinstance(actor, User) else None
+    channel = channel_current()
     label = actor_label or (user.get_username() if user is not None else "console")
     notes = {"object": _object_note(obj), "actor": None if user is not None and not actor_label else actor_note(label)}
     return AuditEvent.objects.create(
@@ -40,6 +45,9 @@ def audit_record(
         object_id=str(obj.pk) if obj is not None else "",
         object_repr=untrusted_text(str(obj))[:200] if obj is not None else "",
         client_ip=client_ip,
+        via=channel.via,
+        os_user=untrusted_text(channel.os_user)[:150],
+        os_host=untrusted_text(channel.host)[:255],
         details=untrusted_data(details or {}),
         labels=untrusted_data({key: note.as_json() for key, note in notes.items() if note is not None}),
     )

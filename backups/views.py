@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HTMX_STOP_POLLING, push_url, trigger_client_event
 
+from accounts.reauth import reauth_required
 from backups import selectors
 from backups.forms import BackupArtifactFilterForm
 from backups.models import BackupArtifact, BackupVerification
@@ -132,6 +133,7 @@ def _status_context(artifact: BackupArtifact) -> dict[str, Any]:
 
 @require_POST
 @permission_required(PIN_PERM, raise_exception=True)
+@reauth_required(lambda: _("pin this backup"))
 def artifact_pin(request: HtmxRequest, pk: int) -> HttpResponse:
     """Pin a backup (legal hold, an investigation): retention never expires it while it is pinned."""
     artifact = get_object_or_404(BackupArtifact, pk=pk)
@@ -148,6 +150,7 @@ def artifact_pin(request: HtmxRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @permission_required(PIN_PERM, raise_exception=True)
+@reauth_required(lambda: _("unpin this backup"))
 def artifact_unpin(request: HtmxRequest, pk: int) -> HttpResponse:
     artifact = get_object_or_404(BackupArtifact, pk=pk)
     try:

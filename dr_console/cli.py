@@ -22,6 +22,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.db import OperationalError, models
 
+from dr_console.channel import channel_set, cli_channel
+
 
 @contextlib.contextmanager
 def stdout_kept_for_json(*, process_stdout: bool) -> Iterator[TextIO | None]:
@@ -53,7 +55,12 @@ def json_asked() -> bool:
 
 
 class OneLineCommand(BaseCommand):
-    """A usage mistake on the command line is one line and exit status 2, not the whole usage text."""
+    """A usage mistake on the command line is one line and exit status 2, not the whole usage text. What the command
+    does is audited as coming from the command line, with the OS user and host that ran it (dr_console.channel)."""
+
+    def execute(self, *args: Any, **options: Any) -> Any:
+        with channel_set(cli_channel()):
+            return super().execute(*args, **options)
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)

@@ -15,6 +15,8 @@ from django.utils import timezone
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
 
+from dr_console.channel import API, WEB, Channel, channel_set
+
 
 class HtmxRequest(HttpRequest):
     """What the console's views get: the login middleware guarantees a user, HtmxMiddleware adds `htmx`."""
@@ -48,6 +50,19 @@ class HtmxLoginRequiredMiddleware(LoginRequiredMiddleware):
             current = request.htmx.current_url_abs_path or "/"  # type: ignore[attr-defined]
             return HttpResponseClientRedirect(redirect_to_login(current, self.get_login_url(view_func))["Location"])
         return super().handle_no_permission(request, view_func)
+
+
+class ChannelMiddleware:
+    """Every request is audited as coming from the web, or from the API when it carries a bearer token (a
+    scraper of /metrics) rather than a session (dr_console.channel)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        api = request.headers.get("Authorization", "").lower().startswith("bearer ")
+        with channel_set(Channel(via=API if api else WEB)):
+            return self.get_response(request)
 
 
 class BrowserTimezoneMiddleware:

@@ -75,8 +75,10 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "django_celery_beat",  # beat's schedule lives in the database, editable while beat runs
+    "axes",  # login throttling and lockout (django-axes); its AccessAttempt rows live in the console's database
     "dr_console",  # project-wide commands (runconsole)
     "audit",
+    "accounts",  # who is acting: personal tokens, session timeouts, re-authentication, login audit
     "inventory",  # environments, datastores, target locks: the bottom of the app layers
     "backups",
     "restores",
@@ -95,10 +97,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "dr_console.http.ChannelMiddleware",  # audit events from a request say "web" (or "api" with a bearer token)
+    "accounts.middleware.SessionTimeoutMiddleware",  # idle and absolute session timeouts, on the server
     "dr_console.http.HtmxLoginRequiredMiddleware",  # every page needs a login unless marked otherwise
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into its lockout page
 ]
 
 ROOT_URLCONF = "dr_console.urls"
@@ -115,6 +120,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "accounts.reauth.reauth_context",  # forms ask for the password when re-auth is due
             ],
         },
     },
@@ -317,6 +323,34 @@ for _entry in CELERY_BEAT_SCHEDULE.values():
 # How long publishing a task may retry before the caller gets a clear "broker unreachable" error.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 
+# Who is acting (accounts/, README "Security model"). Sessions end on the server after SESSION_IDLE_TIMEOUT seconds
+# without activity (a page's own polling is not activity) and SESSION_ABSOLUTE_TIMEOUT seconds after the login.
+SESSION_IDLE_TIMEOUT = env_int("SESSION_IDLE_TIMEOUT", default=30 * 60)
+SESSION_ABSOLUTE_TIMEOUT = env_int("SESSION_ABSOLUTE_TIMEOUT", default=12 * 3600)
+SESSION_COOKIE_AGE = SESSION_ABSOLUTE_TIMEOUT  # the cookie does not outlive the session either
+# Approving, an in-place restore of a protected target, pinning, unpinning and retention changes need the password
+# typed within the last REAUTH_MAX_AGE seconds.
+REAUTH_MAX_AGE = env_int("REAUTH_MAX_AGE", default=5 * 60)
+# Personal tokens (`manage.py token create`, DR_CONSOLE_TOKEN) expire after this many days by default.
+PERSONAL_TOKEN_DAYS = env_int("PERSONAL_TOKEN_DAYS", default=90)
+# Login throttling and lockout (django-axes): AXES_FAILURE_LIMIT failed logins (or password confirmations) of one
+# user name from one address lock that pair for AXES_COOLOFF_MINUTES; a success resets the count. Unlock at once
+# with `manage.py axes_reset_username USERNAME` (or axes_reset_ip, or axes_reset for everyone).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env_float("AXES_COOLOFF_MINUTES", default=15.0) / 60  # hours, as django-axes reads a float
+# Username and address together: someone elsewhere cannot lock an approver out during an incident by typing
+# wrong passwords for their name.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "accounts/lockout.html"
+AXES_CLIENT_IP_CALLABLE = "dr_console.http.client_ip"  # the address the audit log records (USE_X_FORWARDED_FOR)
+AXES_VERBOSE = False  # its own log lines would repeat the audit events
+AXES_DISABLE_ACCESS_LOG = True  # successful logins are audit events already (auth.logged_in)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "overview:dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -348,6 +382,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # each login and reset is an audit event already (accounts/signals.py)
         # Django's own "django" logger also prints to the console when DEBUG is on: with the root's handler that
         # was every line (and traceback) twice. One handler, ours.
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
+from django.utils.module_loading import import_string
 from django.views.i18n import set_language
 
 from dr_console import views
@@ -19,7 +20,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("favicon.ico", views.favicon, name="favicon"),
     path("", include("overview.probe_urls")),  # readyz, metrics
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", import_string("accounts.views.LoginView").as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),  # the login page switches too
     path("restores/", include("restores.urls")),

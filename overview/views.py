@@ -26,6 +26,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect
 
+from accounts.reauth import reauth_required
 from backups.forms import RetentionPolicyForm
 from backups.health import datastore_health_check_soon
 from backups.retention import (
@@ -174,6 +175,7 @@ def datastore_retention_preview(request: HtmxRequest, name: str) -> HttpResponse
 
 @require_POST
 @permission_required(POLICY_PERM, raise_exception=True)
+@reauth_required(lambda: _("change this retention policy"))
 def datastore_retention_update(request: HtmxRequest, name: str) -> HttpResponse:
     datastore = _datastore(name)
     form = RetentionPolicyForm(request.POST)

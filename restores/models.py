@@ -112,6 +112,11 @@ class RestoreRun(JobModel):
         default=False,
         help_text=_("The run created its new database (and so drops it again if it fails, or the reaper does)."),
     )
+    # Who asked, besides the console user named: on the command line, the OS user and the machine that ran it;
+    # `requested_via` is which way the request came (web, cli, api, system), as in the audit log.
+    requested_via = models.CharField(_("requested via"), max_length=8, blank=True)
+    requested_os_user = models.CharField(_("requested by OS user"), max_length=150, blank=True)
+    requested_host = models.CharField(_("requested from host"), max_length=255, blank=True)
     exit_code = models.IntegerField(_("exit code"), null=True, blank=True)
     checks = models.JSONField(
         _("checks"), default=list, blank=True, help_text=_("Post-restore checks: name, ok, detail.")

@@ -52,5 +52,7 @@ def _message(run: RestoreRun, event: str) -> tuple[str, str]:
     if run.error:
         lines.append(f"Error: {run.error}")
     if event == "awaiting_approval":
-        lines.append(f"Approve with: manage.py approve {run.pk} --as YOU (needs {run.required_approvals}).")
+        lines.append(
+            f"Approve with: DR_CONSOLE_TOKEN=<your token> manage.py approve {run.pk} (needs {run.required_approvals})."
+        )
     return subject, "\n".join(lines)

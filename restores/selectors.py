@@ -42,6 +42,9 @@ def restore_run_summary(run: RestoreRun) -> dict[str, Any]:
         "options": run.options,
         "reason": run.reason,
         "requested_by": run.triggered_by.get_username() if run.triggered_by else None,
+        "requested_via": run.requested_via or None,
+        "requested_os_user": run.requested_os_user or None,
+        "requested_host": run.requested_host or None,
         "required_approvals": run.required_approvals,
         "approvals": [
             {

@@ -35,6 +35,7 @@ from audit.models import AuditEvent
 from audit.services import audit_job_finished, audit_record
 from backups.methods import FORMAT_BY_KIND
 from backups.models import BackupArtifact
+from dr_console.channel import channel_current
 from dr_console.jobs import (
     IllegalTransition,
     JobContext,
@@ -47,6 +48,7 @@ from dr_console.jobs import (
     jobs_reap,
 )
 from dr_console.notes import Note
+from dr_console.text import untrusted_text
 from inventory.identity import IdentityUnknown, TargetIdentity, identity_from_env
 from inventory.locks import target_lock_held
 from inventory.models import Datastore
@@ -250,6 +252,7 @@ def _restore_run_request(
             required_approvals=required_approvals,
             trigger=(trigger or requested_by.get_username())[:120],
             triggered_by=requested_by,
+            **_requester_origin(),
         )
         audit_record(
             action=AuditEvent.Action.RESTORE_REQUESTED,
@@ -290,6 +293,16 @@ def _target_identity(datastore: Datastore, target_kind: str, new_database_name: 
     if identity is not None and target_kind == TargetKind.NEW_DATABASE:
         return identity.with_database(new_database_name)
     return identity
+
+
+def _requester_origin() -> dict[str, str]:
+    """Which way the request came, and on the command line the OS user and host that ran it (dr_console.channel)."""
+    channel = channel_current()
+    return {
+        "requested_via": channel.via,
+        "requested_os_user": untrusted_text(channel.os_user)[:150],
+        "requested_host": untrusted_text(channel.host)[:255],
+    }
 
 
 def _in_english(text: Any) -> str:

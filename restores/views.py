@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HTMX_STOP_POLLING, HttpResponseClientRedirect, trigger_client_event
 
+from accounts.reauth import reauth_refusal, reauth_required
 from backups.models import BackupArtifact
 from dr_console.http import HtmxRequest, client_ip
 from dr_console.jobs import BrokerUnavailable
@@ -111,6 +112,14 @@ def run_create(request: HtmxRequest) -> HttpResponse:
 
     if request.method == "POST":
         form = RestoreRequestForm(request.POST, artifact=artifact)
+        impact = form.current_impact() if form.is_valid() else None
+        # Overwriting a protected datastore: the password again first (accounts.reauth); the page it shows posts
+        # this same form back, so nothing typed is lost.
+        protected = impact is not None and impact.protected
+        if protected and (
+            refused := reauth_refusal(request, what=_("restore over a datastore of a protected environment"))
+        ):
+            return refused
         if form.is_valid():
             try:
                 run = services.restore_run_request(
@@ -222,6 +231,7 @@ def _cancelled_message(run: RestoreRun, was_running: bool) -> str:
 
 @require_POST
 @permission_required(APPROVE_PERM, raise_exception=True)
+@reauth_required(lambda: _("approve this restore"))
 def run_approve(request: HtmxRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(RestoreRun, pk=pk)
     form = ApproveForm(request.POST)

@@ -72,12 +72,30 @@ def _default_language() -> Iterator[None]:
     translation.deactivate()
 
 
+@pytest.fixture(autouse=True)
+def _person_at_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command that names a console user (`--as`) asks for their credential on the terminal, which a test has
+    not: here the person named types their own password ("<username>-password", tests/factories.py), and the check
+    of it is the real one. Tests of refusals replace this (no terminal: `ask_secret` returns None, or a wrong
+    password). Subprocesses have no terminal either: they get DR_CONSOLE_TOKEN (tests/support/cli.py)."""
+    monkeypatch.setattr("accounts.cli.ask_secret", lambda username, purpose: f"{username}-password")
+    monkeypatch.delenv("DR_CONSOLE_TOKEN", raising=False)
+
+
 @pytest.fixture
 def operator(db: None) -> Any:
     """Olga, in the operator group the roles migration creates."""
     from tests.factories import user_in_groups
 
     return user_in_groups("olga", "operator")
+
+
+@pytest.fixture
+def viewer(db: None) -> Any:
+    """Vera, who reads everything."""
+    from tests.factories import user_in_groups
+
+    return user_in_groups("vera", "viewer")
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import Any
 
 import factory
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
 from django.utils import timezone
 from factory.django import DjangoModelFactory
@@ -41,6 +42,8 @@ class UserFactory(DjangoModelFactory):
         django_get_or_create = ["username"]
 
     username = factory.Sequence(lambda n: f"user{n}")
+    # Everyone's password is known to the tests: "<username>-password" (tests/conftest.py types it at the prompt).
+    password = factory.LazyAttribute(lambda user: make_password(f"{user.username}-password"))
 
 
 class EnvironmentFactory(DjangoModelFactory):

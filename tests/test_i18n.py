@@ -35,6 +35,7 @@ from tests.factories import (
     ReprocessBatchFactory,
     user_in_groups,
 )
+from tests.support.web import logged_in_with_password
 
 LOCALE_DIR = Path(settings.BASE_DIR) / "locale"
 PO_FILE = LOCALE_DIR / "es" / "LC_MESSAGES" / "django.po"
@@ -180,7 +181,7 @@ def test_a_refusal_is_worded_in_the_language_of_the_page_and_in_english_elsewher
 
 
 def test_the_requester_is_told_in_spanish_why_they_cannot_approve(client: Client, console_data: RestoreRun) -> None:
-    client.force_login(user_in_groups("ana", "operator", "approver"))
+    logged_in_with_password(client, user_in_groups("ana", "operator", "approver"))
     run = restore_run_request(
         artifact=console_data.artifact,
         target_kind=RestoreRun.TargetKind.NEW_DATABASE,

@@ -119,7 +119,20 @@ def test_csv_export_streams_the_filtered_rows(client: Client, viewer: User, even
     assert response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"].startswith('attachment; filename="audit-log-')
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
-    assert rows[0] == ["id", "time", "actor", "action", "object_type", "object_id", "object", "client_ip", "details"]
+    assert rows[0] == [
+        "id",
+        "time",
+        "actor",
+        "action",
+        "object_type",
+        "object_id",
+        "object",
+        "client_ip",
+        "details",
+        "via",
+        "os_user",
+        "os_host",
+    ]
     assert [row[3] for row in rows[1:]] == ["restore.launched", "restore.approved", "restore.requested"]
     assert rows[1][1] == "2026-03-11T12:00:00+00:00"  # ISO 8601
     assert rows[2][7] == "10.0.0.5"

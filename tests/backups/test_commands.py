@@ -286,9 +286,7 @@ def test_a_usage_mistake_is_one_line_with_exit_status_2() -> None:
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
     )
     assert result.returncode == 2
-    assert result.stderr == (
-        "error: the following arguments are required: --as, --reason (see `manage.py restore --help`)\n"
-    )
+    assert result.stderr == ("error: the following arguments are required: --reason (see `manage.py restore --help`)\n")
 
 
 def test_a_redis_datastore_backs_up_and_restores_inline_with_a_key_pattern(

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -145,6 +146,7 @@ def test_day_one_the_banner_and_the_breaches_agree_that_nothing_is_due_yet(viewe
     assert objectives_check() == (0, 0)
 
     with time_machine.travel(timezone.now() + timedelta(hours=25)):
+        viewer.force_login(User.objects.get(username="vera"))  # a day later: the session timed out (12 h at most)
         page = page_of(viewer, reverse("overview:dashboard"))
         assert "2 of 2 datastores need attention" in page
         assert "No verified backup, and the first was due" in section(page, "attention")

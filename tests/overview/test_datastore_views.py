@@ -17,15 +17,14 @@ from backups.models import BackupArtifact, ScheduledBackup
 from backups.scheduling import datastore_schedule_sync
 from inventory.models import Datastore
 from tests.factories import BackupArtifactFactory, DatastoreFactory, user_in_groups
+from tests.support.web import logged_in_with_password
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
 
 
 def logged_in(user: User) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
+    return logged_in_with_password(Client(), user)  # pinning and retention need a recent password
 
 
 @pytest.fixture

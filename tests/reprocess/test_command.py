@@ -58,7 +58,7 @@ def test_draft_only_builds(prod: Environment, operator: User, reprocess_stub: Re
     ("args", "error"),
     [
         (["nowhere", "--query", "--as", "olga"], "no environment named 'nowhere'; known: prod"),
-        (["prod", "--query", "--as", "nobody"], "no console user named 'nobody'"),
+        (["prod", "--query", "--as", "nobody"], "wrong user name or password for nobody"),
         (["prod", "--query", "--as", "vera"], "vera may not reprocess documents (needs the operator role)"),
         (["prod", "--query", "--as", "olga"], "environment prod has no postgres_datastore"),
         (["prod", "--failed-jobs", "--as", "olga"], "No Redis datastore is linked to prod"),

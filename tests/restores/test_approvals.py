@@ -372,7 +372,7 @@ def test_command_line_request_approve_and_run(
 
     with pytest.raises(CommandError, match="olga may not approve or reject restores"):
         call_command("approve", str(requested["id"]), "--as", "olga")
-    with pytest.raises(CommandError, match="no console user named 'ghost'"):
+    with pytest.raises(CommandError, match="wrong user name or password for ghost"):
         call_command("approve", str(requested["id"]), "--as", "ghost")
 
     call_command("reject", str(requested["id"]), "--as", "abel", "--reason", "use last night's backup", "--json")

@@ -29,6 +29,7 @@ from tests.factories import (
     EnvironmentFactory,
     user_in_groups,
 )
+from tests.support.web import logged_in_with_password
 
 pytestmark = pytest.mark.django_db
 Status = RestoreRun.Status
@@ -60,8 +61,7 @@ def backup(prod_db: Datastore) -> BackupArtifact:
 
 
 def logged_in(client: Client, user: User) -> Client:
-    client.force_login(user)
-    return client
+    return logged_in_with_password(client, user)  # approvals and protected restores need a recent password
 
 
 def request_in_place(backup: BackupArtifact, requester: User) -> RestoreRun:

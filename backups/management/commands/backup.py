@@ -7,11 +7,12 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 from django.template.defaultfilters import filesizeformat
 
+from accounts.cli import cli_user
 from backups.models import BackupArtifact
 from backups.selectors import backup_artifact_summary
 from backups.services import BackupRefused, backup_artifact_execute, backup_artifact_request
 from backups.verification import backup_verification_execute, backup_verification_request
-from dr_console.cli import JobCommand, one_line, user_by_name, user_may
+from dr_console.cli import JobCommand, one_line, user_may
 from dr_console.jobs import BrokerUnavailable
 from inventory.models import Datastore
 
@@ -56,13 +57,16 @@ class Command(JobCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("datastore", help="Name of the datastore, e.g. prod-db.")
         parser.add_argument(
-            "--as", dest="as_user", metavar="USERNAME", help="The console user this backup is taken for (audit log)."
+            "--as",
+            dest="as_user",
+            metavar="USERNAME",
+            help="The console user it is taken for; needs their credential (DR_CONSOLE_TOKEN or the password).",
         )
         super().add_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         datastore = datastore_by_name(options["datastore"])
-        user = user_by_name(options["as_user"]) if options["as_user"] else None
+        user = cli_user(options["as_user"], purpose=f"back up {datastore.name}", required=False)
         user_may(user, "backups.add_backupartifact", "start backups")
         try:
             artifact = backup_artifact_request(

@@ -6,10 +6,11 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from accounts.cli import cli_user
 from backups.models import BackupArtifact, BackupVerification
 from backups.selectors import backup_artifact_summary
 from backups.verification import VerificationRefused, backup_verification_execute, backup_verification_request
-from dr_console.cli import JobCommand, one_line, user_by_name
+from dr_console.cli import JobCommand, one_line
 from dr_console.jobs import BrokerUnavailable
 
 Verification = BackupArtifact.Verification
@@ -46,7 +47,7 @@ class Command(JobCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         artifact = artifact_by_id(options["artifact_id"])
-        user = user_by_name(options["as_user"]) if options["as_user"] else None
+        user = cli_user(options["as_user"], purpose=f"verify backup #{artifact.pk}", required=False)
         try:
             verification = backup_verification_request(
                 artifact=artifact,

@@ -6,8 +6,9 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from accounts.cli import cli_user
 from backups.management.commands.backup import datastore_by_name
-from dr_console.cli import JobCommand, one_line, user_by_name, user_may
+from dr_console.cli import JobCommand, one_line, user_may
 from dr_console.jobs import BrokerUnavailable
 from drills.models import DrillRun
 from drills.selectors import drill_run_describe, drill_run_summary
@@ -30,7 +31,7 @@ class Command(JobCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         datastore = datastore_by_name(options["datastore"])
-        user = user_by_name(options["as_user"]) if options["as_user"] else None
+        user = cli_user(options["as_user"], purpose=f"drill {datastore.name}", required=False)
         user_may(user, "drills.add_drillrun", "start drills")
         try:
             run = drill_run_request(

@@ -13,11 +13,12 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from accounts.cli import cli_person
 from backups.models import BackupArtifact, BackupVerification
 from backups.selectors import backup_artifact_summary
 from backups.services import backup_artifact_cancel
 from backups.verification import backup_verification_cancel
-from dr_console.cli import JobCommand, one_line, user_by_name, user_may
+from dr_console.cli import JobCommand, one_line, user_may
 from drills.models import DrillRun
 from drills.selectors import drill_run_summary
 from drills.services import drill_run_cancel
@@ -91,7 +92,12 @@ class Command(JobCommand):
         parser.add_argument(
             "job", nargs="+", metavar="[KIND] ID", help=f"KIND is one of {', '.join(KINDS)} (default: restore)."
         )
-        parser.add_argument("--as", dest="as_user", required=True, metavar="USERNAME", help="Who cancels.")
+        parser.add_argument(
+            "--as",
+            dest="as_user",
+            metavar="USERNAME",
+            help="Who cancels (their credential: DR_CONSOLE_TOKEN or the password).",
+        )
         parser.add_argument("--json", action="store_true", help="Print one JSON object describing the job.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -103,7 +109,7 @@ class Command(JobCommand):
         job = spec.model._default_manager.filter(pk=int(number)).first()
         if job is None:
             raise CommandError(f"no {kind} with id {number}")
-        user = user_by_name(options["as_user"])
+        user = cli_person(options["as_user"], purpose=f"cancel {kind} #{number}")
         user_may(user, spec.perm, f"cancel a {kind}")
         try:
             cancelled = spec.cancel(job, user)

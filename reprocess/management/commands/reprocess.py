@@ -7,7 +7,8 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from dr_console.cli import JobCommand, one_line, user_by_name
+from accounts.cli import cli_person
+from dr_console.cli import JobCommand, one_line
 from inventory.models import Environment
 from reprocess.models import ReprocessBatch
 from reprocess.services import (
@@ -64,7 +65,10 @@ class Command(JobCommand):
         source.add_argument("--csv", metavar="FILE", help="A CSV of workspace_id,document_id ('-' for stdin).")
         source.add_argument("--failed-jobs", action="store_true", help="The documents of the failed RQ jobs.")
         parser.add_argument(
-            "--as", dest="as_user", metavar="USERNAME", required=True, help="The operator sending it (audit log)."
+            "--as",
+            dest="as_user",
+            metavar="USERNAME",
+            help="The operator sending it (their credential: DR_CONSOLE_TOKEN or the password).",
         )
         parser.add_argument(
             "--draft", action="store_true", help="Only build the batch; review and send it from its page."
@@ -77,7 +81,7 @@ class Command(JobCommand):
         except Environment.DoesNotExist:
             known = ", ".join(Environment.objects.values_list("name", flat=True)) or "none yet"
             raise CommandError(f"no environment named {options['environment']!r}; known: {known}") from None
-        user = user_by_name(options["as_user"])
+        user = cli_person(options["as_user"], purpose=f"reprocess documents of {environment.name}")
         if not user.has_perm("reprocess.add_reprocessbatch"):
             raise CommandError(f"{user.get_username()} may not reprocess documents (needs the operator role)")
         source, csv_content, csv_name = self._source(options)

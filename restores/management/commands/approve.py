@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from dr_console.cli import one_line, user_by_name
+from accounts.cli import cli_person
+from dr_console.cli import one_line
 from dr_console.jobs import BrokerUnavailable
 from restores.management.commands.restore import Command as RestoreCommand
 from restores.management.commands.restore import describe_restore
@@ -26,7 +27,12 @@ class Command(RestoreCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("run_id", type=int, help="Id of the restore run.")
-        parser.add_argument("--as", dest="as_user", required=True, metavar="USERNAME", help="Who approves.")
+        parser.add_argument(
+            "--as",
+            dest="as_user",
+            metavar="USERNAME",
+            help="Who approves; proven by their credential (DR_CONSOLE_TOKEN, or the password asked in a terminal).",
+        )
         parser.add_argument("--comment", default="", help="Optional comment, kept with the approval.")
         parser.add_argument("--json", action="store_true", help="Print one JSON object describing the run.")
         parser.add_argument("--wait", action="store_true", help="If this approval launches the run, wait for it.")
@@ -36,7 +42,7 @@ class Command(RestoreCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         run = run_by_id(options["run_id"])
-        approver = user_by_name(options["as_user"])
+        approver = cli_person(options["as_user"], purpose=f"approve restore #{run.pk}")
         try:
             restore_run_approve(run_id=run.pk, approver=approver, comment=options["comment"])
         except (ApprovalRefused, BrokerUnavailable) as exc:

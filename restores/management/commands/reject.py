@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from dr_console.cli import one_line, user_by_name
+from accounts.cli import cli_person
+from dr_console.cli import one_line
 from restores.management.commands.approve import run_by_id
 from restores.management.commands.restore import Command as RestoreCommand
 from restores.models import RestoreRun
@@ -19,13 +20,18 @@ class Command(RestoreCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("run_id", type=int, help="Id of the restore run.")
-        parser.add_argument("--as", dest="as_user", required=True, metavar="USERNAME", help="Who rejects.")
+        parser.add_argument(
+            "--as",
+            dest="as_user",
+            metavar="USERNAME",
+            help="Who rejects; proven by their own credential (DR_CONSOLE_TOKEN, or the password asked in a terminal).",
+        )
         parser.add_argument("--reason", required=True, help="Why (shown to the requester, kept in the audit log).")
         parser.add_argument("--json", action="store_true", help="Print one JSON object describing the run.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         run = run_by_id(options["run_id"])
-        approver = user_by_name(options["as_user"])
+        approver = cli_person(options["as_user"], purpose=f"reject restore #{run.pk}")
         try:
             restore_run_reject(run_id=run.pk, approver=approver, reason=options["reason"])
         except ApprovalRefused as exc:

@@ -7,9 +7,10 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
+from accounts.cli import cli_person
 from backups.management.commands.backup import datastore_by_name
 from backups.management.commands.verify import artifact_by_id
-from dr_console.cli import JobCommand, one_line, user_by_name
+from dr_console.cli import JobCommand, one_line
 from dr_console.jobs import BrokerUnavailable
 from inventory.models import Datastore
 from restores.models import RestoreRun
@@ -28,7 +29,7 @@ def describe_restore(run: RestoreRun) -> str:
         approvals = run.approvals.filter(decision="approved").count()
         return (
             f"{label} awaits approval ({approvals} of {run.required_approvals}); "
-            f"an approver runs `manage.py approve {run.pk} --as USERNAME`"
+            f"an approver runs `manage.py approve {run.pk}` with their own DR_CONSOLE_TOKEN"
         )
     if run.is_finished:
         return f"{label} {run.get_status_display().lower()}: {run.error}"
@@ -55,7 +56,12 @@ class Command(JobCommand):
             metavar="DATASTORE",
             help="With --new-database: create it on this datastore's server (default: the backup's own server).",
         )
-        parser.add_argument("--as", dest="as_user", required=True, metavar="USERNAME", help="Who requests it.")
+        parser.add_argument(
+            "--as",
+            dest="as_user",
+            metavar="USERNAME",
+            help="Who requests it; proven by their credential (DR_CONSOLE_TOKEN, or the password asked in a terminal).",
+        )
         parser.add_argument("--reason", required=True, help="Why the restore is needed (kept in the audit log).")
         parser.add_argument(
             "--confirm", default="", metavar="TARGET_NAME", help="Typed confirmation, required for a protected target."
@@ -84,7 +90,7 @@ class Command(JobCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         artifact = artifact_by_id(options["artifact_id"])
-        requester = user_by_name(options["as_user"])
+        requester = cli_person(options["as_user"], purpose=f"restore backup #{artifact.pk}")
         if options["on"] and not options["new_database"]:
             raise CommandError("--on goes with --new-database")
         target_datastore: Datastore | None

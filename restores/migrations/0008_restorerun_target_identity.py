@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('restores', '0006_event_note'),
+        ('restores', '0007_requested_via_os_user_host'),
     ]
 
     operations = [
