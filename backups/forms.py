@@ -3,7 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.http import QueryDict
+from django.urls import reverse_lazy
 from django.utils.translation import gettext_lazy as _
 
 from backups.models import BackupArtifact
@@ -13,6 +15,41 @@ from dr_console.history import check_day_range
 from inventory.models import Datastore, Environment
 
 DATE_WIDGET = forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d")
+
+
+DATASTORE_OPTIONS_ID = "datastore-options"
+
+
+class DatastoreNameField(forms.CharField):
+    """A datastore typed by its name, with the names that match suggested as one types (backups:datastore_options
+    fills the input's datalist), rather than a select of every datastore: a fleet has hundreds, and the page would
+    carry them all. Cleans to the Datastore; an unknown name is an error on the field."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", Datastore._meta.get_field("name").max_length)
+        super().__init__(**kwargs)
+        self.widget.attrs.update(
+            {
+                "type": "search",
+                "list": DATASTORE_OPTIONS_ID,
+                "autocomplete": "off",
+                "placeholder": _("All"),
+                "hx-get": reverse_lazy("backups:datastore_options"),
+                "hx-trigger": "input changed delay:200ms, focus once",
+                "hx-target": f"#{DATASTORE_OPTIONS_ID}",
+                "hx-swap": "innerHTML",
+                "hx-push-url": "false",
+            }
+        )
+
+    def clean(self, value: Any) -> Datastore | None:
+        name = super().clean(value)
+        if not name:
+            return None
+        datastore = Datastore.objects.select_related("environment").filter(name=name).first()
+        if datastore is None:
+            raise ValidationError(_("No datastore is named “%(name)s”."), code="unknown", params={"name": name})
+        return datastore
 
 
 class BackupArtifactFilterForm(forms.Form):
@@ -28,13 +65,7 @@ class BackupArtifactFilterForm(forms.Form):
         required=False,
         empty_label=_("All"),
     )
-    datastore = forms.ModelChoiceField(
-        label=_("Datastore"),
-        queryset=Datastore.objects.all(),
-        to_field_name="name",
-        required=False,
-        empty_label=_("All"),
-    )
+    datastore = DatastoreNameField(label=_("Datastore"), required=False)
     status = forms.ChoiceField(
         label=_("Status"), choices=[("", _("All")), *BackupArtifact.Status.choices], required=False
     )

@@ -100,33 +100,40 @@ class BackupArtifact(JobModel):
             ),
         ]
         indexes = [
-            models.Index(fields=["datastore", "-created_at"]),
+            # "-id" is the newest-first order's tie-break (dr_console.jobs.newest_job_value): no sort after the walk.
+            models.Index(fields=["datastore", "-created_at", "-id"]),
             # The dashboard's "newest backup that ..." lookups: without these, a datastore with nothing running
             # (or whose recent backups all failed) walks its whole history to find no match.
             models.Index(
-                fields=["datastore", "-created_at"],
+                fields=["datastore", "-created_at", "-id"],
                 condition=models.Q(status="succeeded"),
                 name="backupartifact_succeeded_idx",
             ),
             models.Index(
-                fields=["datastore", "-created_at"],
+                fields=["datastore", "-created_at", "-id"],
                 condition=models.Q(status="succeeded", verification="verified"),
                 name="backupartifact_verified_idx",
             ),
             models.Index(
-                fields=["datastore", "-created_at"],
+                fields=["datastore", "-created_at", "-id"],
                 condition=models.Q(status__in=["pending", "running"]),
                 name="backupartifact_active_idx",
             ),
             models.Index(
-                fields=["datastore", "-created_at"],
+                fields=["datastore", "-created_at", "-id"],
                 condition=models.Q(verification="verifying"),
                 name="backupartifact_verifying_idx",
             ),
             models.Index(
-                fields=["datastore", "-created_at"],
+                fields=["datastore", "-created_at", "-id"],
                 condition=models.Q(verified_at__isnull=False),
                 name="backupartifact_checked_idx",
+            ),
+            # /metrics counts failures per datastore at every scrape: from these (index-only scans), not by
+            # reading every backup the console ever made.
+            models.Index(fields=["datastore"], condition=models.Q(status="failed"), name="backupartifact_failed_idx"),
+            models.Index(
+                fields=["datastore"], condition=models.Q(verification="corrupt"), name="backupartifact_corrupt_idx"
             ),
         ]
 
@@ -243,7 +250,7 @@ class ScheduledBackup(models.Model):
         verbose_name = _("scheduled backup")
         verbose_name_plural = _("scheduled backups")
         ordering = ["-expected_at", "-pk"]
-        indexes = [models.Index(fields=["datastore", "-expected_at"])]
+        indexes = [models.Index(fields=["datastore", "-expected_at", "-id"])]
 
     def __str__(self) -> str:
         return f"{self.datastore_id and self.datastore.name} at {self.expected_at:%Y-%m-%d %H:%M}: {self.outcome}"

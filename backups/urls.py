@@ -7,6 +7,7 @@ from backups import views
 app_name = "backups"
 urlpatterns = [
     path("backups/", views.artifact_list, name="artifact_list"),
+    path("backups/datastore-options/", views.datastore_options, name="datastore_options"),
     path("backups/<int:pk>/", views.artifact_detail, name="artifact_detail"),
     path("backups/<int:pk>/row/", views.artifact_row, name="artifact_row"),
     path("backups/<int:pk>/status/", views.artifact_status, name="artifact_status"),

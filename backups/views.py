@@ -35,6 +35,7 @@ from backups.services import backup_artifact_cancel
 from backups.verification import VerificationRefused, backup_verification_cancel, backup_verification_request
 from dr_console.http import HtmxRequest, client_ip, partial_wanted
 from dr_console.jobs import BrokerUnavailable
+from inventory.selectors import datastore_name_suggestions
 
 VIEW_PERMS = ("inventory.view_datastore", "backups.view_backupartifact")
 START_PERM = "backups.add_backupartifact"  # operators: start backups and verifications
@@ -70,6 +71,14 @@ def artifact_list(request: HtmxRequest) -> HttpResponse:
     # The form sends its empty fields too; the address shown and shared is the tidy one.
     query = form.filter_query(with_cursor=True)
     return push_url(response, f"{request.path}?{query}" if query else request.path)
+
+
+@require_GET
+@permission_required(VIEW_PERMS, raise_exception=True)
+def datastore_options(request: HtmxRequest) -> HttpResponse:
+    """The datastore filter's suggestions: the <option>s of its datalist for what has been typed so far."""
+    typed = request.GET.get("datastore", "")[:200]
+    return render(request, "backups/partials/datastore_options.html", {"datastores": datastore_name_suggestions(typed)})
 
 
 @require_GET

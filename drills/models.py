@@ -72,7 +72,11 @@ class DrillRun(JobModel):
                 name="drillrun_one_active_per_datastore",
             ),
         ]
-        indexes = [models.Index(fields=["datastore", "-created_at"])]
+        indexes = [
+            models.Index(fields=["datastore", "-created_at", "-id"]),
+            # /metrics counts failed drills per datastore at every scrape (overview.metrics).
+            models.Index(fields=["datastore"], condition=models.Q(status="failed"), name="drillrun_failed_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"drill #{self.pk} of {self.datastore_id and self.datastore.name}"

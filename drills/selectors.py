@@ -8,10 +8,10 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import Q, Subquery
 
 from dr_console.formatting import iso
-from dr_console.jobs import active_job_labels
+from dr_console.jobs import active_job_labels, newest_job_value
 from drills.models import DrillRun
 from inventory.models import Datastore
 
@@ -63,23 +63,25 @@ class RtoState(StrEnum):
     NONE = "none"  # no drill has finished yet
 
 
-def rto_state(last_drill: DrillRun | None, target: timedelta) -> RtoState:
-    if last_drill is None:
+def rto_state(status: str | None, rto: timedelta | None, target: timedelta) -> RtoState:
+    """From the newest finished drill's status and measured RTO (None, None: no drill has finished)."""
+    if status is None:
         return RtoState.NONE
-    if last_drill.status != DrillRun.Status.SUCCEEDED:
+    if status != DrillRun.Status.SUCCEEDED:
         return RtoState.FAILED
-    if last_drill.rto is not None and last_drill.rto > target:
+    if rto is not None and rto > target:
         return RtoState.OVER
     return RtoState.OK
 
 
-@dataclass
-class DatastoreDrillState:
-    """What the dashboard and the datastore page show about a datastore's drills and RTO."""
+@dataclass(frozen=True)
+class DrillStanding:
+    """Where a datastore's drills stand, read with the datastore itself (drill_standing_annotations) for every
+    datastore at once, without any drill row: the ids of its interesting drills and its RTO state."""
 
-    last_drill: DrillRun | None  # the newest finished drill: it decides the RTO state
-    last_measured: DrillRun | None  # the newest drill that measured an RTO (its restore finished)
-    active: DrillRun | None
+    last_drill_id: int | None  # the newest finished drill: it decides the RTO state
+    last_measured_id: int | None  # the newest drill that measured an RTO (its restore finished)
+    active_id: int | None
     rto_state: RtoState
 
     @property
@@ -87,45 +89,73 @@ class DatastoreDrillState:
         """No drill has failed or run over the RTO target (none yet counts as no breach)."""
         return self.rto_state in (RtoState.OK, RtoState.NONE)
 
+
+def drill_standing_annotations() -> dict[str, Subquery]:
+    """Annotations for a Datastore query (walks down the drills' (datastore, -created_at) index that stop at the
+    first match); drill_standing reads them back."""
+
+    def newest(condition: Q, field: str = "pk") -> Subquery:
+        return newest_job_value(DrillRun, condition, field)
+
+    finished = Q(status__in=[DrillRun.Status.SUCCEEDED, DrillRun.Status.FAILED])
+    return {
+        "last_drill_id": newest(finished),
+        "last_drill_status": newest(finished, "status"),
+        "last_drill_rto": newest(finished, "rto"),
+        "last_measured_id": newest(Q(rto__isnull=False)),
+        "active_drill_id": newest(Q(status__in=DrillRun.ACTIVE)),
+    }
+
+
+def drill_standing(datastore: Any) -> DrillStanding:
+    """A datastore read with drill_standing_annotations."""
+    return DrillStanding(
+        last_drill_id=datastore.last_drill_id,
+        last_measured_id=datastore.last_measured_id,
+        active_id=datastore.active_drill_id,
+        rto_state=rto_state(datastore.last_drill_status, datastore.last_drill_rto, datastore.rto_target),
+    )
+
+
+@dataclass
+class DatastoreDrillState:
+    """What the dashboard and the datastore page show about a datastore's drills and RTO."""
+
+    standing: DrillStanding
+    last_drill: DrillRun | None
+    last_measured: DrillRun | None
+    active: DrillRun | None
+
+    @property
+    def rto_state(self) -> RtoState:
+        return self.standing.rto_state
+
+    @property
+    def rto_ok(self) -> bool:
+        return self.standing.rto_ok
+
     @property
     def last_rto(self) -> timedelta | None:
         return self.last_measured.rto if self.last_measured else None
 
 
-def datastore_drill_states(datastores: Sequence[Datastore]) -> dict[int, DatastoreDrillState]:
-    """Per datastore, in two queries whatever the number of datastores and drills."""
-    if not datastores:
-        return {}
-
-    def newest(condition: Q) -> Subquery:
-        rows = DrillRun.objects.filter(condition, datastore=OuterRef("pk")).order_by("-created_at", "-pk")
-        return Subquery(rows.values("pk")[:1])
-
-    ids = (
-        Datastore.objects.filter(pk__in=[ds.pk for ds in datastores])
-        .annotate(
-            last_drill_id=newest(Q(status__in=[DrillRun.Status.SUCCEEDED, DrillRun.Status.FAILED])),
-            last_measured_id=newest(Q(rto__isnull=False)),
-            active_drill_id=newest(Q(status__in=DrillRun.ACTIVE)),
-        )
-        .values_list("pk", "last_drill_id", "last_measured_id", "active_drill_id")
-    )
-    by_datastore = {pk: rest for pk, *rest in ids}
-    drills = DrillRun.objects.in_bulk({i for rest in by_datastore.values() for i in rest} - {None})
-    datastore_of = {ds.pk: ds for ds in datastores}
+def datastore_drill_states(standings: Sequence[tuple[Datastore, DrillStanding]]) -> dict[int, DatastoreDrillState]:
+    """The drills behind each standing, in one query whatever the number of datastores."""
+    wanted = {i for _, st in standings for i in (st.last_drill_id, st.last_measured_id, st.active_id)} - {None}
+    # Without their checks and tool output: the dashboard shows neither.
+    drills = DrillRun.objects.defer("checks", "stderr_tail").in_bulk(wanted) if wanted else {}
+    datastore_of = {ds.pk: ds for ds, _ in standings}
     for drill in drills.values():
-        drill.datastore = datastore_of[drill.datastore_id]  # no query per drill for its datastore
-    states = {}
-    for ds in datastores:
-        last_id, measured_id, active_id = by_datastore.get(ds.pk, (None, None, None))
-        last = drills.get(last_id)
-        states[ds.pk] = DatastoreDrillState(
-            last_drill=last,
-            last_measured=drills.get(measured_id),
-            active=drills.get(active_id),
-            rto_state=rto_state(last, ds.rto_target),
+        DrillRun.datastore.field.set_cached_value(drill, datastore_of[drill.datastore_id])  # no query for it
+    return {
+        ds.pk: DatastoreDrillState(
+            standing=st,
+            last_drill=drills.get(st.last_drill_id),
+            last_measured=drills.get(st.last_measured_id),
+            active=drills.get(st.active_id),
         )
-    return states
+        for ds, st in standings
+    }
 
 
 def drill_run_recent(datastore: Datastore, limit: int = 10) -> list[DrillRun]:

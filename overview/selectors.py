@@ -1,14 +1,16 @@
-"""What the overview pages read: one row per datastore, composed of its backups (the newest attempt, the RPO, the
-schedule), its health (can a worker reach it), the restores waiting for approval into it, its drills (RTO) and its
-30-day chart; and what is wrong with it, worst first (`problems`). Used by the dashboard, the datastore page and the
-objectives check (overview/services.py)."""
+"""What the overview pages read: each datastore's standing (what decides what is wrong with it, for every
+datastore at once, without its backup rows), and one row per listed datastore, composed of its backups (the newest
+attempt, the RPO, the schedule), its health (can a worker reach it), the restores waiting for approval into it, its
+drills (RTO) and its 30-day chart; and what is wrong with it, worst first (`problems`). Used by the dashboard, the
+datastore page and the objectives check (overview/services.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any
 
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
@@ -16,8 +18,15 @@ from django.utils import timezone
 
 from backups.models import BackupArtifact, ScheduledBackup
 from backups.scheduling import ScheduleState, datastore_schedule_state
-from backups.selectors import RpoState, backup_artifact_recovery_point, rpo_state
-from drills.selectors import DatastoreDrillState, datastore_drill_states
+from backups.selectors import RpoState, rpo_state
+from dr_console.jobs import newest_job_value
+from drills.selectors import (
+    DatastoreDrillState,
+    DrillStanding,
+    datastore_drill_states,
+    drill_standing,
+    drill_standing_annotations,
+)
 from inventory.models import Datastore, DatastoreHealth, Environment
 from overview.charts import ObjectiveChart, datastore_objective_charts
 from restores.models import RestoreRun
@@ -39,23 +48,26 @@ PROBLEM_ORDER = {problem: index for index, problem in enumerate(Problem)}
 
 
 @dataclass
-class DatastoreDashboardRow:
-    """What the dashboard shows about one datastore."""
+class DatastoreStanding:
+    """Where one datastore stands, read for every datastore in one query without any backup or drill row: enough
+    to decide what is wrong with it (`problems`), count it and summarise it. The dashboard reads this for all
+    datastores, and the rows' details (DatastoreDashboardRow) only for those it lists."""
 
-    datastore: Datastore
-    last_attempt: BackupArtifact | None  # newest backup that ended, whatever its outcome
-    last_success: BackupArtifact | None  # newest succeeded backup
-    last_verified: BackupArtifact | None  # newest succeeded and verified backup: the recovery point
-    last_check: BackupArtifact | None  # the newest backup that has been verified, whatever the result
-    active: BackupArtifact | None  # a pending or running backup
-    verifying: BackupArtifact | None  # a backup being verified
+    datastore: Datastore  # with its environment and health
+    last_attempt_id: int | None  # newest backup that ended, whatever its outcome
+    last_attempt_status: str | None
+    last_success_id: int | None  # newest succeeded backup
+    last_verified_id: int | None  # newest succeeded and verified backup: the recovery point
+    last_check_id: int | None  # the newest backup that has been verified, whatever the result
+    last_check_verification: str | None
+    active_id: int | None  # a pending or running backup
+    verifying_id: int | None  # a backup being verified
     awaiting_approval: int  # restores into this datastore waiting for approval
     rpo_state: RpoState
     rpo_age: timedelta | None
+    drills: DrillStanding
     schedule: ScheduleState | None = None  # None: no backup schedule
-    drills: DatastoreDrillState | None = None  # its drills and RTO
     health: DatastoreHealth | None = None  # its newest health check; None: not checked yet
-    chart: ObjectiveChart | None = None  # its last 30 days (backups and drills)
     problems: list[Problem] = field(default_factory=list)  # worst first; see datastore_problems
 
     @property
@@ -64,54 +76,43 @@ class DatastoreDashboardRow:
 
     @property
     def last_attempt_failed(self) -> bool:
-        attempt = self.last_attempt
-        return attempt is not None and attempt.status in (BackupArtifact.Status.FAILED, BackupArtifact.Status.ERRORED)
-
-    @property
-    def objectives_met(self) -> bool:
-        """Within its RPO, and its newest drill (if any) succeeded within its RTO."""
-        return self.rpo_state in (RpoState.OK, RpoState.NEW) and (self.drills is None or self.drills.rto_ok)
+        return self.last_attempt_status in (BackupArtifact.Status.FAILED, BackupArtifact.Status.ERRORED)
 
     @property
     def busy(self) -> bool:
-        drilling = self.drills is not None and self.drills.active is not None
-        return self.active is not None or self.verifying is not None or drilling
+        return self.active_id is not None or self.verifying_id is not None or self.drills.active_id is not None
 
 
-def datastore_problems(row: DatastoreDashboardRow) -> list[Problem]:
+def datastore_problems(standing: DatastoreStanding) -> list[Problem]:
     """What is wrong with the datastore now, worst first. One rule for every page, the banner and the count."""
     found = []
-    if row.last_attempt_failed:
+    if standing.last_attempt_failed:
         found.append(Problem.LAST_ATTEMPT_FAILED)
-    if row.health is not None and row.health.is_problem:
+    if standing.health is not None and standing.health.is_problem:
         found.append(Problem.UNHEALTHY)
-    if row.rpo_state == RpoState.NONE:
+    if standing.rpo_state == RpoState.NONE:
         found.append(Problem.NO_VERIFIED_BACKUP)
-    elif row.rpo_state in (RpoState.LATE, RpoState.VERY_LATE):
+    elif standing.rpo_state in (RpoState.LATE, RpoState.VERY_LATE):
         found.append(Problem.RPO_MISSED)
-    if row.last_check is not None and row.last_check.verification == BackupArtifact.Verification.CORRUPT:
+    if standing.last_check_verification == BackupArtifact.Verification.CORRUPT:
         found.append(Problem.VERIFICATION_FAILED)
-    if row.drills is not None and not row.drills.rto_ok:
+    if not standing.drills.rto_ok:
         found.append(Problem.RTO_MISSED)
-    if row.schedule is not None and row.schedule.overdue:
+    if standing.schedule is not None and standing.schedule.overdue:
         found.append(Problem.SCHEDULE_MISSED)
     return found
 
 
-def _newest(condition: Q) -> Subquery:
-    """The id of the datastore's newest backup meeting `condition`: a walk down the (datastore, -created_at) index
-    that stops at the first match."""
-    newest = BackupArtifact.objects.filter(condition, datastore=OuterRef("pk")).order_by("-created_at", "-pk")
-    return Subquery(newest.values("pk")[:1])
+def _newest(condition: Q, value: Any = "pk") -> Subquery:
+    return newest_job_value(BackupArtifact, condition, value)
 
 
-def datastore_dashboard_rows(
-    *, datastore_ids: Iterable[int] | None = None, charts: bool = True
-) -> list[DatastoreDashboardRow]:
-    """One row per datastore, in a constant number of queries whatever the number of datastores and backups:
-    the ids of the interesting backups come as subqueries on the datastore query, the backups in one more query,
-    and the count of restores awaiting approval as one more subquery; drills in two more
-    (drills.selectors.datastore_drill_states) and the 30-day charts in two more (overview.charts)."""
+def datastore_standings(*, datastore_ids: Iterable[int] | None = None) -> list[DatastoreStanding]:
+    """Every datastore's standing (or those of `datastore_ids`), by environment and name, in three queries whatever
+    the number of datastores, backups and drills: the datastores with what decides their state as subqueries
+    (the interesting backups' ids and the few of their fields the problems need, the restores awaiting
+    approval, the drills: drills.selectors.drill_standing_annotations), their environments, and their newest
+    schedule firings."""
     Status, Verification = BackupArtifact.Status, BackupArtifact.Verification
     awaiting = (
         RestoreRun.objects.filter(target_datastore=OuterRef("pk"), status=RestoreRun.Status.AWAITING_APPROVAL)
@@ -120,59 +121,152 @@ def datastore_dashboard_rows(
         .annotate(n=Count("pk"))
         .values("n")
     )
-    datastores = Datastore.objects.select_related("environment", "health").annotate(
-        last_attempt_id=_newest(~Q(status__in=BackupArtifact.ACTIVE)),
+    ended = ~Q(status__in=BackupArtifact.ACTIVE)
+    verified = Q(status=Status.SUCCEEDED, verification=Verification.VERIFIED)
+    checked = Q(verified_at__isnull=False)
+    datastores = Datastore.objects.select_related("health").annotate(
+        last_attempt_id=_newest(ended),
+        last_attempt_status=_newest(ended, "status"),
         last_success_id=_newest(Q(status=Status.SUCCEEDED)),
-        last_verified_id=_newest(Q(status=Status.SUCCEEDED, verification=Verification.VERIFIED)),
-        last_check_id=_newest(Q(verified_at__isnull=False)),
+        last_verified_id=_newest(verified),
+        # backup_artifact_recovery_point, in SQL: BackupArtifact.taken_at
+        recovery_point=_newest(verified, Coalesce("started_at", "created_at")),
+        last_check_id=_newest(checked),
+        last_check_verification=_newest(checked, "verification"),
         active_id=_newest(Q(status__in=BackupArtifact.ACTIVE)),
         verifying_id=_newest(Q(verification=Verification.VERIFYING)),
         awaiting_approval=Coalesce(Subquery(awaiting), 0),
         last_scheduled_id=Subquery(
             ScheduledBackup.objects.filter(datastore=OuterRef("pk")).order_by("-expected_at", "-pk").values("pk")[:1]
         ),
+        **drill_standing_annotations(),
     )
     if datastore_ids is not None:
         datastores = datastores.filter(pk__in=list(datastore_ids))
-    datastore_list = list(datastores)
-    id_fields = ("last_attempt_id", "last_success_id", "last_verified_id", "last_check_id", "active_id", "verifying_id")
-    wanted = {getattr(ds, name) for ds in datastore_list for name in id_fields} - {None}
-    # The rows' backups without their per-table row counts: a dashboard of many datastores needs none of them.
-    artifacts = BackupArtifact.objects.defer("row_counts", "stderr_tail").in_bulk(wanted) if wanted else {}
+    datastore_list: list[Any] = list(datastores)  # Datastores with the annotations above
+    # A few environments for hundreds of datastores: each built once, not once per datastore by a join.
+    environments = Environment.objects.in_bulk({ds.environment_id for ds in datastore_list})
+    for ds in datastore_list:
+        Datastore.environment.field.set_cached_value(ds, environments[ds.environment_id])
     scheduled_ids = {ds.last_scheduled_id for ds in datastore_list} - {None}
     scheduled = ScheduledBackup.objects.in_bulk(scheduled_ids) if scheduled_ids else {}
     now = timezone.now()
-    rows = []
+    standings = []
     for ds in datastore_list:
-        found = {name: artifacts.get(getattr(ds, name)) for name in id_fields}
-        for artifact in found.values():
-            if artifact is not None:
-                artifact.datastore = ds  # no query per artifact for its datastore
-        last_verified = found["last_verified_id"]
-        age = now - backup_artifact_recovery_point(last_verified) if last_verified else None
-        rows.append(
-            DatastoreDashboardRow(
-                datastore=ds,
-                last_attempt=found["last_attempt_id"],
-                last_success=found["last_success_id"],
-                last_verified=last_verified,
-                last_check=found["last_check_id"],
-                active=found["active_id"],
-                verifying=found["verifying_id"],
-                awaiting_approval=ds.awaiting_approval,
-                rpo_state=rpo_state(age=age, target=ds.rpo_target, known_for=now - ds.created_at),
-                rpo_age=age,
-                schedule=datastore_schedule_state(ds, scheduled.get(ds.last_scheduled_id), now),
-                health=_health_of(ds),
-            )
+        age = now - ds.recovery_point if ds.recovery_point else None
+        standing = DatastoreStanding(
+            datastore=ds,
+            last_attempt_id=ds.last_attempt_id,
+            last_attempt_status=ds.last_attempt_status,
+            last_success_id=ds.last_success_id,
+            last_verified_id=ds.last_verified_id,
+            last_check_id=ds.last_check_id,
+            last_check_verification=ds.last_check_verification,
+            active_id=ds.active_id,
+            verifying_id=ds.verifying_id,
+            awaiting_approval=ds.awaiting_approval,
+            rpo_state=rpo_state(age=age, target=ds.rpo_target, known_for=now - ds.created_at),
+            rpo_age=age,
+            drills=drill_standing(ds),
+            schedule=datastore_schedule_state(ds, scheduled.get(ds.last_scheduled_id), now),
+            health=_health_of(ds),
         )
-    drill_states = datastore_drill_states(datastore_list)
-    chart_of = datastore_objective_charts(datastore_list, timezone.localdate()) if charts else {}
-    for row in rows:
-        row.drills = drill_states.get(row.datastore.pk)
-        row.chart = chart_of.get(row.datastore.pk)
-        row.problems = datastore_problems(row)
-    return rows
+        standing.problems = datastore_problems(standing)
+        standings.append(standing)
+    return standings
+
+
+@dataclass
+class DatastoreDashboardRow:
+    """What the dashboard shows about one datastore: its standing, with the backups and drills behind it."""
+
+    standing: DatastoreStanding
+    last_attempt: BackupArtifact | None
+    last_success: BackupArtifact | None
+    last_verified: BackupArtifact | None
+    last_check: BackupArtifact | None
+    active: BackupArtifact | None
+    verifying: BackupArtifact | None
+    drills: DatastoreDrillState
+    chart: ObjectiveChart | None = None  # its last 30 days (backups and drills)
+
+    @property
+    def datastore(self) -> Datastore:
+        return self.standing.datastore
+
+    @property
+    def problems(self) -> list[Problem]:
+        return self.standing.problems
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.standing.needs_attention
+
+    @property
+    def busy(self) -> bool:
+        return self.standing.busy
+
+    @property
+    def rpo_state(self) -> RpoState:
+        return self.standing.rpo_state
+
+    @property
+    def rpo_age(self) -> timedelta | None:
+        return self.standing.rpo_age
+
+    @property
+    def awaiting_approval(self) -> int:
+        return self.standing.awaiting_approval
+
+    @property
+    def schedule(self) -> ScheduleState | None:
+        return self.standing.schedule
+
+    @property
+    def health(self) -> DatastoreHealth | None:
+        return self.standing.health
+
+    @property
+    def objectives_met(self) -> bool:
+        """Within its RPO, and its newest drill (if any) succeeded within its RTO."""
+        return self.rpo_state in (RpoState.OK, RpoState.NEW) and self.drills.rto_ok
+
+
+def dashboard_rows_of(standings: Sequence[DatastoreStanding], *, charts: bool = True) -> list[DatastoreDashboardRow]:
+    """The rows of these standings, with their backups (one query), drills (one more) and, with `charts`, their
+    30-day charts (two more: overview.charts), whatever their number."""
+    id_fields = ("last_attempt_id", "last_success_id", "last_verified_id", "last_check_id", "active_id", "verifying_id")
+    wanted = {getattr(st, name) for st in standings for name in id_fields} - {None}
+    # The rows' backups without their per-table row counts and tool output: a dashboard needs neither.
+    artifacts = BackupArtifact.objects.defer("row_counts", "stderr_tail").in_bulk(wanted) if wanted else {}
+    datastore_of = {st.datastore.pk: st.datastore for st in standings}
+    for artifact in artifacts.values():
+        BackupArtifact.datastore.field.set_cached_value(artifact, datastore_of[artifact.datastore_id])  # no query
+    datastores = [st.datastore for st in standings]
+    drill_states = datastore_drill_states([(st.datastore, st.drills) for st in standings])
+    chart_of = datastore_objective_charts(datastores, timezone.localdate()) if charts else {}
+    return [
+        DatastoreDashboardRow(
+            standing=st,
+            last_attempt=artifacts.get(st.last_attempt_id),
+            last_success=artifacts.get(st.last_success_id),
+            last_verified=artifacts.get(st.last_verified_id),
+            last_check=artifacts.get(st.last_check_id),
+            active=artifacts.get(st.active_id),
+            verifying=artifacts.get(st.verifying_id),
+            drills=drill_states[st.datastore.pk],
+            chart=chart_of.get(st.datastore.pk),
+        )
+        for st in standings
+    ]
+
+
+def datastore_dashboard_rows(
+    *, datastore_ids: Iterable[int] | None = None, charts: bool = True
+) -> list[DatastoreDashboardRow]:
+    """One row per datastore (or per one of `datastore_ids`), in a constant number of queries whatever the number
+    of datastores and backups: datastore_standings, then dashboard_rows_of."""
+    return dashboard_rows_of(datastore_standings(datastore_ids=datastore_ids), charts=charts)
 
 
 def _health_of(datastore: Datastore) -> DatastoreHealth | None:
@@ -192,7 +286,7 @@ def datastore_dashboard_row(datastore_id: int) -> DatastoreDashboardRow | None:
 # Up to this many healthy datastores are listed row by row; beyond it they are summarised by environment, and a
 # filter (an environment, a name) lists them. What needs attention is always listed, first.
 HEALTHY_LISTED_UP_TO = 30
-ROWS_PER_PAGE = 50
+ROWS_PER_PAGE = 25  # a page a person reads at 3 a.m.; each listed row costs about a millisecond to draw
 
 
 class DashboardState(StrEnum):
@@ -211,7 +305,7 @@ class DashboardFilters:
     def narrowed(self) -> bool:
         return bool(self.q or self.environment or self.state)
 
-    def matches(self, row: DatastoreDashboardRow) -> bool:
+    def matches(self, row: DatastoreStanding) -> bool:
         ds = row.datastore
         if self.q and self.q.casefold() not in ds.name.casefold():
             return False
@@ -256,24 +350,25 @@ class Dashboard:
 
 
 def dashboard_read(filters: DashboardFilters, *, page: int = 1) -> Dashboard:
-    """Everything the dashboard shows, in the constant number of queries of datastore_dashboard_rows (without the
-    charts, which each row loads on its own)."""
-    rows = datastore_dashboard_rows(charts=False)
+    """Everything the dashboard shows: every datastore's standing (datastore_standings), and the rows it lists
+    (at most two pages' worth) with their backups and drills (dashboard_rows_of, without the charts, which each
+    row loads on its own). A constant number of queries, and the cost of a listed row paid only for those listed."""
+    standings = datastore_standings()
     summaries: dict[int, EnvironmentSummary] = {}
-    for row in rows:
-        environment = row.datastore.environment
+    for standing in standings:
+        environment = standing.datastore.environment
         summary = summaries.setdefault(environment.pk, EnvironmentSummary(environment))
         summary.total += 1
-        summary.attention += row.needs_attention
-        summary.busy += row.busy
-        if not row.needs_attention and row.rpo_age is not None:
-            summary.oldest_rpo_age = max(summary.oldest_rpo_age or row.rpo_age, row.rpo_age)
-    matching = [row for row in rows if filters.matches(row)]
+        summary.attention += standing.needs_attention
+        summary.busy += standing.busy
+        if not standing.needs_attention and standing.rpo_age is not None:
+            summary.oldest_rpo_age = max(summary.oldest_rpo_age or standing.rpo_age, standing.rpo_age)
+    matching = [standing for standing in standings if filters.matches(standing)]
     attention = sorted(
-        (row for row in matching if row.needs_attention),
-        key=lambda row: (PROBLEM_ORDER[row.problems[0]], row.datastore.environment.name, row.datastore.name),
+        (st for st in matching if st.needs_attention),
+        key=lambda st: (PROBLEM_ORDER[st.problems[0]], st.datastore.environment.name, st.datastore.name),
     )
-    healthy = [row for row in matching if not row.needs_attention]  # rows come ordered by environment, name
+    healthy = [st for st in matching if not st.needs_attention]  # standings come ordered by environment, name
     # One list is paged: what needs attention when that is what was asked for (a bad day: hundreds of them),
     # the healthy ones otherwise, under at most a page of those that need attention.
     paged = attention if filters.state == DashboardState.ATTENTION else healthy
@@ -281,14 +376,17 @@ def dashboard_read(filters: DashboardFilters, *, page: int = 1) -> Dashboard:
     pages = 1 if summarised else max(1, -(-len(paged) // ROWS_PER_PAGE))
     page = min(max(page, 1), pages)
     window = slice((page - 1) * ROWS_PER_PAGE, page * ROWS_PER_PAGE)
+    listed_attention = attention[window] if paged is attention else attention[:ROWS_PER_PAGE]
+    listed_healthy = [] if summarised else healthy[window]
+    rows = dashboard_rows_of([*listed_attention, *listed_healthy], charts=False)
     return Dashboard(
-        total=len(rows),
-        attention_total=sum(row.needs_attention for row in rows),
-        awaiting_approval=sum(row.awaiting_approval for row in rows),
+        total=len(standings),
+        attention_total=sum(st.needs_attention for st in standings),
+        awaiting_approval=sum(st.awaiting_approval for st in standings),
         environments=sorted(summaries.values(), key=lambda summary: summary.environment.name),
-        attention=attention[window] if paged is attention else attention[:ROWS_PER_PAGE],
+        attention=rows[: len(listed_attention)],
         attention_matching=len(attention),
-        healthy=[] if summarised else healthy[window],
+        healthy=rows[len(listed_attention) :],
         healthy_matching=len(healthy),
         summarised=summarised,
         page=page,

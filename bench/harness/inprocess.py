@@ -48,12 +48,12 @@ def django_database(db: str, *, pg: Pg | None = None, quiet: bool = False, **env
 
 
 def logged_in_client(username: str, groups: list[str]) -> Client:
-    """Django's test client (routing, middleware, templates; no network), logged in as a new user in `groups`."""
+    """Django's test client (routing, middleware, templates; no network), logged in as a new user in `groups`.
+    Without setup_test_environment: it instruments every template render so that tests can read the contexts
+    (a copy of the context per template, 50 per dashboard page), which a server does not pay."""
     from django.contrib.auth.models import Group, User
     from django.test import Client
-    from django.test.utils import setup_test_environment
 
-    setup_test_environment()
     user = User.objects.create_user(username, password="x")
     user.groups.set(Group.objects.filter(name__in=groups))
     client = Client()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dr_console.jobs.broker import BrokerUnavailable, broker_has_message, broker_label, job_enqueue
 from dr_console.jobs.errors import JobFailed
 from dr_console.jobs.heartbeat import JobHeartbeat, JobStopped
-from dr_console.jobs.models import JobEvent, JobModel
+from dr_console.jobs.models import JobEvent, JobModel, newest_job_value
 from dr_console.jobs.processes import describe_exit, start_process, stop_process
 from dr_console.jobs.reaper import job_processes_gone, job_session_name, jobs_reap, stale_cutoff
 from dr_console.jobs.runner import JobContext, JobOutcome, JobType, job_cancel, job_run
@@ -29,6 +29,7 @@ from dr_console.jobs.transitions import (
 __all__ = [
     "BrokerUnavailable",
     "active_job_labels",
+    "newest_job_value",
     "IllegalTransition",
     "JobContext",
     "JobEvent",

@@ -59,7 +59,11 @@ def _problem_text(row: DatastoreDashboardRow, problem: Problem) -> SafeString:
         )
     if problem == Problem.UNHEALTHY and row.health is not None:
         health = row.health
-        same = row.last_attempt_failed and row.last_attempt is not None and row.last_attempt.error == health.message
+        same = (
+            row.standing.last_attempt_failed
+            and row.last_attempt is not None
+            and row.last_attempt.error == health.message
+        )
         return format_html(
             _("{state} (checked {when} on {host}): {message}"),
             state=health.get_state_display(),

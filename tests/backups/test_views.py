@@ -4,6 +4,7 @@ polling that stops with 286, filters and keyset pagination, and a query count th
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -136,10 +137,19 @@ def urls() -> dict[str, str]:
         "datastore_row": reverse("overview:datastore_row", args=[artifact.datastore_id]),
         "datastore_backup": reverse("overview:datastore_backup", args=[artifact.datastore_id]),
         "artifact_verify": reverse("backups:artifact_verify", args=[artifact.pk]),
+        "datastore_options": reverse("backups:datastore_options"),
     }
 
 
-GET_ENDPOINTS = ["dashboard", "artifact_list", "artifact_detail", "artifact_row", "artifact_status", "datastore_row"]
+GET_ENDPOINTS = [
+    "dashboard",
+    "artifact_list",
+    "artifact_detail",
+    "artifact_row",
+    "artifact_status",
+    "datastore_row",
+    "datastore_options",
+]
 POST_ENDPOINTS = ["datastore_backup", "artifact_verify"]
 
 
@@ -293,8 +303,8 @@ def test_dashboard_query_count_does_not_grow_with_datastores_and_backups(
     # Too many healthy ones to list: a line per environment, and the rows a page at a time once asked for.
     assert page.content.decode().count('<tr id="environment-') == 60
     with django_assert_max_num_queries(few):
-        page = viewer_client.get(reverse("overview:dashboard"), {"state": "healthy", "page": 2})
-    assert page.content.decode().count('id="datastore-row-') == 10
+        page = viewer_client.get(reverse("overview:dashboard"), {"state": "healthy", "page": 3})
+    assert page.content.decode().count('id="datastore-row-') == 10  # 25, 25, then these 10
 
 
 def test_loadconfig_rpo_hours_sets_the_target_the_dashboard_uses():
@@ -474,7 +484,7 @@ def test_filters_narrow_the_history_and_the_url_round_trips(viewer_client: Clien
 
     # The form comes back filled in from the URL, so a shared link shows what it filters.
     page = viewer_client.get(reverse("backups:artifact_list") + "?datastore=prod-db&status=failed").content.decode()
-    assert '<option value="prod-db" selected>' in page and '<option value="failed" selected>' in page
+    assert 'name="datastore" value="prod-db"' in page and '<option value="failed" selected>' in page
     # htmx sends the empty fields too; the URL pushed to the history is the tidy one.
     response = viewer_client.get(
         reverse("backups:artifact_list") + "?environment=&datastore=prod-db&status=failed&verification=&date_from=",
@@ -492,6 +502,34 @@ def test_a_wrong_filter_value_is_reported_not_fatal(viewer_client: Client):
     assert response.context["form"].errors.keys() == {"datastore", "date_from"}
     response = viewer_client.get(reverse("backups:artifact_list") + "?date_from=2026-02-01&date_to=2026-01-01")
     assert "The end date is before the start date." in response.content.decode()
+
+
+def test_the_datastore_filter_is_a_field_with_suggestions_not_a_list_of_every_datastore(viewer_client: Client):
+    prod = EnvironmentFactory(name="prod")
+    for i in range(30):
+        DatastoreFactory(environment=prod, name=f"orders-{i:02}")
+    DatastoreFactory(environment=prod, name="archive-orders")
+    wanted = backup(Datastore.objects.get(name="orders-07"))
+    backup(Datastore.objects.get(name="orders-08"))
+    page = viewer_client.get(reverse("backups:artifact_list")).content.decode()
+    assert 'list="datastore-options"' in page
+    assert "orders-2" not in page  # no option per datastore: a fleet's page would carry hundreds
+
+    def suggested(typed: str) -> list[str]:
+        html = viewer_client.get(reverse("backups:datastore_options"), {"datastore": typed}, headers=HTMX)
+        return re.findall(r'<option value="([^"]+)">prod</option>', html.content.decode())
+
+    assert suggested("orders-0") == [f"orders-{i:02}" for i in range(10)]
+    assert suggested("ORDERS")[:1] == ["orders-00"]  # any case; names that start with it first
+    assert len(suggested("orders")) == 20  # at most 20, whatever the fleet
+    assert suggested("archive") == ["archive-orders"]
+    assert suggested("rders-29") == ["orders-29"]
+    assert suggested("<script>") == []
+
+    shown = viewer_client.get(reverse("backups:artifact_list"), {"datastore": "orders-07"})
+    assert [a.pk for a in shown.context["page"].items] == [wanted.pk]
+    unknown = viewer_client.get(reverse("backups:artifact_list"), {"datastore": "orders-7"}).content.decode()
+    assert "No datastore is named “orders-7”." in unknown
 
 
 def test_no_match_offers_to_clear_the_filters(viewer_client: Client):

@@ -116,7 +116,7 @@ def test_metrics_cost_the_same_queries_for_one_datastore_or_many(
         drill(datastore, "succeeded", T0, rto=10.0)
 
     add_datastore()
-    with django_assert_num_queries(8) as one:
+    with django_assert_num_queries(7) as one:
         scrape(client)
     for _ in range(5):
         add_datastore()
