@@ -250,7 +250,7 @@ def _notify_change(datastore: Datastore, health: DatastoreHealth, before: str) -
         subject=subject,
         text="\n".join(lines),
         recipients=alert_recipients(),
-        webhook_url=datastore.environment.webhook_url,
+        webhook_env=datastore.environment.webhook_url_env,
         about=f"the health of {datastore.name}",
     )
 

@@ -36,6 +36,7 @@ from dr_console.jobs.processes import (
     start_process,
     stop_process,
 )
+from dr_console.secrets import secret_env
 from dr_console.text import untrusted_text
 
 logger = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ def _passfile_escape(value: str) -> str:
 
 def pg_connection_from_env(url_env: str) -> PgConnection:
     """Read the datastore's connection URL from the environment variable named `url_env`."""
-    value = os.environ.get(url_env, "")
+    value = secret_env(url_env)
     if not value:
         raise DatastoreConfigError(
             f"environment variable {url_env} is not set in the process that ran the job "

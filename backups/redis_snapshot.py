@@ -11,7 +11,6 @@ a message, a log line or the console's database.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import struct
@@ -27,6 +26,7 @@ import redis
 from redis.connection import Connection
 
 from dr_console.jobs.errors import JobFailed
+from dr_console.secrets import secret_env
 from dr_console.text import untrusted_text
 
 MAGIC = b"DRCREDIS"
@@ -102,7 +102,7 @@ class RedisTarget:
 
 def redis_target_from_env(url_env: str) -> RedisTarget:
     """Read the datastore's Redis URL from the environment variable named `url_env`."""
-    value = os.environ.get(url_env, "")
+    value = secret_env(url_env)
     if not value:
         raise RedisDatastoreError(
             f"environment variable {url_env} is not set in the process that ran the job "

@@ -13,13 +13,16 @@ import httpx
 from django.conf import settings
 from django.core.mail import send_mail
 
+from dr_console.secrets import secret_env
+
 logger = logging.getLogger(__name__)
 WEBHOOK_TIMEOUT = 5.0
 
 
-def notify(*, subject: str, text: str, recipients: Iterable[str], webhook_url: str = "", about: str = "") -> None:
-    """Email `recipients` (empty addresses skipped) and post to `webhook_url` if set. `about` names the subject of
-    the notification in the log when sending fails ("restore #3")."""
+def notify(*, subject: str, text: str, recipients: Iterable[str], webhook_env: str = "", about: str = "") -> None:
+    """Email `recipients` (empty addresses skipped) and post to the webhook whose URL is in the environment variable
+    `webhook_env`, if one is named. `about` names the subject of the notification in the log when sending fails
+    ("restore #3")."""
     addresses = sorted({address for address in recipients if address})
     if addresses:
         try:
@@ -33,12 +36,38 @@ def notify(*, subject: str, text: str, recipients: Iterable[str], webhook_url: s
                     about or subject,
                     settings.EMAIL_FILE_PATH,
                 )
-    if webhook_url:
-        try:
-            httpx.post(webhook_url, json={"text": f"{subject}\n{text}"}, timeout=WEBHOOK_TIMEOUT).raise_for_status()
-        except httpx.HTTPError as exc:
-            # The webhook URL is a secret of sorts (Slack's carry a token): name the error, not the address.
-            logger.warning("could not post the notification about %s to the webhook: %s", about or subject, exc)
+    if webhook_env:
+        webhook_post(webhook_env, f"{subject}\n{text}", about=about or subject)
+
+
+def webhook_post(webhook_env: str, text: str, *, about: str) -> bool:
+    """Post `text` to the webhook in variable `webhook_env`. A webhook URL is itself a secret (Slack's carry their
+    token in the path), and httpx names the URL in its errors: what is logged names the variable and what failed,
+    never the address or the error's own words."""
+    url = secret_env(webhook_env)
+    if not url:
+        logger.warning("could not post the notification about %s: %s is not set in this process", about, webhook_env)
+        return False
+    try:
+        response = httpx.post(url, json={"text": text}, timeout=WEBHOOK_TIMEOUT)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+        logger.warning("could not post the notification about %s: %s does not hold a valid URL", about, webhook_env)
+    except httpx.TimeoutException:
+        logger.warning("could not post the notification about %s: the webhook in %s timed out", about, webhook_env)
+    except httpx.HTTPError as exc:
+        logger.warning(
+            "could not post the notification about %s to the webhook in %s: %s", about, webhook_env, type(exc).__name__
+        )
+    else:
+        if response.is_success:
+            return True
+        logger.warning(
+            "could not post the notification about %s: the webhook in %s answered HTTP %s",
+            about,
+            webhook_env,
+            response.status_code,
+        )
+    return False
 
 
 def alert_recipients(*extra: str) -> list[str]:
@@ -62,6 +91,6 @@ def notify_job_failed(*, noun: str, job: Any, datastore_name: str, environment: 
             ]
         ),
         recipients=alert_recipients(job.triggered_by.email if job.triggered_by else ""),
-        webhook_url=environment.webhook_url,
+        webhook_env=environment.webhook_url_env,
         about=label,
     )

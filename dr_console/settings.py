@@ -368,6 +368,9 @@ if env_flag("DJANGO_BEHIND_TLS_PROXY", default=False):
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # container health checks speak plain HTTP inside the container
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Error reports (the DEBUG page, error mail) mask every secret: URLs, tokens, and any variable configuration names.
+DEFAULT_EXCEPTION_REPORTER = "dr_console.error_reports.MaskingExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "dr_console.error_reports.SecretsExceptionReporterFilter"
 
 LOGGING = {
     "version": 1,

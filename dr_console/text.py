@@ -15,6 +15,8 @@ import logging
 import re
 from typing import Any
 
+from dr_console.secrets import mask_secrets, secret_values
+
 # C0 and C1 control characters and DEL; the Unicode line and paragraph separators (line breaks to str.splitlines
 # and to some log viewers); lone surrogates (what a `surrogateescape` decode leaves: not UTF-8, refused by psycopg).
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
@@ -60,6 +62,7 @@ class UntrustedTextFilter(logging.Filter):
     """Makes a log record safe before any handler writes it: a message whose text (format and arguments together)
     holds a control character or a line break is replaced by its escaped text, so a key name in an argument can
     neither start a forged log line nor reach the terminal raw. The traceback keeps its lines, escaped otherwise.
+    Secret values (dr_console.secrets) are masked in the message and the traceback.
     Configured on the handlers in settings.LOGGING, and on the Celery worker's own handlers (dr_console/celery.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -67,13 +70,15 @@ class UntrustedTextFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # a malformed format: the handler reports it as it would have
             return True
-        if _UNSAFE.search(message):
-            record.msg, record.args = untrusted_text(message), ()
+        secrets = secret_values()
+        masked = mask_secrets(message, secrets)
+        if masked != message or _UNSAFE.search(message):
+            record.msg, record.args = untrusted_text(masked), ()
         if record.exc_info and not record.exc_text:
-            # What Formatter.format would compute, computed here so that it is escaped too.
-            record.exc_text = untrusted_text(logging.Formatter().formatException(record.exc_info), multiline=True)
-        elif record.exc_text:
-            record.exc_text = untrusted_text(record.exc_text, multiline=True)
+            # What Formatter.format would compute, computed here so that it is escaped (and masked) too.
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = untrusted_text(mask_secrets(record.exc_text, secrets), multiline=True)
         if record.stack_info:
             record.stack_info = untrusted_text(record.stack_info, multiline=True)
         return True

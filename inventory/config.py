@@ -36,7 +36,7 @@ ENVIRONMENT_KEYS = {
     "api_url": str,
     "description": str,
     "safety_backup": bool,
-    "webhook_url": str,
+    "webhook_url_env": str,
     "api_token_env": str,
     "reprocess_concurrency": int,
     "reprocess_query": str,
@@ -71,6 +71,13 @@ MAX_RTO_MINUTES = 60 * 24 * 7
 # Keys that, left out of an entry, go back to the model's default: the file describes the whole datastore.
 DATASTORE_DEFAULTS: dict[str, Any] = {"drill_schedule": "", "drill_server_url_env": "", "drill_probes": ""}
 TOP_LEVEL_KEYS = {"environments", "datastores"}
+# Keys an older file may still have, and what to write instead.
+RETIRED_KEYS = {
+    "webhook_url": (
+        "a webhook URL is a secret and is no longer kept in the console's database: put it in an environment "
+        "variable of the workers (e.g. PROD_WEBHOOK_URL) and name that variable with webhook_url_env"
+    ),
+}
 
 
 class ConfigError(Exception):
@@ -104,7 +111,10 @@ def _check_types(where: str, entry: Any, schema: dict[str, type], errors: list[s
         errors.append(f"{where}: expected a table of keys, got {type(entry).__name__}")
         return {}
     for key in sorted(set(entry) - set(schema)):
-        errors.append(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(schema))})")
+        if key in RETIRED_KEYS:
+            errors.append(f"{where}.{key}: {RETIRED_KEYS[key]}")
+        else:
+            errors.append(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(schema))})")
     clean = {}
     for key, expected in schema.items():
         if key not in entry:

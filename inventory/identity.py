@@ -34,6 +34,8 @@ from django.conf import settings
 from django.db import connection
 from psycopg.conninfo import conninfo_to_dict
 
+from dr_console.secrets import secret_env
+
 DEFAULT_TIMEOUT_SECONDS = 5
 
 
@@ -85,7 +87,7 @@ class TargetIdentity:
 
 def identity_from_env(kind: str, url_env: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> TargetIdentity:
     """The identity of what the URL in variable `url_env` reaches, asked of its server. Raises IdentityUnknown."""
-    url = os.environ.get(url_env, "")
+    url = secret_env(url_env)
     if not url:
         raise IdentityUnknown(f"environment variable {url_env} is not set on host {socket.gethostname()}")
     if kind == "redis":

@@ -12,9 +12,26 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from dr_console.schedules import DEFAULT_TIMEZONE, CronSchedule, InvalidSchedule, cron_schedule_parse, timezone_check
+from dr_console.secrets import TOKEN_SUFFIX, WEBHOOK_SUFFIX
 
 env_var_name_validator = RegexValidator(
     r"^[A-Z_][A-Z0-9_]*$", _("Use the name of an environment variable (A-Z, 0-9, _), not a URL.")
+)
+# Variables are declared by their names (dr_console.secrets): a token's ends in _TOKEN, a webhook's in
+# _WEBHOOK_URL, and a datastore's URL variable ends in neither. So `api_token_env = "PROD_DATABASE_URL"` is refused:
+# the production URL is never sent as a bearer token to whatever api_url says.
+token_variable_validator = RegexValidator(
+    rf"{TOKEN_SUFFIX}\Z",
+    _("A token variable's name ends in _TOKEN, e.g. PROD_API_TOKEN, so that no other secret is sent as a token."),
+)
+webhook_variable_validator = RegexValidator(
+    rf"{WEBHOOK_SUFFIX}\Z",
+    _("A webhook variable's name ends in _WEBHOOK_URL, e.g. PROD_WEBHOOK_URL."),
+)
+url_variable_validator = RegexValidator(
+    rf"({TOKEN_SUFFIX}|{WEBHOOK_SUFFIX})\Z",
+    _("That name is declared as a token or webhook variable (it ends in _TOKEN or _WEBHOOK_URL), not a URL."),
+    inverse_match=True,
 )
 slug_name_validator = RegexValidator(
     r"^[a-z0-9][a-z0-9_.-]*$", _("Use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit.")
@@ -60,16 +77,21 @@ class Environment(models.Model):
             "Back up the target before a restore overwrites it. Empty: yes in protected environments, no elsewhere."
         ),
     )
-    webhook_url = models.URLField(
-        _("webhook URL"),
+    webhook_url_env = models.CharField(
+        _("webhook URL environment variable"),
+        max_length=128,
         blank=True,
-        help_text=_("Optional: restore notifications are also posted here as JSON (Slack-compatible)."),
+        validators=[env_var_name_validator, webhook_variable_validator],
+        help_text=_(
+            "Optional: name of the environment variable holding a webhook URL (e.g. PROD_WEBHOOK_URL) that "
+            "notifications are also posted to as JSON (Slack-compatible). The URL is never stored, shown or logged."
+        ),
     )
     api_token_env = models.CharField(
         _("API token environment variable"),
         max_length=128,
         blank=True,
-        validators=[env_var_name_validator],
+        validators=[env_var_name_validator, token_variable_validator],
         help_text=_(
             "Name of the environment variable holding the application's bearer token, e.g. PROD_API_TOKEN. "
             "The token itself is never stored, shown or logged."
@@ -162,7 +184,7 @@ class Datastore(models.Model):
     url_env = models.CharField(
         _("URL environment variable"),
         max_length=128,
-        validators=[env_var_name_validator],
+        validators=[env_var_name_validator, url_variable_validator],
         help_text=_(
             "Name of the environment variable holding the connection URL, e.g. PROD_DATABASE_URL. "
             "The URL itself is never stored, shown or logged by the console."
@@ -200,7 +222,7 @@ class Datastore(models.Model):
         _("drill server URL environment variable"),
         max_length=128,
         blank=True,
-        validators=[env_var_name_validator],
+        validators=[env_var_name_validator, url_variable_validator],
         help_text=_(
             "Name of the environment variable holding the URL of the server drills restore into (a scratch "
             "database is created there and dropped after). Empty: the datastore's own server."
@@ -402,3 +424,16 @@ class DatastoreHealth(models.Model):
     @property
     def is_problem(self) -> bool:
         return self.state in self.PROBLEMS
+
+
+def configured_variable_names() -> set[str]:
+    """Every environment variable the inventory names: datastore URLs, drill servers, API tokens, webhooks. Their
+    values are masked in error reports (dr_console.secrets, registered in InventoryConfig.ready)."""
+    names: set[str] = set()
+    for field_names, model in (
+        (("url_env", "drill_server_url_env"), Datastore),
+        (("api_token_env", "webhook_url_env"), Environment),
+    ):
+        for row in model.objects.values_list(*field_names):
+            names.update(name for name in row if name)
+    return names

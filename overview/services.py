@@ -136,6 +136,6 @@ def _notify_objective(datastore: Datastore, *, subject: str, lines: list[str]) -
         subject=subject,
         text="\n".join(lines),
         recipients=alert_recipients(),
-        webhook_url=datastore.environment.webhook_url,
+        webhook_env=datastore.environment.webhook_url_env,
         about=f"the objectives of {datastore.name}",
     )

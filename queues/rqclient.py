@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
 from typing import Any, NoReturn
 
 import redis
 from django.utils.translation import gettext as _
 
+from dr_console.secrets import secret_env
 from inventory.models import Environment
 
 CONNECT_TIMEOUT = 3  # seconds; a page must say "unreachable" quickly, not hang
@@ -35,7 +35,7 @@ def environment_redis(environment: Environment) -> redis.Redis:
             _("No Redis datastore is linked to %(environment)s: set its redis_datastore in the configuration.")
             % {"environment": environment.name}
         )
-    url = os.environ.get(store.url_env, "")
+    url = secret_env(store.url_env)
     if not url:
         raise QueueUnavailable(
             _("%(variable)s (the URL of %(datastore)s) is not set in the console's environment.")

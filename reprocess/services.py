@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -30,7 +29,8 @@ from dr_console.jobs import (
     job_transition,
     jobs_reap,
 )
-from inventory.models import Environment
+from dr_console.secrets import TOKEN_SUFFIX, secret_env
+from inventory.models import Datastore, Environment
 from reprocess import sources
 from reprocess.models import ReprocessBatch, ReprocessItem
 from reprocess.sender import PendingItem, send_items
@@ -236,11 +236,27 @@ def _api_token(environment: Environment) -> str:
             f"environment {environment.name} has no api_token_env: name the environment variable holding the "
             "application's API token in the admin or with loadconfig"
         )
-    token = os.environ.get(environment.api_token_env, "")
+    name = environment.api_token_env
+    # Checked again here, not only when configured: a row saved before the rule, or edited in the database, must
+    # still not send a datastore's URL (or any undeclared secret) as a bearer token to whatever api_url says.
+    if (
+        not name.endswith(TOKEN_SUFFIX)
+        or Datastore.objects.filter(Q(url_env=name) | Q(drill_server_url_env=name)).exists()
+    ):
+        raise ReprocessRefused(
+            f"{name} is not declared as a token variable (its name must end in {TOKEN_SUFFIX} and name no "
+            "datastore's URL); the console will not send it to the application. Put the API token in a variable "
+            f"such as {environment.name.upper().replace('-', '_')}_API_TOKEN and set api_token_env to it"
+        )
+    token = secret_env(name)
     if not token:
         raise ReprocessRefused(
-            f"environment variable {environment.api_token_env} is not set in the worker's environment; set it to "
+            f"environment variable {name} is not set in the worker's environment; set it to "
             "the application's API token and restart the worker"
+        )
+    if "://" in token:
+        raise ReprocessRefused(
+            f"environment variable {name} holds a URL, not an API token; the console did not send it"
         )
     return token
 

@@ -30,7 +30,7 @@ def restore_run_notify(run: RestoreRun, event: str) -> None:
         subject=subject,
         text=text,
         recipients=recipients,
-        webhook_url=run.target_datastore.environment.webhook_url,
+        webhook_env=run.target_datastore.environment.webhook_url_env,
         about=f"restore #{run.pk}",
     )
 

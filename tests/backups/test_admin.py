@@ -127,7 +127,7 @@ def test_configuration_edited_in_the_admin_is_audited(admin_client_logged_in: Cl
             "required_approvals": 1,
             "description": "",
             "api_url": "",
-            "webhook_url": "",
+            "webhook_url_env": "",
             "safety_backup": "unknown",
             "reprocess_concurrency": 16,
         },

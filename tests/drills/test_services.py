@@ -67,12 +67,12 @@ def test_a_drill_restores_the_newest_backup_records_its_rto_and_drops_the_scratc
 
 
 def test_a_failing_probe_fails_the_drill_keeps_its_rto_drops_the_database_and_notifies(
-    source_db: SourceDb, http_stub: HttpStub, settings: Any
+    source_db: SourceDb, http_stub: HttpStub, webhook_env: str, settings: Any
 ) -> None:
     settings.ALERT_EMAILS = ["oncall@example.test"]
     artifact = backup_taken(
         source_db.url_env,
-        environment__webhook_url=f"{http_stub.url}/hook",
+        environment__webhook_url_env=webhook_env,
         drill_probes="SELECT count(*) > 0 FROM documents\nSELECT count(*) = 0 FROM documents\nSELECT * FROM nowhere",
     )
     run = drill(artifact)
@@ -191,11 +191,11 @@ def test_the_reaper_fails_a_drill_whose_worker_died_and_drops_its_scratch_databa
     assert drill_runs_reap_stale() == 0
 
 
-def test_a_failed_backup_notifies_like_a_failed_drill(settings: Any, http_stub: HttpStub) -> None:
+def test_a_failed_backup_notifies_like_a_failed_drill(settings: Any, http_stub: HttpStub, webhook_env: str) -> None:
     from backups.services import backup_artifact_execute, backup_artifact_request
 
     settings.ALERT_EMAILS = ["oncall@example.test"]
-    datastore = DatastoreFactory(url_env="TEST_NOWHERE_URL", environment__webhook_url=f"{http_stub.url}/hook")
+    datastore = DatastoreFactory(url_env="TEST_NOWHERE_URL", environment__webhook_url_env=webhook_env)
     artifact = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
     backup_artifact_execute(artifact_id=artifact.pk)
     [message] = mail.outbox

@@ -39,9 +39,9 @@ Kind = RestoreRun.TargetKind
 
 
 @pytest.fixture
-def prod(http_stub: HttpStub) -> Environment:
+def prod(http_stub: HttpStub, webhook_env: str) -> Environment:
     return EnvironmentFactory(
-        name="prod", protected=True, required_approvals=1, api_url=http_stub.url, webhook_url=f"{http_stub.url}/hook"
+        name="prod", protected=True, required_approvals=1, api_url=http_stub.url, webhook_url_env=webhook_env
     )
 
 

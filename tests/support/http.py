@@ -1,6 +1,6 @@
 """Real HTTP servers on 127.0.0.1, never a mocked client: `http_serve` runs any request handler on a free port in a
 thread, and `http_stub` is the protected application's health endpoints plus a webhook receiver, recording what
-the console asked for."""
+the console asked for (`webhook_env` names a variable holding the receiver's URL)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def http_stub() -> Iterator[HttpStub]:
 
         def do_POST(self) -> None:
             stub.posts.append((self.path, self.rfile.read(int(self.headers.get("Content-Length", 0)))))
-            self.send_response(200)
+            self.send_response(stub.statuses.get(self.path, 200))
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -67,3 +67,13 @@ def http_stub() -> Iterator[HttpStub]:
     with http_serve(Handler) as url:
         stub.url = url
         yield stub
+
+
+WEBHOOK_ENV = "TEST_WEBHOOK_URL"
+
+
+@pytest.fixture
+def webhook_env(http_stub: HttpStub, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The name of a variable holding the URL of `http_stub`'s /hook, for an environment's webhook_url_env."""
+    monkeypatch.setenv(WEBHOOK_ENV, f"{http_stub.url}/hook")
+    return WEBHOOK_ENV
