@@ -60,7 +60,6 @@ BADGE_CLASSES = {
     "error": "bad",
 }
 
-EXACT_TIME_FORMAT = "Y-m-d H:i:s T"
 
 
 def iso(value: datetime | None) -> str | None:
@@ -83,28 +82,30 @@ def status_badge(obj: Any, field: str = "status") -> SafeString:
 
 
 def exact_time(value: datetime | None) -> str:
-    """The time in the user's time zone, to the second, with the zone's name."""
+    """The time in the user's time zone, to the second, with the zone's name: 2026-05-01 12:00:03 CEST. The same
+    in every language, so strftime, not Django's date_format (ten times slower, and the dashboard shows a hundred)."""
     if value is None:
         return ""
-    return formats.date_format(timezone.localtime(value), EXACT_TIME_FORMAT)
+    local = timezone.localtime(value)
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or ''}".rstrip()
 
 
 def timesince_exact(value: datetime | None) -> SafeString:
     """ "3 hours ago", with the exact local time on hover and in a machine-readable `datetime`."""
     if value is None:
         return format_html('<span class="muted">{}</span>', _("never"))
-    return format_html(
-        '<time datetime="{}" title="{}">{}</time>', value.isoformat(), exact_time(value), naturaltime(value)
-    )
+    return _time_element(value)
 
 
 def when(value: datetime | None) -> SafeString | str:
     """A relative age ("3 minutes ago"), with the exact time on hover and for machines; nothing for None."""
-    if value is None:
-        return ""
-    local = timezone.localtime(value)
-    exact = f"{formats.date_format(local, 'Y-m-d H:i:s')} {local.tzname() or ''}".strip()
-    return format_html('<time datetime="{}" title="{}">{}</time>', value.isoformat(), exact, naturaltime(value))
+    return "" if value is None else _time_element(value)
+
+
+def _time_element(value: datetime) -> SafeString:
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>', value.isoformat(), exact_time(value), naturaltime(value)
+    )
 
 
 def duration_short(value: timedelta | float | int | None) -> str:

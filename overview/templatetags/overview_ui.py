@@ -9,7 +9,6 @@ from functools import partial
 from django import template
 from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.template.defaultfilters import filesizeformat
-from django.urls import reverse
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
@@ -18,6 +17,7 @@ from django.utils.translation import ngettext
 
 from backups.selectors import RpoState
 from dr_console.formatting import badge, duration_short, timesince_exact
+from dr_console.links import object_url
 from inventory.models import Datastore
 from overview.charts import ObjectiveChart
 from overview.selectors import DatastoreDashboardRow, Problem
@@ -39,7 +39,7 @@ def problem_list(row: DatastoreDashboardRow) -> SafeString:
 
 
 def _artifact_link(artifact_id: int) -> SafeString:
-    return format_html('<a href="{}">#{}</a>', reverse("backups:artifact_detail", args=[artifact_id]), artifact_id)
+    return format_html('<a href="{}">#{}</a>', object_url("backups:artifact_detail", artifact_id), artifact_id)
 
 
 def _detail(text: str) -> str:
