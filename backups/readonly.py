@@ -38,7 +38,7 @@ from backups.postgres import PgConnection, PostgresError, first_line
 from dr_console.notes import Note
 from dr_console.sqltext import sql_statement_count
 
-LOCK_TIMEOUT_MS = 5_000
+LOCK_TIMEOUT_MS = 5_000  # at most; a lock held longer is a migration or a stuck session, not worth waiting for
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000
 _LIMITS_SQL = "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)"
 
@@ -100,7 +100,7 @@ def read_only_query(
     4. The transaction must still be open (the query did not COMMIT it); it is rolled back in every case."""
     if sql_statement_count(query) > 1:
         raise _refused(Note("query_several_statements"), query, database, audit)
-    lock_ms = min(LOCK_TIMEOUT_MS, timeout_ms)
+    lock_ms = max(1, min(LOCK_TIMEOUT_MS, timeout_ms // 2))  # shorter: waiting on a lock is said as such
     try:
         conn.execute("BEGIN READ ONLY")
         conn.execute(_LIMITS_SQL, (str(timeout_ms), str(lock_ms)))

@@ -35,7 +35,7 @@ NOTE_TEXTS: dict[str, Promise] = {
     "query_several_statements": _(
         "the query holds more than one statement; the console runs exactly one (remove the ';' and what follows it)"
     ),
-    "query_writes": _("the query tried to write (%(error)s); configured queries run read-only"),
+    "query_writes": _("the query tried to write or to lock rows (%(error)s); configured queries run read-only"),
     "query_read_write": _(
         "the query tried to make its transaction read-write (%(error)s); configured queries run read-only"
     ),
