@@ -11,7 +11,9 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from dr_console.notes import Note
 from dr_console.schedules import DEFAULT_TIMEZONE, CronSchedule, InvalidSchedule, cron_schedule_parse, timezone_check
+from dr_console.sqltext import sql_statement_count
 
 env_var_name_validator = RegexValidator(
     r"^[A-Z_][A-Z0-9_]*$", _("Use the name of an environment variable (A-Z, 0-9, _), not a URL.")
@@ -143,6 +145,9 @@ class Environment(models.Model):
                 errors[field_name] = _("%(name)s is not a %(kind)s datastore.") % {"name": store.name, "kind": kind}
             elif self.pk and store.environment_id != self.pk:
                 errors[field_name] = _("%(name)s belongs to another environment.") % {"name": store.name}
+        # The friendly refusal; at run time the protocol refuses several statements anyway (backups/readonly.py).
+        if sql_statement_count(self.reprocess_query) > 1:
+            errors["reprocess_query"] = Note("query_several_statements").text()
         if errors:
             raise ValidationError(errors)
 
@@ -312,6 +317,13 @@ class Datastore(models.Model):
                 raise ValidationError({"drill_schedule": str(exc)}) from None
         else:
             self.drill_schedule = ""
+        several = Note("query_several_statements").text()
+        if problems := [
+            _("probe %(number)s: %(problem)s") % {"number": number, "problem": several}
+            for number, probe in enumerate(self.drill_probe_list, start=1)
+            if sql_statement_count(probe) > 1
+        ]:
+            raise ValidationError({"drill_probes": problems})
 
     @property
     def backup_cron(self) -> CronSchedule | None:
