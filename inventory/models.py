@@ -111,6 +111,16 @@ class Environment(models.Model):
             "PostgreSQL datastore. Empty: documents in PENDING or PROCESSING."
         ),
     )
+    reprocess_query_url_env = models.CharField(
+        _("reprocess query URL environment variable"),
+        max_length=128,
+        blank=True,
+        validators=[env_var_name_validator],
+        help_text=_(
+            "Name of the environment variable holding the URL the reprocess query connects with: a role that can "
+            "only read the documents. Empty: the PostgreSQL datastore's own URL."
+        ),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 

@@ -121,7 +121,8 @@ def documents_from_csv(text: str) -> tuple[list[tuple[str, str]], int]:
 
 def documents_from_query(environment: Environment, *, requested_by: User | None = None) -> list[tuple[str, str]]:
     """Run the environment's reprocess query the way every configured query runs (backups/readonly.py): one
-    statement, read-only, with a statement timeout."""
+    statement, read-only, with a statement timeout; as the read-only role of `reprocess_query_url_env` when there
+    is one (the datastore's own role may write: it restores)."""
     store = environment.postgres_datastore
     if store is None:
         raise SourceError(
@@ -135,7 +136,7 @@ def documents_from_query(environment: Environment, *, requested_by: User | None 
         )
     audit = QueryAudit(purpose="reprocess query", about=environment, actor=requested_by)
     try:
-        target = pg_connection_from_env(store.url_env)
+        target = pg_connection_from_env(environment.reprocess_query_url_env or store.url_env)
         with read_only_session(target) as conn:
             result = read_only_query(
                 conn,

@@ -43,6 +43,14 @@ def test_one_statement_with_semicolons_in_strings_and_a_trailing_one_is_accepted
     assert Environment.objects.get(name="prod").reprocess_query == query
 
 
+def test_loadconfig_sets_the_read_only_role_of_the_reprocess_query_and_refuses_a_url() -> None:
+    config_apply({"environments": {"prod": {"reprocess_query_url_env": "PROD_READER_URL"}}})
+    assert Environment.objects.get(name="prod").reprocess_query_url_env == "PROD_READER_URL"
+    with pytest.raises(ConfigError) as caught:
+        config_apply({"environments": {"prod": {"reprocess_query_url_env": "postgresql://reader@db/app"}}})
+    assert caught.value.errors[0].startswith("environments.prod.reprocess_query_url_env: Use the name of")
+
+
 @pytest.mark.parametrize(
     ("language", "said"),
     [
