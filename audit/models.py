@@ -71,6 +71,7 @@ class AuditEvent(models.Model):
         AUTH_REFUSED = "auth.refused", _("Command-line credential refused")
         AUTH_TOKEN_CREATED = "auth.token_created", _("Personal token created")
         AUTH_TOKEN_REVOKED = "auth.token_revoked", _("Personal token revoked")
+        QUERY_REFUSED = "query.refused", _("Configured query refused")
 
     class Via(models.TextChoices):
         WEB = "web", _("web")

@@ -31,6 +31,21 @@ NOTE_TEXTS: dict[str, Promise] = {
     "tables_match": _("tables matching the dump: %(count)s"),
     "keys_restored": _("%(restored)s of %(expected)s keys restored"),
     "keys_present": _("%(present)s keys of the backup are in %(target)s"),
+    # why a configured query (a reprocess query, a drill probe) was refused or stopped (backups/readonly.py)
+    "query_several_statements": _(
+        "the query holds more than one statement; the console runs exactly one (remove the ';' and what follows it)"
+    ),
+    "query_writes": _("the query tried to write or to lock rows (%(error)s); configured queries run read-only"),
+    "query_read_write": _(
+        "the query tried to make its transaction read-write (%(error)s); configured queries run read-only"
+    ),
+    "query_ended_transaction": _(
+        "the query ended the console's read-only transaction (%(command)s); a configured query cannot end it"
+    ),
+    "query_timed_out": _("the query ran longer than %(seconds)s s and was stopped"),
+    "query_lock_timeout": _(
+        "the query waited longer than %(seconds)s s for a lock and was stopped; another session holds what it reads"
+    ),
     # what the audit log names: objects, and actors that are not people
     "backup_of": _("backup #%(id)s of %(datastore)s"),
     "verification_of": _("verification #%(id)s of backup #%(backup)s"),
@@ -69,7 +84,11 @@ class Note:
 
     def english(self) -> str:
         with translation.override("en"):
-            return str(NOTE_TEXTS[self.code]) % self.params
+            return self.text()
+
+    def text(self) -> str:
+        """In the active language."""
+        return str(NOTE_TEXTS[self.code]) % self.params
 
 
 def note_text(note: dict[str, Any] | None, fallback: str) -> str:

@@ -188,7 +188,7 @@ def _drill(ctx: JobContext) -> None:
             raise JobFailed(f"{describe_exit('pg_restore', exit_code)}: {summary}", stderr_tail)
         ctx.advance(Status.CHECKING, rto=rto)
         checks = primitive.run_checks(database, artifact.row_counts)
-        checks += primitive.run_probes(database, run.datastore.drill_probe_list)
+        checks += primitive.run_probes(database, run.datastore.drill_probe_list, about=run)
         DrillRun.objects.filter(pk=run.pk).update(checks=checks)
         failed = [check for check in checks if not check["ok"]]
         if failed:

@@ -40,6 +40,7 @@ ENVIRONMENT_KEYS = {
     "api_token_env": str,
     "reprocess_concurrency": int,
     "reprocess_query": str,
+    "reprocess_query_url_env": str,
     "postgres_datastore": str,
     "redis_datastore": str,
 }

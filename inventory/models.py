@@ -11,8 +11,10 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from dr_console.notes import Note
 from dr_console.schedules import DEFAULT_TIMEZONE, CronSchedule, InvalidSchedule, cron_schedule_parse, timezone_check
 from dr_console.secrets import TOKEN_SUFFIX, WEBHOOK_SUFFIX
+from dr_console.sqltext import sql_statement_count
 
 env_var_name_validator = RegexValidator(
     r"^[A-Z_][A-Z0-9_]*$", _("Use the name of an environment variable (A-Z, 0-9, _), not a URL.")
@@ -131,6 +133,16 @@ class Environment(models.Model):
             "PostgreSQL datastore. Empty: documents in PENDING or PROCESSING."
         ),
     )
+    reprocess_query_url_env = models.CharField(
+        _("reprocess query URL environment variable"),
+        max_length=128,
+        blank=True,
+        validators=[env_var_name_validator, url_variable_validator],
+        help_text=_(
+            "Name of the environment variable holding the URL the reprocess query connects with: a role that can "
+            "only read the documents. Empty: the PostgreSQL datastore's own URL."
+        ),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -165,6 +177,9 @@ class Environment(models.Model):
                 errors[field_name] = _("%(name)s is not a %(kind)s datastore.") % {"name": store.name, "kind": kind}
             elif self.pk and store.environment_id != self.pk:
                 errors[field_name] = _("%(name)s belongs to another environment.") % {"name": store.name}
+        # The friendly refusal; at run time the protocol refuses several statements anyway (backups/readonly.py).
+        if sql_statement_count(self.reprocess_query) > 1:
+            errors["reprocess_query"] = Note("query_several_statements").text()
         if errors:
             raise ValidationError(errors)
 
@@ -334,6 +349,13 @@ class Datastore(models.Model):
                 raise ValidationError({"drill_schedule": str(exc)}) from None
         else:
             self.drill_schedule = ""
+        several = Note("query_several_statements").text()
+        if problems := [
+            _("probe %(number)s: %(problem)s") % {"number": number, "problem": several}
+            for number, probe in enumerate(self.drill_probe_list, start=1)
+            if sql_statement_count(probe) > 1
+        ]:
+            raise ValidationError({"drill_probes": problems})
 
     @property
     def backup_cron(self) -> CronSchedule | None:
@@ -432,7 +454,7 @@ def configured_variable_names() -> set[str]:
     names: set[str] = set()
     for field_names, model in (
         (("url_env", "drill_server_url_env"), Datastore),
-        (("api_token_env", "webhook_url_env"), Environment),
+        (("api_token_env", "webhook_url_env", "reprocess_query_url_env"), Environment),
     ):
         for row in model.objects.values_list(*field_names):
             names.update(name for name in row if name)

@@ -321,7 +321,7 @@ def reprocess_batch_build(
     """Build a DRAFT batch from one source. Raises SourceError (every problem listed) or ReprocessRefused."""
     Source = ReprocessBatch.Source
     if source == Source.QUERY:
-        documents = sources.documents_from_query(environment)
+        documents = sources.documents_from_query(environment, requested_by=requested_by)
         detail = "configured query" if environment.reprocess_query.strip() else "default query (PENDING or PROCESSING)"
     elif source == Source.CSV:
         documents, duplicates = sources.documents_from_csv(csv_content)

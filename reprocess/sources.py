@@ -7,11 +7,12 @@ from __future__ import annotations
 import csv
 import io
 
-import psycopg
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.utils.translation import gettext as _
 
-from backups.postgres import PostgresError, first_line, pg_connection_from_env
+from backups.postgres import PostgresError, pg_connection_from_env
+from backups.readonly import ConfiguredQueryError, QueryAudit, QueryResult, read_only_query, read_only_session
 from dr_console.text import untrusted_text
 from inventory.models import Environment
 
@@ -118,8 +119,10 @@ def documents_from_csv(text: str) -> tuple[list[tuple[str, str]], int]:
     return documents.pairs, documents.duplicates
 
 
-def documents_from_query(environment: Environment) -> list[tuple[str, str]]:
-    """Run the environment's reprocess query in a read-only transaction with a statement timeout."""
+def documents_from_query(environment: Environment, *, requested_by: User | None = None) -> list[tuple[str, str]]:
+    """Run the environment's reprocess query the way every configured query runs (backups/readonly.py): one
+    statement, read-only, with a statement timeout; as the read-only role of `reprocess_query_url_env` when there
+    is one (the datastore's own role may write: it restores)."""
     store = environment.postgres_datastore
     if store is None:
         raise SourceError(
@@ -131,51 +134,50 @@ def documents_from_query(environment: Environment) -> list[tuple[str, str]]:
                 % {"environment": environment.name}
             ]
         )
-    query = environment.effective_reprocess_query
+    audit = QueryAudit(purpose="reprocess query", about=environment, actor=requested_by)
     try:
-        target = pg_connection_from_env(store.url_env)
-        with target.connect() as conn:
-            conn.read_only = True
-            timeout_ms = settings.REPROCESS_QUERY_TIMEOUT * 1000
-            conn.execute(f"SET statement_timeout = {int(timeout_ms)}")
-            try:
-                cursor = conn.execute(query)
-            except psycopg.errors.QueryCanceled:
-                raise SourceError(
-                    [
-                        _("the reprocess query ran longer than %(seconds)s s and was stopped")
-                        % {"seconds": settings.REPROCESS_QUERY_TIMEOUT}
-                    ]
-                ) from None
-            except psycopg.Error as exc:
-                raise SourceError(
-                    [
-                        _("the reprocess query failed on %(datastore)s: %(error)s")
-                        % {"datastore": store.name, "error": target.scrub(first_line(str(exc)))}
-                    ]
-                ) from None
-            columns = [column.name for column in cursor.description or []]
-            if len(columns) < 2:
-                raise SourceError(
-                    [
-                        _("the reprocess query must return workspace_id, document_id; it returned %(columns)s")
-                        % {"columns": columns or _("nothing")}
-                    ]
-                )
-            ws_index = columns.index("workspace_id") if "workspace_id" in columns else 0
-            doc_index = columns.index("document_id") if "document_id" in columns else 1
-            documents = _UniqueDocuments(
-                _("the query returned more than %(max)s documents; narrow it") % {"max": settings.REPROCESS_MAX_ITEMS}
+        target = pg_connection_from_env(environment.reprocess_query_url_env or store.url_env)
+        with read_only_session(target) as conn:
+            result = read_only_query(
+                conn,
+                environment.effective_reprocess_query,
+                database=target,
+                timeout_ms=settings.REPROCESS_QUERY_TIMEOUT * 1000,
+                audit=audit,
             )
-            errors: list[str] = []
-            for number, row in enumerate(cursor, start=1):
-                pair, problem = _clean_pair(row[ws_index], row[doc_index])
-                if pair is None:
-                    errors.append(_("row %(row)s: %(problem)s") % {"row": number, "problem": problem})
-                else:
-                    documents.add(pair)
     except PostgresError as exc:
         raise SourceError([str(exc)]) from None
+    except ConfiguredQueryError as exc:
+        message = (
+            _("the console refused the reprocess query on %(datastore)s: %(error)s")
+            if exc.refused
+            else _("the reprocess query failed on %(datastore)s: %(error)s")
+        )
+        raise SourceError([message % {"datastore": store.name, "error": exc.text()}]) from None
+    return _documents_from_rows(result)
+
+
+def _documents_from_rows(result: QueryResult) -> list[tuple[str, str]]:
+    columns = result.columns
+    if len(columns) < 2:
+        raise SourceError(
+            [
+                _("the reprocess query must return workspace_id, document_id; it returned %(columns)s")
+                % {"columns": columns or _("nothing")}
+            ]
+        )
+    ws_index = columns.index("workspace_id") if "workspace_id" in columns else 0
+    doc_index = columns.index("document_id") if "document_id" in columns else 1
+    documents = _UniqueDocuments(
+        _("the query returned more than %(max)s documents; narrow it") % {"max": settings.REPROCESS_MAX_ITEMS}
+    )
+    errors: list[str] = []
+    for number, row in enumerate(result.rows, start=1):
+        pair, problem = _clean_pair(row[ws_index], row[doc_index])
+        if pair is None:
+            errors.append(_("row %(row)s: %(problem)s") % {"row": number, "problem": problem})
+        else:
+            documents.add(pair)
     if errors:
         raise SourceError(errors)
     return documents.pairs

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from django.conf import settings
+from django.db import models
 from django.template.defaultfilters import filesizeformat
 from psycopg import sql
 
@@ -33,6 +34,7 @@ from backups.postgres import (
     stop_process,
     tool_version,
 )
+from backups.readonly import ConfiguredQueryError, QueryAudit, read_only_query, read_only_session
 from dr_console.jobs import JobContext, JobFailed, describe_exit, job_session_name
 from dr_console.notes import Note, check_item
 from dr_console.text import untrusted_text
@@ -194,31 +196,31 @@ def run_checks(database: PgConnection, expected_counts: dict[str, int]) -> list[
     return checks
 
 
-def run_probes(database: PgConnection, probes: list[str]) -> list[dict[str, Any]]:
+def run_probes(database: PgConnection, probes: list[str], *, about: models.Model | None = None) -> list[dict[str, Any]]:
     """Configured SQL probes against the restored database, each a checklist item: a probe passes when it returns
-    one row whose first column is true. Each runs read-only with a statement timeout, so a probe can neither
-    change the restored data nor hang the job."""
+    one row whose first column is true. Each runs as every configured query does (backups/readonly.py): one
+    statement, read-only, with a statement timeout, so a probe can neither change the restored data nor hang the
+    job. `about`: the run the audit log files a refused probe under."""
     if not probes:
         return []
     checks: list[dict[str, Any]] = []
+    audit = QueryAudit(purpose="drill probe", about=about)
     try:
-        conn = database.connect()
+        with read_only_session(database) as conn:
+            for probe in probes:
+                try:
+                    result = read_only_query(conn, probe, database=database, timeout_ms=PROBE_TIMEOUT_MS, audit=audit)
+                except ConfiguredQueryError as exc:
+                    checks.append(check_item(False, name=_probe(probe), detail=exc.detail))
+                    continue
+                row = result.rows[0] if result.rows else None
+                if row is None:
+                    checks.append(check_item(False, name=_probe(probe), detail=Note("returned_no_row")))
+                else:
+                    checks.append(check_item(row[0] is True, name=_probe(probe), detail=_returned(repr(row[0]))))
     except PostgresError as exc:
-        return [check_item(False, name=_probe(probe), detail=str(exc)) for probe in probes]
-    with conn:
-        conn.read_only = True
-        for probe in probes:
-            try:
-                with conn.transaction():
-                    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(PROBE_TIMEOUT_MS)))
-                    row = conn.execute(probe).fetchone()  # configured SQL, run as written by design
-            except psycopg.Error as exc:
-                checks.append(check_item(False, name=_probe(probe), detail=database.scrub(first_line(str(exc)))))
-                continue
-            if row is None:
-                checks.append(check_item(False, name=_probe(probe), detail=Note("returned_no_row")))
-            else:
-                checks.append(check_item(row[0] is True, name=_probe(probe), detail=_returned(repr(row[0]))))
+        done = len(checks)
+        return checks + [check_item(False, name=_probe(probe), detail=str(exc)) for probe in probes[done:]]
     return checks
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import redis
+import time_machine
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
@@ -452,6 +453,9 @@ def test_history_without_backups_says_how_to_take_one(viewer_client: Client):
     assert "No backups yet." in page and "manage.py backup DATASTORE" in page
 
 
+# At noon of a fixed day: "an hour ago" must be today (it is yesterday at 00:30), and the page reads its
+# reader's today. Back in time, so the session the fixture opened has not idled out.
+@time_machine.travel(datetime(2026, 5, 1, 12, 0, tzinfo=UTC), tick=False)
 def test_filters_narrow_the_history_and_the_url_round_trips(viewer_client: Client):
     prod = DatastoreFactory(name="prod-db", environment=EnvironmentFactory(name="prod"))
     other = DatastoreFactory(name="other-db", environment=EnvironmentFactory(name="prod"))

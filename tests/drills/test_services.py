@@ -25,7 +25,15 @@ from restores import pg_restore as primitive
 from tests.factories import DatastoreFactory
 from tests.support.http import HttpStub
 from tests.support.local import start_thread
-from tests.support.postgres import PasswordServer, SourceDb, admin_connection, backup_taken, database_exists
+from tests.support.postgres import (
+    QUERY_ATTACKS,
+    WRITING_FUNCTION,
+    PasswordServer,
+    SourceDb,
+    admin_connection,
+    backup_taken,
+    database_exists,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Status = DrillRun.Status
@@ -100,6 +108,33 @@ def test_a_probe_cannot_change_the_restored_copy(source_db: SourceDb) -> None:
     run = drill(artifact)
     assert run.status == Status.FAILED
     assert "read-only transaction" in run.checks[-1]["detail"]
+
+
+def test_probes_that_try_to_write_or_run_too_long_are_refused_audited_and_change_nothing(
+    source_db: SourceDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(primitive, "PROBE_TIMEOUT_MS", 1000)
+    with source_db.connect() as conn:
+        conn.execute(WRITING_FUNCTION)  # restored with the data: the probes may call it
+    attacks = {param.values[0]: param.values[1] for param in QUERY_ATTACKS}
+    slow = "SELECT pg_sleep(10) IS NOT NULL"
+    unchanged = "SELECT count(*) = 300 AND count(*) FILTER (WHERE title = 'pwned') = 0 FROM documents"
+    artifact = backup_taken(source_db.url_env, drill_probes="\n".join([*attacks, slow, unchanged]))
+    started = time.monotonic()
+    run = drill(artifact)
+    assert time.monotonic() - started < 60
+    assert run.status == Status.FAILED
+    checks = {check["name"].removeprefix("probe: "): check for check in run.checks}
+    for probe, words in attacks.items():
+        assert checks[probe]["ok"] is False and words in checks[probe]["detail"], probe
+        assert checks[probe]["detail_note"]["code"].startswith("query_")  # shown in the reader's language
+    assert checks[slow]["detail"] == "the query ran longer than 1 s and was stopped"
+    assert checks[unchanged]["ok"] is True, checks[unchanged]  # the restored copy is as the backup left it
+    refused = AuditEvent.objects.filter(action=AuditEvent.Action.QUERY_REFUSED)
+    assert sorted(event.details["query"] for event in refused) == sorted(attacks)
+    assert {(e.object_type, e.object_id, e.details["purpose"]) for e in refused} == {
+        ("drills.drillrun", str(run.pk), "drill probe")
+    }
 
 
 def test_a_row_count_that_differs_from_the_dump_fails_the_drill(source_db: SourceDb) -> None:

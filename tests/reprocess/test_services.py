@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +25,15 @@ from reprocess.sources import SourceError, documents_from_csv
 from tests.factories import DatastoreFactory, EnvironmentFactory, ReprocessBatchFactory
 from tests.queues import jobs
 from tests.reprocess.conftest import ReprocessStub
-from tests.support.postgres import admin_connection, database_url, drop_database
+from tests.support.postgres import (
+    QUERY_ATTACKS,
+    WRITING_FUNCTION,
+    SourceDb,
+    admin_connection,
+    database_url,
+    drop_database,
+    table_fingerprints,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the sender writes from its own thread
 
@@ -136,7 +145,7 @@ def test_default_query_takes_pending_and_processing_documents(app_env: Environme
     ("query", "error"),
     [
         ("DELETE FROM documents RETURNING workspace_id, id", "cannot execute DELETE in a read-only transaction"),
-        ("SELECT pg_sleep(5), 1", "ran longer than 1 s and was stopped"),
+        ("SELECT pg_sleep(10), 1", "failed on app-db: the query ran longer than 1 s and was stopped"),
         ("SELECT id FROM documents", "must return workspace_id, document_id"),
         ("SELECT workspace_id, id FROM nope", 'relation "nope" does not exist'),
     ],
@@ -153,6 +162,54 @@ def test_a_bad_configured_query_is_refused_and_changes_nothing(
     with psycopg.connect(documents_db) as conn:
         assert conn.execute("SELECT count(*) FROM documents").fetchone() == (40,)
     assert not ReprocessBatch.objects.exists()
+
+
+@pytest.mark.parametrize(("query", "words"), QUERY_ATTACKS)
+def test_a_reprocess_query_that_tries_to_write_is_refused_changes_nothing_and_is_audited(
+    app_env: Environment, source_db: SourceDb, operator: Any, query: str, words: str
+) -> None:
+    with source_db.connect() as conn:
+        conn.execute(WRITING_FUNCTION)
+    app_env.postgres_datastore = DatastoreFactory(environment=app_env, name="app-db", url_env=source_db.url_env)
+    app_env.reprocess_query = query  # saved without the form's check, as before the check existed
+    app_env.save()
+    before = table_fingerprints(source_db.url)
+    with pytest.raises(SourceError) as caught:
+        reprocess_batch_build(environment=app_env, source="query", requested_by=operator)
+    [message] = caught.value.errors
+    assert message.startswith("the console refused the reprocess query on app-db: the query ") and words in message
+    assert table_fingerprints(source_db.url) == before
+    assert not ReprocessBatch.objects.exists()
+    event = AuditEvent.objects.get(action=AuditEvent.Action.QUERY_REFUSED)
+    assert (event.actor, event.object_type, event.object_id) == (operator, "inventory.environment", str(app_env.pk))
+    assert event.details["purpose"] == "reprocess query" and event.details["query"] == query
+
+
+@pytest.fixture
+def reader_role(source_db: SourceDb, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A role that can only read the documents, as docs/configuration.md says to create, its URL in a variable."""
+    role = f"drt_reader_{uuid.uuid4().hex[:8]}"
+    with source_db.connect() as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f'GRANT CONNECT ON DATABASE "{source_db.name}" TO {role}')
+        conn.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        conn.execute(f"GRANT SELECT ON documents TO {role}")
+    monkeypatch.setenv("TEST_READER_URL", source_db.url.replace("postgres@", f"{role}@", 1))
+    yield role
+    with source_db.connect() as conn:
+        conn.execute(f"DROP OWNED BY {role}")
+        conn.execute(f"DROP ROLE {role}")
+
+
+def test_the_reprocess_query_connects_as_the_read_only_role_when_one_is_set(
+    app_env: Environment, source_db: SourceDb, reader_role: str
+) -> None:
+    app_env.postgres_datastore = DatastoreFactory(environment=app_env, name="app-db", url_env=source_db.url_env)
+    app_env.reprocess_query_url_env = "TEST_READER_URL"
+    app_env.reprocess_query = "SELECT current_user AS workspace_id, id AS document_id FROM documents WHERE id < 3"
+    app_env.save()
+    batch = reprocess_batch_build(environment=app_env, source="query", requested_by=None)
+    assert set(batch.items.values_list("workspace_id", flat=True)) == {reader_role}
 
 
 def test_query_without_a_postgres_datastore_says_what_to_set(app_env: Environment) -> None:

@@ -3,6 +3,7 @@ is sent), and a batch sent through a real Celery worker to a real HTTP server, w
 
 from __future__ import annotations
 
+import html
 import time
 from typing import Any
 
@@ -15,8 +16,9 @@ from django.urls import reverse
 from audit.models import AuditEvent
 from inventory.models import Environment
 from reprocess.models import ReprocessBatch, ReprocessItem
-from tests.factories import EnvironmentFactory, ReprocessBatchFactory, user_in_groups
+from tests.factories import DatastoreFactory, EnvironmentFactory, ReprocessBatchFactory, user_in_groups
 from tests.reprocess.conftest import ReprocessStub
+from tests.support.postgres import SourceDb
 
 HTMX = {"HX-Request": "true"}
 
@@ -98,6 +100,26 @@ def test_a_bad_csv_upload_lists_every_bad_line_and_builds_nothing(
     assert "line 2: expected 2 columns (workspace_id,document_id), got 1" in page
     assert "line 3: document_id is empty" in page
     assert not ReprocessBatch.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_reprocess_query_that_writes_is_refused_on_the_page_in_the_readers_language(
+    client: Client, operator: User, prod: Environment, source_db: SourceDb
+) -> None:
+    prod.postgres_datastore = DatastoreFactory(environment=prod, name="app-db", url_env=source_db.url_env)
+    prod.reprocess_query = "SELECT workspace_id, id AS document_id FROM documents FOR UPDATE"
+    prod.save()
+    logged_in(client, operator)
+    response = client.post(
+        reverse("reprocess:batch_create"), {"environment": prod.pk, "source": "query"}, HTTP_ACCEPT_LANGUAGE="es"
+    )
+    assert response.status_code == 200
+    assert (
+        "la consola rechazó la consulta de reprocesamiento en app-db: la consulta intentó escribir o bloquear filas "
+        "(cannot execute SELECT FOR UPDATE in a read-only transaction)"
+    ) in html.unescape(response.content.decode())
+    assert not ReprocessBatch.objects.exists()
+    assert AuditEvent.objects.get(action=AuditEvent.Action.QUERY_REFUSED).actor == operator
 
 
 @pytest.mark.django_db

@@ -84,6 +84,67 @@ INSERT INTO audit.events (at, payload, note) SELECT '2025-01-01'::date + i, json
 """
 
 
+# A function of the application's that writes (the source database has none until a test adds it): a configured
+# query must not be able to write by calling it.
+WRITING_FUNCTION = """
+CREATE FUNCTION mark_all_ready() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE documents SET status = 'READY', title = 'pwned';
+    RETURN true;
+END $$;
+"""
+
+# Configured queries that try to write, each with the words its refusal must hold (the console's and the server's).
+QUERY_ATTACKS = [
+    pytest.param(
+        "SELECT id FROM documents; COMMIT; UPDATE documents SET title = 'pwned'",
+        "holds more than one statement",
+        id="select-commit-update",
+    ),
+    pytest.param(
+        "WITH gone AS (DELETE FROM documents RETURNING id) SELECT count(*) FROM gone",
+        "tried to write or to lock rows (cannot execute SELECT in a read-only transaction)",
+        id="data-modifying-cte",
+    ),
+    pytest.param(
+        "SELECT id FROM documents FOR UPDATE",
+        "tried to write or to lock rows (cannot execute SELECT FOR UPDATE in a read-only transaction)",
+        id="select-for-update",
+    ),
+    pytest.param(
+        "SELECT set_config('transaction_read_only', 'off', true), mark_all_ready()",
+        "tried to make its transaction read-write (transaction read-write mode must be set before any query)",
+        id="set-config-then-write",
+    ),
+    pytest.param(
+        "WITH rw AS MATERIALIZED (SELECT set_config('transaction_read_only', 'off', true) AS v), "
+        "up AS (UPDATE documents SET title = 'pwned' RETURNING id) SELECT v, (SELECT count(*) FROM up) FROM rw",
+        "tried to write or to lock rows (cannot execute SELECT in a read-only transaction)",  # checked before any row
+        id="set-config-cte-then-update",
+    ),
+    pytest.param(
+        "SET TRANSACTION READ WRITE",
+        "tried to make its transaction read-write (transaction read-write mode must be set before any query)",
+        id="set-transaction-read-write",
+    ),
+    pytest.param(
+        "SELECT mark_all_ready()",
+        "tried to write or to lock rows (cannot execute UPDATE in a read-only transaction)",
+        id="writing-function",
+    ),
+    pytest.param(
+        "DO $$ BEGIN UPDATE documents SET title = 'pwned'; END $$",
+        "tried to write or to lock rows (cannot execute UPDATE in a read-only transaction)",
+        id="do-block",
+    ),
+    pytest.param(
+        "COMMIT",
+        "ended the console's read-only transaction (COMMIT)",
+        id="commit",
+    ),
+]
+
+
 @dataclass
 class SourceDb:
     name: str
