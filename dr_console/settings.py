@@ -218,6 +218,12 @@ APP_CHECK_CONNECT_RETRIES = env_int("APP_CHECK_CONNECT_RETRIES", default=3)
 # worker's answer to a ping, in seconds.
 READYZ_BROKER_TIMEOUT = env_int("READYZ_BROKER_TIMEOUT", default=2)
 READYZ_WORKER_TIMEOUT = env_float("READYZ_WORKER_TIMEOUT", default=2.0)
+# /readyz needs no login and its checks write to the storage and ping the workers: its answer is kept this many
+# seconds, so a flood of probes costs one check a period in each web process (0: check on every request).
+READYZ_CACHE_SECONDS = env_float("READYZ_CACHE_SECONDS", default=5.0)
+# Django's cache is each process's own memory (LocMemCache, Django's default, made explicit): only /readyz uses it,
+# and a shared cache would put the broker or the database on the path of the check of that same dependency.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "dr-console"}}
 # /metrics: a Prometheus scraper sends `Authorization: Bearer <this>`. Unset: only signed-in users with the
 # viewer role can read it (a person checking in a browser); scrapers are refused.
 METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN")
