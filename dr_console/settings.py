@@ -227,6 +227,18 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 # /metrics: a Prometheus scraper sends `Authorization: Bearer <this>`. Unset: only signed-in users with the
 # viewer role can read it (a person checking in a browser); scrapers are refused.
 METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN")
+# Uploads (the reprocess CSV). A request's files may hold UPLOAD_MAX_BYTES in all: dr_console/uploads.py stops
+# reading past it, so nothing larger reaches memory or the temporary folder. Files over
+# FILE_UPLOAD_MAX_MEMORY_SIZE are spooled to FILE_UPLOAD_TEMP_DIR (default: the system's) while they arrive; the
+# other fields of a request may hold DATA_UPLOAD_MAX_MEMORY_SIZE (Django's defaults, made explicit).
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
+FILE_UPLOAD_HANDLERS = [
+    "dr_console.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # Reprocess batches (re-sending documents whose queue jobs were lost).
 REPROCESS_TIMEOUT = float(env_int("REPROCESS_TIMEOUT", default=10))  # seconds per reprocess call
 REPROCESS_MAX_ATTEMPTS = env_int("REPROCESS_MAX_ATTEMPTS", default=6)  # per item and run, the first call included
