@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -15,6 +18,8 @@ from dr_console.http import client_ip
 from dr_console.jobs import BrokerUnavailable
 from inventory import admin as inventory_admin
 from inventory.models import Datastore
+
+VERIFY_PERM = "backups.add_backupartifact"  # backups.views.START_PERM: operators start backups and verifications
 
 # The datastore admin is the inventory's; the backups app adds its action. Re-registering a subclass is Django's
 # way of extending another app's ModelAdmin (as for contrib.auth's UserAdmin).
@@ -68,7 +73,20 @@ class BackupArtifactAdmin(ReadOnlyHistoryAdmin):
     def size(self, obj: BackupArtifact) -> str:
         return filesizeformat(obj.size_bytes) if obj.size_bytes is not None else "-"
 
-    @admin.action(description=_("Verify selected backups"), permissions=["view"])
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        # Without the permission Django leaves the action out and ignores a POST naming it: answer 403 instead (the
+        # console's "Not allowed" page), so whoever tried knows it was refused.
+        verifying = request.method == "POST" and request.POST.get("action") == "verify"
+        if verifying and not self.has_verify_permission(request):
+            raise PermissionDenied("verifying backups needs the operator role")
+        return super().changelist_view(request, extra_context)
+
+    def has_verify_permission(self, request: HttpRequest) -> bool:
+        """Who may verify: whoever may start backups and verifications on the pages (operators), as the backup's
+        page and `manage.py verify` ask; seeing the list is not enough."""
+        return request.user.has_perm(VERIFY_PERM)
+
+    @admin.action(description=_("Verify selected backups"), permissions=["verify"])
     def verify(self, request: HttpRequest, queryset: QuerySet[BackupArtifact]) -> None:
         for artifact in queryset:
             try:

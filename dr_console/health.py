@@ -58,12 +58,13 @@ def check_broker() -> CheckResult:
 
 
 def check_worker(*, timeout: float | None = None, destination: str = "") -> CheckResult:
-    """At least one Celery worker (or the named one) answers a ping within `timeout` seconds."""
+    """At least one Celery worker (or the named one) answers a ping within `timeout` seconds. The ping ends at
+    the first answer (`limit=1`): without it, it would listen for the whole timeout whoever answers."""
     from dr_console.celery import app
 
     wait = settings.READYZ_WORKER_TIMEOUT if timeout is None else timeout
     try:
-        replies = app.control.ping(timeout=wait, destination=[destination] if destination else None)
+        replies = app.control.ping(timeout=wait, destination=[destination] if destination else None, limit=1)
     except Exception as exc:
         logger.warning("readiness: cannot ping the workers: %r", exc)
         return CheckResult("worker", False, f"cannot ping the workers ({type(exc).__name__})")
@@ -71,4 +72,4 @@ def check_worker(*, timeout: float | None = None, destination: str = "") -> Chec
     if not answering:
         who = f"worker {destination}" if destination else "Celery worker"
         return CheckResult("worker", False, f"no {who} answered a ping within {wait:g} s")
-    return CheckResult("worker", True, detail=f"{len(answering)} answering")
+    return CheckResult("worker", True, detail=f"{answering[0] if destination else 'a worker'} answered")

@@ -218,9 +218,27 @@ APP_CHECK_CONNECT_RETRIES = env_int("APP_CHECK_CONNECT_RETRIES", default=3)
 # worker's answer to a ping, in seconds.
 READYZ_BROKER_TIMEOUT = env_int("READYZ_BROKER_TIMEOUT", default=2)
 READYZ_WORKER_TIMEOUT = env_float("READYZ_WORKER_TIMEOUT", default=2.0)
+# /readyz needs no login and its checks write to the storage and ping the workers: its answer is kept this many
+# seconds, so a flood of probes costs one check a period in each web process (0: check on every request).
+READYZ_CACHE_SECONDS = env_float("READYZ_CACHE_SECONDS", default=5.0)
+# Django's cache is each process's own memory (LocMemCache, Django's default, made explicit): only /readyz uses it,
+# and a shared cache would put the broker or the database on the path of the check of that same dependency.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "dr-console"}}
 # /metrics: a Prometheus scraper sends `Authorization: Bearer <this>`. Unset: only signed-in users with the
 # viewer role can read it (a person checking in a browser); scrapers are refused.
 METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN")
+# Uploads (the reprocess CSV). A request's files may hold UPLOAD_MAX_BYTES in all: dr_console/uploads.py stops
+# reading past it, so nothing larger reaches memory or the temporary folder. Files over
+# FILE_UPLOAD_MAX_MEMORY_SIZE are spooled to FILE_UPLOAD_TEMP_DIR (default: the system's) while they arrive; the
+# other fields of a request may hold DATA_UPLOAD_MAX_MEMORY_SIZE (Django's defaults, made explicit).
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)
+FILE_UPLOAD_HANDLERS = [
+    "dr_console.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # Reprocess batches (re-sending documents whose queue jobs were lost).
 REPROCESS_TIMEOUT = float(env_int("REPROCESS_TIMEOUT", default=10))  # seconds per reprocess call
 REPROCESS_MAX_ATTEMPTS = env_int("REPROCESS_MAX_ATTEMPTS", default=6)  # per item and run, the first call included

@@ -4,13 +4,21 @@ API, which is why readiness is composed here, above the job apps.
 
 A check's `error` says what failed in plain words and never carries a URL, a host or a secret: the endpoint needs
 no login, so anyone who can reach it reads it. The full exception goes to the log, without credentials.
+
+Because anyone can call it, its cost is bounded (`readiness_cached`): the answer is kept READYZ_CACHE_SECONDS in
+the process's cache, callers that arrive while a check runs wait for that check instead of starting their own, and
+the worker ping ends at the first answer. A web process thus writes one probe file and sends one ping a period,
+however many probes arrive.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 
+from django.conf import settings
+from django.core.cache import cache
 from django.core.files.base import ContentFile
 
 from backups.artifacts import TMP_PREFIX, artifact_storage
@@ -39,4 +47,25 @@ def readiness() -> list[CheckResult]:
         results.append(check_worker())
     else:
         results.append(CheckResult("worker", False, "not checked: the task broker cannot be reached"))
+    return results
+
+
+CACHE_KEY = "overview:readiness"
+# One check at a time in this process: the callers that arrive while it runs wait here, then read its answer.
+_checking = threading.Lock()
+
+
+def readiness_cached() -> list[CheckResult]:
+    """`readiness()` at most once per READYZ_CACHE_SECONDS in this process, failed answers included (a broker
+    that is down makes every check wait for its timeout, the moment when a flood of probes would hurt most)."""
+    period = settings.READYZ_CACHE_SECONDS
+    if period <= 0:
+        return readiness()
+    results: list[CheckResult] | None = cache.get(CACHE_KEY)
+    if results is None:
+        with _checking:
+            results = cache.get(CACHE_KEY)  # the check we waited for has just stored its answer
+            if results is None:
+                results = readiness()
+                cache.set(CACHE_KEY, results, period)
     return results

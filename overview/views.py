@@ -45,7 +45,7 @@ from drills.selectors import drill_run_recent
 from inventory.models import Datastore
 from overview.charts import datastore_objective_charts
 from overview.forms import DashboardFilterForm
-from overview.health import readiness
+from overview.health import readiness_cached
 from overview.selectors import DashboardFilters, DatastoreDashboardRow, dashboard_read, datastore_dashboard_row
 
 METRICS_VIEW_PERM = "inventory.view_datastore"
@@ -205,8 +205,8 @@ def datastore_retention_update(request: HtmxRequest, name: str) -> HttpResponse:
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: the console's database, the broker, the artifact storage (written to) and at least one worker
-    answering a ping. 503 names the checks that failed."""
-    results = readiness()
+    answering a ping. 503 names the checks that failed. The answer may be READYZ_CACHE_SECONDS old."""
+    results = readiness_cached()
     failed = [result.name for result in results if not result.ok]
     body = {
         "status": "not ready" if failed else "ready",

@@ -3,21 +3,25 @@
 rq stores a job's function and arguments with pickle by default. Unpickling runs whatever the pickle names, so
 unpickling what sits in the application's Redis inside the console would let anyone who can write to that Redis
 run code where every datastore URL is readable. The console therefore never uses rq's default serializer: pages
-decode JSON, or pickles made only of plain values, and requeueing leaves the stored bytes untouched.
+decode JSON, or pickles made only of plain values, within bounds on what decoding may allocate (queues.decoding),
+and requeueing leaves the stored bytes untouched.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import pickle
+import base64
+import zlib
 from typing import Any, NoReturn
 
 import redis
 from django.utils.translation import gettext as _
+from rq.exceptions import DeserializationError
+from rq.job import Job
+from rq.utils import decode_redis_hash
 
 from dr_console.secrets import secret_env
 from inventory.models import Environment
+from queues import decoding
 
 CONNECT_TIMEOUT = 3  # seconds; a page must say "unreachable" quickly, not hang
 READ_TIMEOUT = 5
@@ -65,37 +69,10 @@ def redis_error_reason(exc: redis.RedisError) -> str:
     return type(exc).__name__
 
 
-# Classes a job's arguments may name and still be decoded: plain values only, nothing with behaviour.
-SAFE_PICKLE_GLOBALS = frozenset(
-    {
-        ("builtins", "set"),
-        ("builtins", "frozenset"),
-        ("builtins", "complex"),
-        ("builtins", "bytearray"),
-        ("builtins", "range"),
-        ("builtins", "slice"),
-        ("datetime", "date"),
-        ("datetime", "datetime"),
-        ("datetime", "time"),
-        ("datetime", "timedelta"),
-        ("datetime", "timezone"),
-        ("decimal", "Decimal"),
-        ("uuid", "UUID"),
-        ("collections", "OrderedDict"),
-    }
-)
-
-
-class _PlainValuesUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in SAFE_PICKLE_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-
 class InspectionSerializer:
-    """For reading jobs on the pages: JSON (rq's JSONSerializer) or a pickle of plain values (rq's default).
-    A pickle naming any other class or function is refused; rq then reports the job's data as undecodable."""
+    """For reading jobs on the pages: JSON (rq's JSONSerializer) or a pickle of plain values (rq's default), within
+    the bounds of queues.decoding. Anything else is refused; rq then reports the job's data as undecodable, and
+    the DecodeRefused it was raised from says why."""
 
     @staticmethod
     def dumps(obj: Any) -> NoReturn:
@@ -103,9 +80,42 @@ class InspectionSerializer:
 
     @staticmethod
     def loads(data: bytes) -> Any:
-        if data[:1] == b"\x80":  # every pickle protocol >= 2 starts with PROTO
-            return _PlainValuesUnpickler(io.BytesIO(data)).load()
-        return json.loads(data.decode("utf-8"))
+        return decoding.loads(data)
+
+
+class InspectedJob(Job):
+    """A job read for a page: its stored data and error are inflated within MAX_DECODE_BYTES (rq's own restore
+    inflates whatever is there), and data over that limit is refused, with the reason, when first decoded."""
+
+    _refused: decoding.DecodeRefused | None = None
+
+    def restore(self, raw_data: Any) -> None:
+        fields = dict(decode_redis_hash(raw_data))
+        data, error = fields.get("data"), fields.pop("exc_info", None)
+        fields["data"] = b""  # rq inflates this field itself: give it nothing to inflate, and set it below
+        super().restore(fields)
+        self._refused = None
+        try:
+            self.data = decoding.inflate(data) if data else b""
+        except decoding.DecodeRefused as exc:
+            self._refused = exc
+        if error:
+            self._exc_info = decoding.inflate(error, head=True).decode("utf-8", "replace")
+
+    def _deserialize_data(self) -> None:
+        if self._refused is not None:
+            raise DeserializationError() from self._refused
+        super()._deserialize_data()
+
+
+def result_payload_bounded(payload: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """A result's stored fields for rq's Result.restore, with its error inflated within MAX_DECODE_BYTES and
+    without its return value (the pages never show it, so it is never decoded)."""
+    bounded = {key: value for key, value in payload.items() if key != b"return_value"}
+    if error := bounded.get(b"exc_string"):
+        head = decoding.inflate(base64.b64decode(error), head=True)
+        bounded[b"exc_string"] = base64.b64encode(zlib.compress(head))
+    return bounded
 
 
 class OpaqueSerializer:

@@ -26,7 +26,8 @@ from rq.worker import WorkerStatus
 
 from dr_console.text import untrusted_text
 from inventory.models import Environment
-from queues.rqclient import InspectionSerializer, environment_redis
+from queues.decoding import DecodeRefused
+from queues.rqclient import InspectedJob, InspectionSerializer, environment_redis, result_payload_bounded
 
 JOB_PAGE_SIZE = 25
 ARGS_SHOWN_CHARS = 300
@@ -116,6 +117,7 @@ class JobDetail:
     scheduled_for: datetime | None = None
     exception: str = ""
     undecodable: bool = False
+    undecodable_reason: str = ""  # why, when the console refused to decode it (queues.decoding)
     missing: bool = False  # listed in the registry but its data expired or was deleted
 
     @property
@@ -229,7 +231,7 @@ def queue_job_page(connection: redis.Redis, *, queue_name: str, job_list: JobLis
             }
         else:
             job_ids = registry.get_job_ids(start, end, desc=True, cleanup=False)
-    jobs = Job.fetch_many(job_ids, connection=connection, serializer=InspectionSerializer)
+    jobs = InspectedJob.fetch_many(job_ids, connection=connection, serializer=InspectionSerializer)
     exceptions = _latest_exceptions(connection, job_ids) if job_list == JobList.FAILED else {}
     details = []
     for job_id, job in zip(job_ids, jobs, strict=True):
@@ -255,10 +257,12 @@ def _job_detail(job_id: str, job: Job | None) -> JobDetail:
             worker_name=None,
             missing=True,
         )
+    reason = ""
     try:
         func_name, args, undecodable = _shown_or_none(job.func_name), _short_args(job.args, job.kwargs), False
-    except DeserializationError:
+    except DeserializationError as exc:
         func_name, args, undecodable = None, "", True
+        reason = str(exc.__cause__) if isinstance(exc.__cause__, DecodeRefused) else ""
     return JobDetail(
         id=job_id,  # rq accepts only letters, digits, _ and - in a job id
         func_name=func_name,
@@ -270,6 +274,7 @@ def _job_detail(job_id: str, job: Job | None) -> JobDetail:
         ended_at=job.ended_at,
         worker_name=_shown_or_none(job.worker_name),
         undecodable=undecodable,
+        undecodable_reason=reason,
     )
 
 
@@ -296,7 +301,8 @@ def _latest_exceptions(connection: redis.Redis, job_ids: list[str]) -> dict[str,
             continue
         result_id, payload = reply[0]
         try:
-            result = Result.restore(job_id, result_id.decode(), payload, connection, serializer=InspectionSerializer)
+            bounded = result_payload_bounded(payload)
+            result = Result.restore(job_id, result_id.decode(), bounded, connection, serializer=InspectionSerializer)
         except Exception:  # a result written by another rq version, or a return value we will not decode
             continue
         if result.exc_string:
@@ -348,7 +354,7 @@ def environment_failed_jobs(*, environment: Environment, chunk_size: int = 500) 
                 if not job_ids:
                     break
                 start += len(job_ids)
-                jobs = Job.fetch_many(job_ids, connection=connection, serializer=InspectionSerializer)
+                jobs = InspectedJob.fetch_many(job_ids, connection=connection, serializer=InspectionSerializer)
                 for job_id, job in zip(job_ids, jobs, strict=True):
                     yield _failed_job(name, job_id, job)
     finally:

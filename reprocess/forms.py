@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext_lazy as _
 
 from inventory.models import Environment
 from reprocess.models import ReprocessBatch, ReprocessItem
 
 Source = ReprocessBatch.Source
-MAX_CSV_BYTES = 20 * 1024 * 1024
 
 
 class ReprocessBatchForm(forms.Form):
@@ -39,8 +40,20 @@ class ReprocessBatchForm(forms.Form):
     )
     csv_file = forms.FileField(label=_("Or upload a CSV file"), required=False)
 
+    def __init__(self, *args: Any, upload_refused: bool = False, **kwargs: Any) -> None:
+        """`upload_refused`: the request's upload was cut off at UPLOAD_MAX_BYTES (dr_console.uploads), so the
+        file is missing from the data rather than absent."""
+        super().__init__(*args, **kwargs)
+        self.upload_refused = upload_refused
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        too_large = _("The file is larger than %(size)s; nothing of it was kept. Split it.") % {
+            "size": filesizeformat(settings.UPLOAD_MAX_BYTES)
+        }
+        if self.upload_refused:
+            self.add_error("csv_file", too_large)
+            return cleaned
         if cleaned.get("source") != Source.CSV:
             return cleaned
         upload = cleaned.get("csv_file")
@@ -48,8 +61,8 @@ class ReprocessBatchForm(forms.Form):
         if upload and text.strip():
             raise forms.ValidationError(_("Paste a CSV or upload a file, not both."))
         if upload:
-            if upload.size > MAX_CSV_BYTES:
-                raise forms.ValidationError(_("The file is larger than 20 MB; split it."))
+            if upload.size > settings.UPLOAD_MAX_BYTES:
+                raise forms.ValidationError(too_large)
             try:
                 text = upload.read().decode("utf-8")
             except UnicodeDecodeError:

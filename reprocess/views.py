@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HTMX_STOP_POLLING
 
 from dr_console.http import HtmxRequest, client_ip
+from dr_console.uploads import upload_refused
 from reprocess import selectors, services
 from reprocess.forms import ItemFilterForm, ReprocessBatchForm
 from reprocess.models import ReprocessBatch
@@ -33,7 +34,10 @@ def batch_list(request: HtmxRequest) -> HttpResponse:
 @permission_required(OPERATE_PERM, raise_exception=True)
 def batch_create(request: HtmxRequest) -> HttpResponse:
     """Build a batch. It is created as a draft and shown: nothing is sent until the operator sends it."""
-    form = ReprocessBatchForm(request.POST or None, request.FILES or None, initial=_initial(request))
+    refused = upload_refused(request) if request.method == "POST" else False  # CSRF has read the upload already
+    form = ReprocessBatchForm(
+        request.POST or None, request.FILES or None, initial=_initial(request), upload_refused=refused
+    )
     if request.method == "POST" and form.is_valid():
         try:
             batch = services.reprocess_batch_build(
@@ -56,7 +60,7 @@ def batch_create(request: HtmxRequest) -> HttpResponse:
                 % {"id": batch.pk, "count": batch.total},
             )
             return redirect("reprocess:batch_detail", pk=batch.pk)
-    return render(request, "reprocess/batch_create.html", {"form": form})
+    return render(request, "reprocess/batch_create.html", {"form": form}, status=413 if refused else 200)
 
 
 def _initial(request: HtmxRequest) -> dict[str, str]:

@@ -411,15 +411,16 @@ def restore_run_reject(*, run_id: int, approver: User, reason: str, client_ip: s
 
 
 def restore_run_cancel(*, run_id: int, cancelled_by: User | None, client_ip: str | None = None) -> bool:
-    """Cancel a waiting or running restore: the requester, or anyone who may change restore runs. A running
-    pg_restore is stopped by its worker's heartbeat within JOB_HEARTBEAT_SECONDS. False if it had ended."""
+    """Cancel a waiting or running restore: the requester while they may request restores (an operator), or
+    anyone who may change restore runs. A running pg_restore is stopped by its worker's heartbeat within
+    JOB_HEARTBEAT_SECONDS. False if it had ended."""
     run = RestoreRun.objects.get(pk=run_id)
-    if (
-        cancelled_by is not None
-        and run.triggered_by_id != cancelled_by.pk
-        and not cancelled_by.has_perm("restores.change_restorerun")
-    ):
-        raise ApprovalRefused(_("%(user)s may only cancel their own restores") % {"user": cancelled_by.get_username()})
+    if cancelled_by is not None and not cancelled_by.has_perm("restores.change_restorerun"):
+        user = {"user": cancelled_by.get_username()}
+        if run.triggered_by_id != cancelled_by.pk:
+            raise ApprovalRefused(_("%(user)s may only cancel their own restores") % user)
+        if not cancelled_by.has_perm("restores.add_restorerun"):  # requested it, and is no operator any more
+            raise ApprovalRefused(_("%(user)s may not cancel restores: that needs the operator role") % user)
     who = cancelled_by.get_username() if cancelled_by else "the console"
     cancelled = job_cancel(RESTORE_JOB, pk=run_id, who=who)
     if cancelled:

@@ -165,7 +165,10 @@ def _status_context(request: HtmxRequest, run: RestoreRun) -> dict[str, Any]:
         "approved_count": sum(1 for approval in approvals if approval.decision == RestoreApproval.Decision.APPROVED),
         # Who sees the button; the service decides (and refuses with 403 below) whatever the page showed.
         "can_cancel": run.is_active
-        and (run.triggered_by_id == request.user.pk or request.user.has_perm("restores.change_restorerun")),
+        and (
+            (run.triggered_by_id == request.user.pk and request.user.has_perm(REQUEST_PERM))
+            or request.user.has_perm("restores.change_restorerun")
+        ),
     }
 
 
@@ -195,7 +198,7 @@ def run_status(request: HtmxRequest, pk: int) -> HttpResponse:
 
 
 @require_POST
-@permission_required(VIEW_PERM, raise_exception=True)
+@permission_required(REQUEST_PERM, raise_exception=True)  # operators cancel their own; the service checks whose
 def run_cancel(request: HtmxRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(RestoreRun, pk=pk)
     was_running = run.status in RestoreRun.RUNNING_STATES

@@ -62,6 +62,15 @@ def _fast_password_hasher(settings: Any) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    """Django's cache is this process's memory (LocMemCache): without this, /readyz would answer one test from the
+    check another test made."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _default_language() -> Iterator[None]:
     """Each test starts in the default language. The test client's LocaleMiddleware leaves the last request's
     language active in this thread, so after a Spanish page a later test got Spanish words from gettext."""

@@ -9,9 +9,10 @@ import redis
 from django.test import Client
 from django.urls import reverse
 
-from backups.models import BackupArtifact
+from audit.models import AuditEvent
+from backups.models import BackupArtifact, BackupVerification
 from restores.models import RestoreRun
-from tests.factories import BackupArtifactFactory, DatastoreFactory, UserFactory
+from tests.factories import BackupArtifactFactory, DatastoreFactory, UserFactory, user_in_groups
 
 pytestmark = pytest.mark.django_db
 
@@ -153,3 +154,30 @@ def test_healthz_answers_without_login_and_without_https_redirect(client: Client
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
     assert client.post("/healthz").status_code == 405
+
+
+@pytest.mark.parametrize(("role", "allowed"), [("viewer", False), ("operator", True)])
+def test_the_verify_action_needs_the_operator_role_as_on_the_pages(client: Client, role: str, allowed: bool) -> None:
+    """The changelist needs only the view permission; its Verify action queues work, which the backup's page
+    and `manage.py verify` leave to operators (backups.add_backupartifact)."""
+    user = user_in_groups(f"staff-{role}", role)
+    user.is_staff = True
+    user.save()
+    client.force_login(user)
+    artifact = BackupArtifactFactory(status=BackupArtifact.Status.SUCCEEDED)
+    changelist = reverse("admin:backups_backupartifact_changelist")
+
+    assert client.get(changelist).status_code == 200
+    assert ("Verify selected backups" in client.get(changelist).content.decode()) is allowed
+    response = client.post(changelist, {"action": "verify", "_selected_action": [artifact.pk]}, follow=True)
+
+    assert response.status_code == (200 if allowed else 403)
+    verifications = BackupVerification.objects.filter(artifact=artifact)
+    audited = AuditEvent.objects.filter(action=AuditEvent.Action.VERIFY_REQUESTED)
+    if allowed:
+        assert verifications.count() == 1 and audited.count() == 1
+        assert f"Verification of backup #{artifact.pk} queued" in response.content.decode()
+    else:
+        assert not verifications.exists() and not audited.exists()
+        artifact.refresh_from_db()
+        assert artifact.verification == BackupArtifact._meta.get_field("verification").default

@@ -21,7 +21,7 @@ from backups.models import BackupArtifact
 from inventory.models import Datastore, Environment
 from restores.models import RestoreApproval, RestoreRun
 from restores.selectors import restore_run_page
-from restores.services import restore_run_request
+from restores.services import ApprovalRefused, restore_run_cancel, restore_run_request
 from tests.factories import (
     BackupArtifactFactory,
     DatastoreFactory,
@@ -411,6 +411,23 @@ def test_someone_elses_run_cannot_be_cancelled(
     assert "Cancel restore" not in client.get(reverse("restores:run_detail", args=[run.pk])).content.decode()
     assert client.post(reverse("restores:run_cancel", args=[run.pk])).status_code == 403
     assert RestoreRun.objects.get(pk=run.pk).status == Status.AWAITING_APPROVAL
+
+
+def test_a_viewer_cannot_cancel_even_a_restore_they_requested(
+    client: Client, viewer: User, backup: BackupArtifact
+) -> None:
+    """Cancelling is an operator's act, as on the command line (`cancel` needs restores.add_restorerun): a run
+    requested by someone who has since become a viewer stays, and the page offers no button."""
+    run = make_run(backup, viewer, status=Status.RUNNING)
+    logged_in(client, viewer)
+    assert "Cancel restore" not in client.get(reverse("restores:run_detail", args=[run.pk])).content.decode()
+    for headers in ({}, HTMX):
+        assert client.post(reverse("restores:run_cancel", args=[run.pk]), headers=headers).status_code == 403
+    assert RestoreRun.objects.get(pk=run.pk).status == Status.RUNNING
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.RESTORE_CANCELLED).exists()
+    with pytest.raises(ApprovalRefused, match="^vera may not cancel restores: that needs the operator role$"):
+        restore_run_cancel(run_id=run.pk, cancelled_by=viewer)  # the service refuses too, whoever calls it
+    assert RestoreRun.objects.get(pk=run.pk).status == Status.RUNNING
 
 
 # --- approvals ------------------------------------------------------------------------------------------------------
