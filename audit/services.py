@@ -9,6 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import models
 
 from audit.models import AuditEvent
+from audit.stream import audit_stream_on_commit
 from dr_console.channel import channel_current
 from dr_console.notes import Note, actor_note
 from dr_console.text import untrusted_data, untrusted_text
@@ -35,7 +36,8 @@ def audit_record(
     is escaped here too (dr_console.text), so an event is always recorded, whatever its caller forgot.
 
     The event joins the hash chain (AuditEvent.save, audit.chain): one query more than the INSERT, and appends are
-    serialized until the caller's transaction ends, so record late in a long transaction."""
+    serialized until the caller's transaction ends, so record late in a long transaction. Once that transaction
+    commits, the event goes to the off-box stream too (audit.stream), if one is configured."""
     user = actor if isinstance(actor, User) else None
     channel = channel_current()
     label = actor_label or (user.get_username() if user is not None else "console")
@@ -54,6 +56,7 @@ def audit_record(
         details=untrusted_data(details or {}),
         labels=untrusted_data({key: note.as_json() for key, note in notes.items() if note is not None}),
     )
+    audit_stream_on_commit(event, using=event._state.db or "default")
     return event
 
 
