@@ -3,9 +3,11 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from django.conf import settings
-from django.db import models
+from django.db import models, router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+from audit import chain
 
 
 class AppendOnlyError(Exception):
@@ -19,9 +21,13 @@ class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     def delete(self) -> NoReturn:
         raise AppendOnlyError("audit events are append-only")
 
+    def bulk_create(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AppendOnlyError("audit events are chained one at a time: use audit_record")
+
 
 class AuditEvent(models.Model):
-    """Something someone (or the console itself) did. Append-only: the database refuses updates and deletes."""
+    """Something someone (or the console itself) did. Append-only: the database refuses updates, deletes and
+    TRUNCATE; each event carries the hash of the one before it (audit.chain), so what a database owner erases shows."""
 
     class Action(models.TextChoices):
         CONFIG_LOADED = "config.loaded", _("Configuration loaded")
@@ -104,6 +110,10 @@ class AuditEvent(models.Model):
     # The object's and the actor's names as codes and parameters ({"object": note, "actor": note}), so that the
     # log reads in its reader's language; object_repr and actor_label keep the English words (exports, old rows).
     labels = models.JSONField(_("labels"), default=dict, blank=True)
+    # The hash chain (audit.chain): the hash of the event before this one (by id; "" for the first) and this event's
+    # own, over its fields and prev_hash. Set by save(), never by callers.
+    prev_hash = models.CharField(_("previous hash"), max_length=64, blank=True, default="", editable=False)
+    hash = models.CharField(_("hash"), max_length=64, blank=True, default="", editable=False)
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -112,6 +122,12 @@ class AuditEvent(models.Model):
         verbose_name_plural = _("audit events")
         ordering = ["-created_at", "-pk"]
         indexes = [models.Index(fields=["object_type", "object_id"])]
+        constraints = [
+            # One successor per event: a chain that forks (two writers linking to the same head) is refused here,
+            # whatever the lock in audit.chain did. Also the index `audit verify` uses to tell a gap from a jump.
+            models.UniqueConstraint(fields=["prev_hash"], name="auditevent_one_successor"),
+            models.UniqueConstraint(fields=["hash"], name="auditevent_hash_unique"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action} {self.object_repr}"
@@ -119,7 +135,13 @@ class AuditEvent(models.Model):
     def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None and not self._state.adding:
             raise AppendOnlyError("audit events are append-only")
-        super().save(*args, **kwargs)
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        # savepoint=False: no extra queries inside the caller's transaction. The chain stays held until that
+        # transaction ends (audit.chain.chain_head_locked), so record events late in long transactions.
+        with transaction.atomic(using=using, savepoint=False):
+            self.prev_hash = chain.chain_head_locked(using)
+            self.hash = chain.event_hash(self, self.prev_hash)
+            super().save(*args, **kwargs)
 
     def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise AppendOnlyError("audit events are append-only")

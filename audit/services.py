@@ -9,6 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import models
 
 from audit.models import AuditEvent
+from audit.stream import audit_stream_on_commit
 from dr_console.channel import channel_current
 from dr_console.notes import Note, actor_note
 from dr_console.text import untrusted_data, untrusted_text
@@ -32,12 +33,16 @@ def audit_record(
     from dr_console.channel.
 
     Details often quote what came from outside (an error naming a Redis key, a queue's name): every string in them
-    is escaped here too (dr_console.text), so an event is always recorded, whatever its caller forgot."""
+    is escaped here too (dr_console.text), so an event is always recorded, whatever its caller forgot.
+
+    The event joins the hash chain (AuditEvent.save, audit.chain): one query more than the INSERT, and appends are
+    serialized until the caller's transaction ends, so record late in a long transaction. Once that transaction
+    commits, the event goes to the off-box stream too (audit.stream), if one is configured."""
     user = actor if isinstance(actor, User) else None
     channel = channel_current()
     label = actor_label or (user.get_username() if user is not None else "console")
     notes = {"object": _object_note(obj), "actor": None if user is not None and not actor_label else actor_note(label)}
-    return AuditEvent.objects.create(
+    event = AuditEvent.objects.create(
         action=action,
         actor=user,
         actor_label=untrusted_text(label)[:150],
@@ -51,6 +56,8 @@ def audit_record(
         details=untrusted_data(details or {}),
         labels=untrusted_data({key: note.as_json() for key, note in notes.items() if note is not None}),
     )
+    audit_stream_on_commit(event, using=event._state.db or "default")
+    return event
 
 
 def _object_note(obj: models.Model | None) -> Note | None:

@@ -7,7 +7,9 @@ Every variable is listed in .env.example.
 from __future__ import annotations
 
 import os
+from logging.handlers import SysLogHandler
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -340,6 +342,39 @@ for _entry in CELERY_BEAT_SCHEDULE.values():
     _entry["options"] = {"queue": MAINTENANCE_QUEUE}
 # How long publishing a task may retry before the caller gets a clear "broker unreachable" error.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+# The audit log's off-box copy (audit/stream.py): every committed event, one JSON line, to syslog or to a file a log
+# shipper reads. Empty: none. syslog://HOST:PORT (UDP), syslog+tcp://HOST:PORT, syslog:///dev/log (the local socket),
+# with ?facility=NAME (default local0); file:///var/log/dr-console/audit.jsonl.
+AUDIT_STREAM_URL = env.str("AUDIT_STREAM_URL", default="")
+
+
+def _audit_stream(url: str) -> dict[str, object]:
+    if not url:
+        return {}
+    parts = urlsplit(url)
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    if parts.scheme == "file" and parts.path and not parts.netloc:
+        return {"kind": "file", "path": parts.path}
+    if parts.scheme in ("syslog", "syslog+udp", "syslog+tcp"):
+        facility = query.get("facility", "local0")
+        if facility not in SysLogHandler.facility_names:
+            raise ImproperlyConfigured(f"AUDIT_STREAM_URL: unknown syslog facility {facility!r}")
+        try:
+            port = parts.port or 514
+        except ValueError:
+            raise ImproperlyConfigured("AUDIT_STREAM_URL: the syslog port must be a number") from None
+        if parts.hostname:
+            protocol = "tcp" if parts.scheme == "syslog+tcp" else "udp"
+            return {"kind": "syslog", "host": parts.hostname, "port": port, "protocol": protocol, "facility": facility}
+        if parts.path and parts.scheme == "syslog":
+            return {"kind": "syslog", "socket": parts.path, "facility": facility}
+    raise ImproperlyConfigured(
+        "AUDIT_STREAM_URL: use syslog://HOST:PORT, syslog+tcp://HOST:PORT, syslog:///dev/log or file:///PATH"
+    )
+
+
+AUDIT_STREAM = _audit_stream(AUDIT_STREAM_URL)
 
 # Who is acting (accounts/, README "Security model"). Sessions end on the server after SESSION_IDLE_TIMEOUT seconds
 # without activity (a page's own polling is not activity) and SESSION_ABSOLUTE_TIMEOUT seconds after the login.

@@ -56,6 +56,25 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit("; ".join(problems), returncode=2)
 
 
+def _flush_past_the_audit_truncate_trigger() -> None:
+    """Django empties the test database after each transaction=True test with one TRUNCATE of every table, which
+    the audit table's trigger refuses (audit/migrations/0013). Here that statement runs with triggers off (SET LOCAL
+    session_replication_role, for superusers only; the tests connect as one): the trigger is the production guard,
+    and the tests of it (tests/audit/test_tamper.py) TRUNCATE the table themselves."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.sql_flush
+
+    def sql_flush(self: Any, style: Any, tables: Any, *, reset_sequences: bool = False, allow_cascade: bool = False):
+        statements = original(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        return ["SET LOCAL session_replication_role = replica", *statements] if statements else statements
+
+    DatabaseOperations.sql_flush = sql_flush  # type: ignore[method-assign]
+
+
+_flush_past_the_audit_truncate_trigger()
+
+
 @pytest.fixture(autouse=True)
 def _fast_password_hasher(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -16,26 +16,11 @@ from django.core.management import call_command
 
 from backups.models import BackupArtifact
 from tests.factories import DatastoreFactory, EnvironmentFactory
-from tests.support.cli import token_for
-from tests.support.postgres import SourceDb, backup_taken, database_url
+from tests.support.cli import manage
+from tests.support.postgres import SourceDb, backup_taken
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the manage.py processes read what the test wrote
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run manage.py as a script would. A command that names a console user (`--as NAME`) gets NAME's own personal
-    token in DR_CONSOLE_TOKEN, as a script must give it (there is no terminal to type a password on)."""
-    from django.conf import settings
-    from django.contrib.auth.models import User
-
-    if "--as" in args and (user := User.objects.filter(username=args[args.index("--as") + 1]).first()):
-        env = {"DR_CONSOLE_TOKEN": token_for(user), **env}
-    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", **env}
-    environment["DATABASE_URL"] = database_url(settings.DATABASES["default"]["NAME"], os.environ["DATABASE_URL"])
-    return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120
-    )
 
 
 def one_document(stdout: str) -> Any:
