@@ -78,6 +78,7 @@ class AuditEvent(models.Model):
         AUTH_TOKEN_CREATED = "auth.token_created", _("Personal token created")
         AUTH_TOKEN_REVOKED = "auth.token_revoked", _("Personal token revoked")
         QUERY_REFUSED = "query.refused", _("Configured query refused")
+        ACCESS_REFUSED = "access.refused", _("Change refused: no permission")
 
     class Via(models.TextChoices):
         WEB = "web", _("web")

@@ -102,6 +102,7 @@ MIDDLEWARE = [
     "dr_console.http.ChannelMiddleware",  # audit events from a request say "web" (or "api" with a bearer token)
     "accounts.middleware.SessionTimeoutMiddleware",  # idle and absolute session timeouts, on the server
     "dr_console.http.HtmxLoginRequiredMiddleware",  # every page needs a login unless marked otherwise
+    "audit.middleware.RefusedAttemptAuditMiddleware",  # a signed-in person's refused change is audited
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
