@@ -183,6 +183,9 @@ CORRUPT = (Reason(Why.CORRUPT),)
 
 
 PREVIEW_EXPIRED_SHOWN = 200  # a first policy on a long history may expire thousands: the page lists the newest
+# With no policy (or a generous one) every backup is kept: thousands of rows drew the page in a second. The newest
+# kept ones are listed up to this, the count of the rest said.
+PREVIEW_KEPT_SHOWN = 200
 
 
 @dataclass
@@ -206,10 +209,15 @@ class RetentionPreview:
         return [(self.artifacts[d.artifact_id], d) for d in self.decisions]
 
     def shown_rows(self) -> list[tuple[BackupArtifact, Decision]]:
-        """What a page lists: every kept backup, and the newest expired ones up to PREVIEW_EXPIRED_SHOWN."""
-        rows, expired = [], 0
+        """What a page lists: the newest kept backups up to PREVIEW_KEPT_SHOWN, and the newest expired ones up to
+        PREVIEW_EXPIRED_SHOWN (decisions are newest first)."""
+        rows, kept, expired = [], 0, 0
         for decision in self.decisions:
-            if not decision.keep:
+            if decision.keep:
+                kept += 1
+                if kept > PREVIEW_KEPT_SHOWN:
+                    continue
+            else:
                 expired += 1
                 if expired > PREVIEW_EXPIRED_SHOWN:
                     continue
@@ -219,6 +227,10 @@ class RetentionPreview:
     @property
     def hidden_count(self) -> int:
         return max(0, len(self.to_expire) - PREVIEW_EXPIRED_SHOWN)
+
+    @property
+    def hidden_kept_count(self) -> int:
+        return max(0, len(self.to_keep) - PREVIEW_KEPT_SHOWN)
 
 
 def _artifacts_in_use(artifact_ids: Sequence[int] | None, datastore: Datastore) -> dict[int, str]:

@@ -214,7 +214,7 @@ def test_the_backup_page_links_to_its_datastore_page(viewer_client: Client, data
     assert page_url(datastore) in detail
 
 
-def test_a_long_history_lists_every_kept_backup_and_the_newest_expired_ones(
+def test_a_long_history_lists_the_kept_backups_and_the_newest_expired_ones(
     viewer_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = DatastoreFactory(name="big-db", retention_keep_monthly=2)
@@ -234,3 +234,28 @@ def test_a_long_history_lists_every_kept_backup_and_the_newest_expired_ones(
     assert "58 backups would be expired" in page
     assert page.count('class="keep"') == 2 and page.count('class="expire"') == 10
     assert "…and 48 older backups to expire, not listed" in page
+
+
+def test_with_no_policy_the_preview_lists_the_newest_kept_backups_and_counts_the_rest(
+    viewer_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every backup is kept: a long history drew thousands of rows (a second per view at 2,000 backups)."""
+    store = DatastoreFactory(name="kept-db")
+    base = datetime(2026, 1, 1, 3, tzinfo=UTC)
+    BackupArtifact.objects.bulk_create(
+        BackupArtifact(
+            datastore=store,
+            status=BackupArtifact.Status.SUCCEEDED,
+            created_at=base + timedelta(days=d),
+            started_at=base + timedelta(days=d),
+            storage_key=f"k{d}",
+        )
+        for d in range(8)
+    )
+    monkeypatch.setattr("backups.retention.PREVIEW_KEPT_SHOWN", 5)
+    page = viewer_client.get(page_url(store)).content.decode()
+    assert "No retention policy: every backup is kept." in page
+    assert page.count('class="keep"') == 5 and 'class="expire"' not in page
+    newest = BackupArtifact.objects.order_by("-created_at").first()
+    assert newest is not None and f'id="retention-{newest.pk}"' in page
+    assert "…and 3 older backups kept, not listed." in page
