@@ -8,9 +8,10 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.core import use_app_code
+from harness.core import ROOT, use_app_code
 from harness.pg import Pg
 
 if TYPE_CHECKING:
@@ -19,10 +20,11 @@ if TYPE_CHECKING:
 BASE_ENV = {"DJANGO_SETTINGS_MODULE": "dr_console.settings", "DJANGO_SECRET_KEY": "bench-only"}
 
 
-def setup_django(**env: str) -> None:
-    """django.setup() with the app's settings and `env` (DJANGO_DEBUG False unless given) in os.environ."""
+def setup_django(code_dir: Path = ROOT, **env: str) -> None:
+    """django.setup() with the app's settings and `env` (DJANGO_DEBUG False unless given) in os.environ, the app's
+    code taken from `code_dir` (another worktree, to measure another version)."""
     os.environ.update({**BASE_ENV, "DJANGO_DEBUG": "False", **env})
-    use_app_code()
+    use_app_code(code_dir)
     import django
 
     django.setup()

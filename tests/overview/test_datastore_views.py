@@ -214,10 +214,8 @@ def test_the_backup_page_links_to_its_datastore_page(viewer_client: Client, data
     assert page_url(datastore) in detail
 
 
-def test_a_long_history_lists_the_kept_backups_and_the_newest_expired_ones(
-    viewer_client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = DatastoreFactory(name="big-db", retention_keep_monthly=2)
+def daily_backups(store: Datastore, days: int) -> None:
+    """A succeeded backup a day from 2026-01-01, written at once."""
     base = datetime(2026, 1, 1, 3, tzinfo=UTC)
     BackupArtifact.objects.bulk_create(
         BackupArtifact(
@@ -227,8 +225,15 @@ def test_a_long_history_lists_the_kept_backups_and_the_newest_expired_ones(
             started_at=base + timedelta(days=d),
             storage_key=f"k{d}",
         )
-        for d in range(60)
+        for d in range(days)
     )
+
+
+def test_a_long_history_lists_the_kept_backups_and_the_newest_expired_ones(
+    viewer_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = DatastoreFactory(name="big-db", retention_keep_monthly=2)
+    daily_backups(store, 60)
     monkeypatch.setattr("backups.retention.PREVIEW_EXPIRED_SHOWN", 10)
     page = viewer_client.get(page_url(store)).content.decode()
     assert "58 backups would be expired" in page
@@ -241,17 +246,7 @@ def test_with_no_policy_the_preview_lists_the_newest_kept_backups_and_counts_the
 ) -> None:
     """Every backup is kept: a long history drew thousands of rows (a second per view at 2,000 backups)."""
     store = DatastoreFactory(name="kept-db")
-    base = datetime(2026, 1, 1, 3, tzinfo=UTC)
-    BackupArtifact.objects.bulk_create(
-        BackupArtifact(
-            datastore=store,
-            status=BackupArtifact.Status.SUCCEEDED,
-            created_at=base + timedelta(days=d),
-            started_at=base + timedelta(days=d),
-            storage_key=f"k{d}",
-        )
-        for d in range(8)
-    )
+    daily_backups(store, 8)
     monkeypatch.setattr("backups.retention.PREVIEW_KEPT_SHOWN", 5)
     page = viewer_client.get(page_url(store)).content.decode()
     assert "No retention policy: every backup is kept." in page
