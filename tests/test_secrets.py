@@ -24,7 +24,7 @@ from django.views.debug import technical_500_response
 from audit.models import AuditEvent
 from dr_console.notifications import notify
 from dr_console.secrets import MASK, mask_secrets
-from inventory.models import Datastore, Environment
+from inventory.models import Environment
 from reprocess.models import ReprocessBatch
 from reprocess.services import reprocess_batch_execute, reprocess_batch_send
 from tests.factories import DatastoreFactory, EnvironmentFactory, ReprocessBatchFactory
@@ -154,36 +154,8 @@ def test_the_migration_moves_stored_webhook_urls_to_a_private_file_and_names_a_v
 # --- token variables -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("entry", "error"),
-    [
-        ('api_token_env = "PROD_DATABASE_URL"', "environments.prod.api_token_env: A token variable's name ends in"),
-        ('webhook_url_env = "PROD_DATABASE_URL"', "environments.prod.webhook_url_env: A webhook variable's name"),
-    ],
-)
-def test_a_token_or_webhook_variable_must_be_declared_as_one(
-    entry: str, error: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text(f"[environments.prod]\n{entry}\n")
-    with pytest.raises(CommandError, match="nothing was applied"):
-        call_command("loadconfig", str(config))
-    assert error in capsys.readouterr().err
-    assert not Environment.objects.exists()
-
-
-def test_a_datastore_url_variable_cannot_be_a_declared_token(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text(
-        '[environments.prod]\n[[datastores]]\nname = "db"\nenvironment = "prod"\nkind = "postgres"\n'
-        'url_env = "PROD_API_TOKEN"\n'
-    )
-    with pytest.raises(CommandError):
-        call_command("loadconfig", str(config))
-    assert "datastores[0] (db).url_env: That name is declared as a token" in capsys.readouterr().err
-    assert not Datastore.objects.exists()
+# Token and webhook variables declared by their names: loadconfig's refusals are among its other errors
+# (tests/backups/test_commands.py, test_loadconfig_errors_name_the_problem_and_apply_nothing).
 
 
 @pytest.mark.parametrize("variable", ["PROD_DATABASE_URL", "PROD_DB_TOKEN"])

@@ -206,6 +206,19 @@ def test_loadconfig_links_the_application_datastores_of_an_environment(
             "environments.prod.postgres_datastore: x belongs to environment other, not prod",
         ),
         ('[environments.prod]\napi_token_env = "secret-token"\n', "environments.prod.api_token_env: Use the name"),
+        (
+            '[environments.prod]\napi_token_env = "PROD_DATABASE_URL"\n',
+            "environments.prod.api_token_env: A token variable's name ends in",
+        ),
+        (
+            '[environments.prod]\nwebhook_url_env = "PROD_DATABASE_URL"\n',
+            "environments.prod.webhook_url_env: A webhook variable's name",
+        ),
+        (
+            '[environments.prod]\n[[datastores]]\nname = "db"\nenvironment = "prod"\nkind = "postgres"\n'
+            'url_env = "PROD_API_TOKEN"\n',
+            "datastores[0] (db).url_env: That name is declared as a token",
+        ),
         ("[environment.prod]\n", "unknown top-level key 'environment'"),
         ("[environments.prod\n", "not valid TOML"),
     ],
