@@ -76,7 +76,7 @@ TOP_LEVEL_KEYS = {"environments", "datastores"}
 RETIRED_KEYS = {
     "webhook_url": (
         "a webhook URL is a secret and is no longer kept in the console's database: put it in an environment "
-        "variable of the workers (e.g. PROD_WEBHOOK_URL) and name that variable with webhook_url_env"
+        "variable of the console and its workers (.env; e.g. PROD_WEBHOOK_URL) and name it with webhook_url_env"
     ),
 }
 
