@@ -14,8 +14,9 @@ ENV PYTHONUNBUFFERED=1 \
     EMAIL_FILE_PATH=/data/mail
 # pg_dump/pg_restore must be at least as new as the servers they back up: bookworm ships 15.
 # Newer servers: add the PGDG apt repository and install postgresql-client-NN, or set PG_BIN_DIR.
+# age: operators open encrypted backups by hand with it (`age -d -i key.txt < FILE.dump | pg_restore ...`).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends postgresql-client \
+ && apt-get install -y --no-install-recommends postgresql-client age \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 drconsole \
  && mkdir -p /data/artifacts /data/scratch /data/mail && chown -R drconsole /data

@@ -27,11 +27,12 @@ system-deps:
 # What only the tests need, so `make run` does not install it: Chromium from Debian for the browser tests
 # (Playwright drives it; `playwright install` cannot download a browser here), the redis-server binary for the
 # test that stops a private Redis under the sample application, the PostgreSQL server's initdb (the tests'
-# password-checking private cluster) and gettext (the test that checks the Spanish catalogue is complete).
+# password-checking private cluster), gettext (the test that checks the Spanish catalogue is complete) and age
+# (the encryption tests open the console's backups with the real age and age-keygen, as an operator would).
 test-deps:
-	@if [ ! -x /usr/bin/chromium ] || ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v msgfmt >/dev/null; then \
-		echo "installing test packages (apt-get install chromium redis-server postgresql gettext)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core redis-server postgresql gettext >/dev/null; \
+	@if [ ! -x /usr/bin/chromium ] || ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v msgfmt >/dev/null || ! command -v age >/dev/null || ! command -v age-keygen >/dev/null; then \
+		echo "installing test packages (apt-get install chromium redis-server postgresql gettext age)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core redis-server postgresql gettext age >/dev/null; \
 	fi
 
 install: $(STAMP) system-deps
