@@ -53,7 +53,7 @@ IDENTITY_PREFIX = "AGE-SECRET-KEY-1"
 READ_SIZE = 1024 * 1024  # what the helper asks its source for at a time (point 4 of the module's text)
 CHUNK_SIZE = 1024 * 1024  # what read() returns when asked for "everything" (as backups.artifacts.HashingReader)
 BLOCK_SIZE = 1024 * 1024  # what the helper hands the consumer at a time
-QUEUE_BLOCKS = 4  # blocks waiting for the consumer: with the helper's own, at most 6 MiB in flight
+QUEUE_BLOCKS = 2  # blocks waiting for the consumer: with the helper's own, at most 4 MiB in flight
 JOIN_SECONDS = 30.0  # close() waits this long for the helper, which may be in the middle of a source read
 _POLL_SECONDS = 0.1  # how often a helper blocked on a full queue looks whether it was cancelled
 
@@ -214,19 +214,21 @@ class _Output:
 
     def __init__(self, stream: _StreamingReader) -> None:
         self._stream = stream
-        self._block = bytearray()
+        self._parts: list[bytes] = []
+        self._size = 0
 
     def write(self, data: bytes) -> int:
-        self._block += data
-        if len(self._block) >= BLOCK_SIZE:
+        self._parts.append(bytes(data))
+        self._size += len(data)
+        if self._size >= BLOCK_SIZE:
             self.flush()
         return len(data)
 
     def flush(self) -> None:
-        if not self._block:
+        if not self._parts:
             return
-        block = bytes(self._block)
-        self._block.clear()
+        block = b"".join(self._parts)
+        self._parts, self._size = [], 0
         while True:
             if self._stream._cancelled.is_set():
                 raise _Cancelled
@@ -250,7 +252,7 @@ class _StreamingReader:
         self._input = _Input(self)
         self._error: BaseException | None = None
         self._failure: BaseException | None = None  # what read() raises, once it has been decided
-        self._pending = bytearray()
+        self._pending = b""  # the rest of a block that a read did not take
         self._ended = False
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -298,17 +300,23 @@ class _StreamingReader:
         size = size if size is not None and size > 0 else CHUNK_SIZE
         if self._thread is None and not self._ended:
             self._start()
-        while len(self._pending) < size and not self._ended:
-            chunk = self._queue.get()
-            if chunk is None:
+        # Whole blocks from the queue, joined once: the fewest copies of a large read.
+        parts, have = [self._pending] if self._pending else [], len(self._pending)
+        self._pending = b""
+        while have < size and not self._ended:
+            block = self._queue.get()
+            if block is None:
                 self._ended = True
                 if self._error is not None:
                     self._failure = self._explain(self._error)
                     raise self._failure
             else:
-                self._pending += chunk
-        data = bytes(self._pending[:size])
-        del self._pending[:size]
+                parts.append(block)
+                have += len(block)
+        if have > size:
+            last, cut = parts[-1], len(parts[-1]) - (have - size)
+            parts[-1], self._pending = last[:cut], last[cut:]
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         if data:
             self.sha256.update(data)
             self.size += len(data)
@@ -335,7 +343,7 @@ class _StreamingReader:
                     self._thread_name,
                     JOIN_SECONDS,
                 )
-        self._pending.clear()
+        self._pending = b""
 
     @property
     def closed(self) -> bool:
