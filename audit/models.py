@@ -79,6 +79,14 @@ class AuditEvent(models.Model):
         AUTH_TOKEN_REVOKED = "auth.token_revoked", _("Personal token revoked")
         QUERY_REFUSED = "query.refused", _("Configured query refused")
         ACCESS_REFUSED = "access.refused", _("Change refused: no permission")
+        COPY_REQUESTED = "backup.copy_requested", _("Copy requested")
+        COPY_CANCELLED = "backup.copy_cancelled", _("Copy cancelled")
+        COPY_FINISHED = "backup.copy_finished", _("Copy finished")
+        BACKUP_FILE_LOCKED = "backup.file_locked", _("Expiry refused: the file is under Object Lock")
+        BACKUP_DOWNLOADED = "backup.downloaded", _("Backup downloaded")
+        BACKUP_DOWNLOAD_REFUSED = "backup.download_refused", _("Backup download refused")
+        BACKUP_IMPORTED = "backup.imported", _("Backup imported from a file")
+        CATALOG_REBUILT = "catalog.rebuilt", _("Catalog rebuilt from a location")
 
     class Via(models.TextChoices):
         WEB = "web", _("web")

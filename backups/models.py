@@ -9,7 +9,7 @@ from django.utils.translation import pgettext_lazy
 
 from dr_console.jobs import JobEvent, JobModel
 from dr_console.notes import Note
-from inventory.models import Datastore
+from inventory.models import DEFAULT_STORAGE_LOCATION, Datastore
 
 
 class BackupArtifact(JobModel):
@@ -33,6 +33,11 @@ class BackupArtifact(JobModel):
     class Format(models.TextChoices):
         PG_CUSTOM = "pg_custom", _("pg_dump custom format")
         REDIS_SNAPSHOT = "redis_snapshot", _("Redis logical snapshot")
+
+    class Origin(models.TextChoices):
+        TAKEN = "taken", _("Taken by the console")
+        IMPORTED = "imported", _("Imported from a file")
+        REBUILT = "rebuilt", _("Rebuilt from a location's manifests")
 
     ACTIVE = frozenset({Status.PENDING, Status.RUNNING})
     QUEUED_STATES = frozenset({Status.PENDING})
@@ -84,6 +89,23 @@ class BackupArtifact(JobModel):
     expired_at = models.DateTimeField(_("expired at"), null=True, blank=True)
     file_deleted_at = models.DateTimeField(
         _("file deleted at"), null=True, blank=True, help_text=_("When the expired backup's stored file was deleted.")
+    )
+    # Where the file is and what it holds. `sha256`/`size_bytes` are of the stored bytes (encrypted when
+    # `recipients` is set); `plaintext_sha256`/`plaintext_size` of the dump itself, what a restore checks it got.
+    location = models.CharField(
+        _("storage location"), max_length=64, default=DEFAULT_STORAGE_LOCATION, help_text=_("Where the file is.")
+    )
+    recipients = models.JSONField(
+        _("encrypted to"), default=list, blank=True, help_text=_("The age recipients the stored file is encrypted to.")
+    )
+    plaintext_sha256 = models.CharField(_("SHA-256 of the content"), max_length=64, blank=True)
+    plaintext_size = models.BigIntegerField(_("size of the content (bytes)"), null=True, blank=True)
+    retain_until = models.DateTimeField(
+        _("locked until"), null=True, blank=True, help_text=_("Object Lock: the storage refuses to delete it before.")
+    )
+    origin = models.CharField(_("origin"), max_length=16, choices=Origin.choices, default=Origin.TAKEN)
+    origin_detail = models.CharField(
+        _("origin detail"), max_length=500, blank=True, help_text=_("The imported file's name, or the location read.")
     )
 
     class Meta:
@@ -153,6 +175,15 @@ class BackupArtifact(JobModel):
     def is_pinned(self) -> bool:
         return self.pinned_at is not None
 
+    @property
+    def content_sha256(self) -> str:
+        """The sha256 of the dump itself (older and unencrypted backups: the stored file's)."""
+        return self.plaintext_sha256 or self.sha256
+
+    @property
+    def is_encrypted(self) -> bool:
+        return bool(self.recipients)
+
 
 class BackupArtifactEvent(JobEvent):
     """A status change of a backup artifact."""
@@ -162,6 +193,86 @@ class BackupArtifactEvent(JobEvent):
     class Meta(JobEvent.Meta):
         verbose_name = _("backup event")
         verbose_name_plural = _("backup events")
+
+
+class ArtifactCopy(JobModel):
+    """One backup's copy at one copy location: the job that streams it there, hashing as it goes, and reads it back
+    from that location to check it (backups.copies). Restores fall back to a verified copy when the primary file
+    is unreachable, missing or corrupt; retention expires copies by the location's own policy."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", pgettext_lazy("copy", "Queued")
+        RUNNING = "running", pgettext_lazy("copy", "Copying")
+        VERIFIED = "verified", pgettext_lazy("copy", "Verified")
+        FAILED = "failed", pgettext_lazy("copy", "Failed")
+        ERRORED = "errored", pgettext_lazy("copy", "Errored")
+        CANCELLED = "cancelled", pgettext_lazy("copy", "Cancelled")
+        CORRUPT = "corrupt", pgettext_lazy("copy", "Corrupt")  # a later read found it does not match
+        EXPIRED = "expired", pgettext_lazy("copy", "Expired")  # deleted by the location's retention
+
+    ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})
+    QUEUED_STATES = frozenset({Status.QUEUED})
+    RUNNING_STATES = frozenset({Status.RUNNING})
+    TERMINAL = frozenset(
+        {Status.VERIFIED, Status.FAILED, Status.ERRORED, Status.CANCELLED, Status.CORRUPT, Status.EXPIRED}
+    )
+    TRANSITIONS = {
+        Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED, Status.ERRORED, Status.CANCELLED}),
+        Status.RUNNING: frozenset({Status.VERIFIED, Status.FAILED, Status.ERRORED, Status.CANCELLED}),
+        Status.VERIFIED: frozenset({Status.CORRUPT, Status.EXPIRED}),
+        Status.CORRUPT: frozenset({Status.EXPIRED}),
+    }
+
+    artifact = models.ForeignKey(BackupArtifact, models.PROTECT, related_name="copies", verbose_name=_("backup"))
+    location = models.CharField(_("storage location"), max_length=64)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    storage_key = models.CharField(_("storage key"), max_length=512, blank=True)
+    size_bytes = models.BigIntegerField(_("size (bytes)"), null=True, blank=True)
+    sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True, help_text=_("Of the bytes stored there."))
+    recipients = models.JSONField(_("encrypted to"), default=list, blank=True)
+    retain_until = models.DateTimeField(_("locked until"), null=True, blank=True)
+    bytes_done = models.BigIntegerField(_("bytes copied"), default=0)
+    verified_at = models.DateTimeField(_("verified at"), null=True, blank=True)
+    expired_at = models.DateTimeField(_("expired at"), null=True, blank=True)
+    file_deleted_at = models.DateTimeField(_("file deleted at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("copy")
+        verbose_name_plural = _("copies")
+        ordering = ["location", "-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["artifact", "location"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="artifactcopy_one_active_per_location",
+            ),
+            models.UniqueConstraint(
+                fields=["artifact", "location"],
+                condition=models.Q(status="verified"),
+                name="artifactcopy_one_verified_per_location",
+            ),
+        ]
+        indexes = [models.Index(fields=["location", "status"])]
+
+    def __str__(self) -> str:
+        return f"copy #{self.pk} of backup #{self.artifact_id} at {self.location}"
+
+    def audit_note(self) -> Note:
+        return Note("copy_of", {"id": str(self.pk), "backup": str(self.artifact_id), "location": self.location})
+
+    @property
+    def is_encrypted(self) -> bool:
+        return bool(self.recipients)
+
+
+class ArtifactCopyEvent(JobEvent):
+    """A status change of a copy."""
+
+    job = models.ForeignKey(ArtifactCopy, models.CASCADE, related_name="events", verbose_name=_("copy"))
+
+    class Meta(JobEvent.Meta):
+        verbose_name = _("copy event")
+        verbose_name_plural = _("copy events")
 
 
 class BackupVerification(JobModel):

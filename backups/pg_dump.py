@@ -17,7 +17,8 @@ from django.conf import settings
 from psycopg import sql
 
 from backups import artifacts
-from backups.artifacts import DumpOutcome, artifact_storage_key
+from backups.artifacts import DumpOutcome
+from backups.locations import datastore_primary_location
 from backups.models import BackupArtifact
 from backups.postgres import (
     PostgresError,
@@ -41,13 +42,17 @@ LOCK_QUERY_RE = re.compile(r"LOCK TABLE (\S+) IN ")
 
 
 def pg_backup_take(artifact: BackupArtifact, ctx: JobContext) -> DumpOutcome:
-    """Stream pg_dump's custom-format output into storage, counting every table's rows in the same snapshot.
+    """Stream pg_dump's custom-format output into the datastore's primary location, counting every table's rows in
+    the same snapshot.
 
     1. Open a REPEATABLE READ transaction on the source and export its snapshot.
-    2. Start pg_dump --snapshot=<it> in its own process group; stream its stdout to a temporary key while
-       hashing, and meanwhile count rows in the exported snapshot on our connection (a second thread).
-    3. On success check the archive's table of contents and promote the file to its final key. On any failure
-       stop pg_dump and delete the temporary file: a failed job leaves no artifact behind.
+    2. Start pg_dump --snapshot=<it> in its own process group; stream its stdout (encrypted if the location says
+       so) into the location while hashing, and meanwhile count rows in the exported snapshot on our connection
+       (a second thread).
+    3. At the stream's end, before anything is published: pg_dump exited 0, the counts are in, and the archive's
+       table of contents reads (pg_restore --list on the stream's head). Only then is the file published (a local
+       folder renames it; an object store completes the upload). On any failure pg_dump is stopped and nothing is
+       left: a failed job leaves no artifact behind.
     The job's runner stops pg_dump if the row leaves `running` meanwhile (cancelled, or the reaper gave up on us).
     A table another session holds locked makes pg_dump (and the row counter) give up after
     BACKUP_LOCK_WAIT_TIMEOUT seconds, naming the table, instead of waiting until the time limit.
@@ -55,8 +60,8 @@ def pg_backup_take(artifact: BackupArtifact, ctx: JobContext) -> DumpOutcome:
     target = pg_connection_from_env(artifact.datastore.url_env)
     pg_dump, pg_restore = pg_tool("pg_dump"), pg_tool("pg_restore")
     dump_version, dump_major = tool_version(pg_dump)
-    final_key = artifact_storage_key(artifact)
-    tmp_key = artifacts.temporary_key(final_key, artifact.pk)
+    location = datastore_primary_location(artifact.datastore)
+    toc: list[str] = []
 
     with target.connect() as snapshot_conn:
         server_text, server_major = server_version(snapshot_conn)
@@ -86,53 +91,73 @@ def pg_backup_take(artifact: BackupArtifact, ctx: JobContext) -> DumpOutcome:
             proc = start_process(args, env=env, stdout=subprocess.PIPE, stderr=stderr_file)
             assert proc.stdout is not None
             counter.start()
-            reader = artifacts.HashingReader(proc.stdout, ctx.progress)
-            written_key = ""
-            try:
-                written_key = artifacts.write_stream(tmp_key, reader)
+            reader = artifacts.HashingReader(proc.stdout, ctx.progress, keep_head=artifacts.HEAD_BYTES)
+
+            def at_end() -> None:
+                """The dump is whole and readable, or the file is not published."""
                 returncode = proc.wait()
                 ctx.check()
-                if returncode == 0:
-                    counter.join()
-                else:
+                if returncode != 0:
                     counter.stop()  # its counts are useless now, and it may be waiting on the same lock
+                    tail = target.scrub(read_tail(stderr_file))
+                    detail = dump_error_summary(tail, lock_wait)
+                    raise JobFailed(f"{describe_exit('pg_dump', returncode)}{': ' + detail if detail else ''}", tail)
+                counter.join()
+                if counter.error:
+                    raise JobFailed(
+                        f"counting rows in the dump's snapshot failed: {target.scrub(counter.error)}",
+                        target.scrub(read_tail(stderr_file)),
+                    )
+                try:
+                    toc.extend(archive_toc(pg_restore, chunks=iter([bytes(reader.head)])))
+                except PostgresError:
+                    if reader.head_is_whole:
+                        raise
+                    # A table of contents longer than the head kept in memory: read from the file below.
+
+            try:
+                stored = artifacts.stream_to_location(
+                    artifact, location, reader, at_end=at_end, expected_bytes=_expected_size(artifact)
+                )
             except BaseException:
                 stop_process(proc)
                 counter.stop()
-                artifacts.delete_quietly(written_key or tmp_key)
                 raise
             finally:
                 proc.stdout.close()
             stderr_tail = target.scrub(read_tail(stderr_file))
-        if returncode != 0:
-            artifacts.delete_quietly(written_key)
-            detail = dump_error_summary(stderr_tail, lock_wait)
-            raise JobFailed(f"{describe_exit('pg_dump', returncode)}{': ' + detail if detail else ''}", stderr_tail)
-        if counter.error:
-            artifacts.delete_quietly(written_key)
-            raise JobFailed(f"counting rows in the dump's snapshot failed: {target.scrub(counter.error)}", stderr_tail)
     try:
         ctx.check()
-        local = artifacts.local_path(written_key)
-        toc = (
-            archive_toc(pg_restore, path=local)
-            if local
-            else archive_toc(pg_restore, chunks=artifacts.iter_chunks(written_key))
-        )
-        storage_key = artifacts.promote(written_key, final_key)
+        if not toc and stored.staged.local_path and not stored.recipients:
+            toc = archive_toc(pg_restore, path=stored.staged.local_path)
+        storage_key = stored.staged.publish()
     except BaseException:
-        artifacts.delete_quietly(written_key)
+        stored.staged.discard()
         raise
+    if not toc:
+        stderr_tail = (stderr_tail + "\nthe table of contents is read through by the verification").strip()
     return DumpOutcome(
         storage_key=storage_key,
-        size_bytes=reader.size,
-        sha256=reader.sha256.hexdigest(),
         tool_version=dump_version,
         server_version=server_text,
         archive_entries=len(toc),
         row_counts=counter.counts,
         stderr_tail=stderr_tail,
+        **stored.outcome_fields(),  # type: ignore[arg-type]
     )
+
+
+def _expected_size(artifact: BackupArtifact) -> int | None:
+    """The previous backup's size: what an object store's part size is chosen from (None: the first one)."""
+    previous = (
+        BackupArtifact.objects.filter(
+            datastore_id=artifact.datastore_id, status=BackupArtifact.Status.SUCCEEDED, size_bytes__isnull=False
+        )
+        .order_by("-created_at", "-pk")
+        .values_list("size_bytes", flat=True)
+        .first()
+    )
+    return int(previous) if previous else None
 
 
 def dump_error_summary(stderr_tail: str, lock_wait_seconds: int) -> str:

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import redis
 
 from backups import artifacts, redis_snapshot
-from backups.artifacts import DumpOutcome, artifact_storage_key
+from backups.artifacts import DumpOutcome
+from backups.locations import datastore_primary_location
 from backups.models import BackupArtifact
 from dr_console.jobs import JobContext
 
@@ -17,12 +18,11 @@ from dr_console.jobs import JobContext
 def redis_backup_take(artifact: BackupArtifact, ctx: JobContext) -> DumpOutcome:
     """Stream a logical snapshot of the Redis database into storage (backups/redis_snapshot.py).
 
-    Written to a temporary key and promoted once the end record is written; on any failure (Redis gone, a
-    cancel noticed between batches, storage full) the temporary file is deleted: a failed job leaves no artifact.
+    Published once the end record is written (artifacts.StagedWrite); on any failure (Redis gone, a cancel
+    noticed between batches, storage full) nothing is left at the location: a failed job leaves no artifact.
     """
     target = redis_snapshot.redis_target_from_env(artifact.datastore.url_env)
-    final_key = artifact_storage_key(artifact)
-    tmp_key = artifacts.temporary_key(final_key, artifact.pk)
+    location = datastore_primary_location(artifact.datastore)
     client = target.client()
     try:
         version = redis_snapshot.server_version(client)
@@ -42,17 +42,16 @@ def redis_backup_take(artifact: BackupArtifact, ctx: JobContext) -> DumpOutcome:
     reader = artifacts.HashingChunkReader(
         redis_snapshot.snapshot_chunks(client, writer, checkpoint=ctx.check), ctx.progress
     )
-    written_key = ""
     try:
-        written_key = artifacts.write_stream(tmp_key, reader)
-        ctx.check()
-        storage_key = artifacts.promote(written_key, final_key)
+        stored = artifacts.stream_to_location(artifact, location, reader, at_end=ctx.check)
+        try:
+            ctx.check()
+            storage_key = stored.staged.publish()
+        except BaseException:
+            stored.staged.discard()
+            raise
     except redis.RedisError as exc:
-        artifacts.delete_quietly(written_key or tmp_key)
         raise target.error("the snapshot failed", exc) from None
-    except BaseException:
-        artifacts.delete_quietly(written_key or tmp_key)
-        raise
     finally:
         client.close()
     stats = writer.stats
@@ -63,13 +62,12 @@ def redis_backup_take(artifact: BackupArtifact, ctx: JobContext) -> DumpOutcome:
         notes.append(f"{stats.repeats} repeated keys returned by SCAN were written once")
     return DumpOutcome(
         storage_key=storage_key,
-        size_bytes=reader.size,
-        sha256=reader.sha256.hexdigest(),
         tool_version=f"DR Console Redis snapshot format {redis_snapshot.FORMAT_VERSION} (redis-py {redis.__version__})",
         server_version=version,
         archive_entries=stats.keys,
         row_counts=stats.types(),
         stderr_tail="\n".join(notes),
+        **stored.outcome_fields(),  # type: ignore[arg-type]
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 
-from backups.models import BackupArtifact, BackupArtifactEvent, BackupVerification, ScheduledBackup
+from backups.models import ArtifactCopy, BackupArtifact, BackupArtifactEvent, BackupVerification, ScheduledBackup
 from dr_console.formatting import iso
 from dr_console.history import PER_PAGE, Page, created_within_days, keyset_page
 from dr_console.jobs import active_job_labels
@@ -42,7 +42,35 @@ def backup_artifact_summary(artifact: BackupArtifact) -> dict[str, Any]:
         "row_counts": artifact.row_counts,
         "trigger": artifact.trigger,
         "error": artifact.error,
+        "location": artifact.location,
+        "encrypted_to": list(artifact.recipients),
+        "content_sha256": artifact.content_sha256,
+        "locked_until": iso(artifact.retain_until),
+        "origin": artifact.origin,
+        "copies": [artifact_copy_summary(copy) for copy in artifact.copies.order_by("location", "-pk")],
     }
+
+
+def artifact_copy_summary(copy: ArtifactCopy) -> dict[str, Any]:
+    return {
+        "id": copy.pk,
+        "location": copy.location,
+        "status": copy.status,
+        "storage_key": copy.storage_key,
+        "sha256": copy.sha256,
+        "size_bytes": copy.size_bytes,
+        "encrypted_to": list(copy.recipients),
+        "locked_until": iso(copy.retain_until),
+        "verified_at": iso(copy.verified_at),
+        "error": copy.error,
+    }
+
+
+def artifact_copies_state(artifact: BackupArtifact) -> tuple[int, int]:
+    """(verified copies, copy locations the datastore names): "2 of 2 copies verified"."""
+    wanted = artifact.datastore.copy_location_names
+    verified = {c.location for c in artifact.copies.all() if c.status == ArtifactCopy.Status.VERIFIED}
+    return len(verified & set(wanted)), len(wanted)
 
 
 # --- pages ------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ message was lost ends failed. What differs between datastore kinds is one `Backu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 
@@ -21,9 +22,13 @@ from audit.models import AuditEvent
 from audit.services import audit_job_finished, audit_record
 from backups import artifacts
 from backups.artifacts import DumpOutcome
+from backups.encryption import EncryptionError
 from backups.health import datastore_health_check_soon
+from backups.locations import LocationUnavailable, location_get, locations_all
+from backups.manifests import manifest_write
 from backups.methods import BACKUP_METHODS, FORMAT_BY_KIND
-from backups.models import BackupArtifact
+from backups.models import ArtifactCopy, BackupArtifact
+from backups.object_store import ObjectStoreError, abort_uploads, is_object_store
 from dr_console.jobs import (
     JobContext,
     JobFailed,
@@ -149,28 +154,40 @@ def _backup_work(ctx: JobContext, *, verify_after: bool, lock_held: bool) -> Job
             nothing_done="try again when it ends",
         ):
             outcome = _take(artifact, ctx)
+
+    storage = location_get(outcome.location).storage()
+    return JobOutcome(
+        fields=outcome.fields(),
+        # Cancelled or reaped while finishing: the row does not say succeeded, so the file must not stay.
+        on_lost=lambda: artifacts.delete_quietly(outcome.storage_key, storage),
+        then=lambda: transaction.on_commit(lambda: _after_backup(artifact_id=artifact.pk, verify=verify_after)),
+    )
+
+
+def _after_backup(*, artifact_id: int, verify: bool) -> None:
+    """What a succeeded backup asks for: its copies to each copy location, and its verification."""
+    from backups.copies import CopyRefused, artifact_copies_request
     from backups.verification import backup_verification_request_after_backup
 
-    return JobOutcome(
-        fields={
-            "storage_key": outcome.storage_key,
-            "size_bytes": outcome.size_bytes,
-            "bytes_done": outcome.size_bytes,
-            "sha256": outcome.sha256,
-            "tool_version": outcome.tool_version,
-            "server_version": outcome.server_version,
-            "archive_entries": outcome.archive_entries,
-            "row_counts": outcome.row_counts,
-            "stderr_tail": outcome.stderr_tail,
-        },
-        # Cancelled or reaped while finishing: the row does not say succeeded, so the file must not stay.
-        on_lost=lambda: artifacts.delete_quietly(outcome.storage_key),
-        then=(
-            (lambda: transaction.on_commit(lambda: backup_verification_request_after_backup(artifact_id=artifact.pk)))
-            if verify_after
-            else None
-        ),
-    )
+    artifact = BackupArtifact.objects.select_related("datastore__environment").get(pk=artifact_id)
+    try:
+        manifest_write(
+            artifact,
+            location_get(artifact.location),
+            key=artifact.storage_key,
+            sha256=artifact.sha256,
+            size=artifact.size_bytes or 0,
+            recipients=list(artifact.recipients),
+        )
+    except (OSError, LocationUnavailable, ObjectStoreError) as exc:
+        # The backup is good; only `catalog rebuild` would not find it at this location.
+        logger.warning("backup #%s: no manifest written next to its file: %s", artifact_id, exc)
+    try:
+        artifact_copies_request(artifact_id=artifact_id, trigger="after backup")
+    except CopyRefused as exc:
+        logger.warning("backup #%s: no copies: %s", artifact_id, exc)
+    if verify:
+        backup_verification_request_after_backup(artifact_id=artifact_id)
 
 
 def _target_key(datastore: Datastore) -> str:
@@ -194,6 +211,8 @@ def _take(artifact: BackupArtifact, ctx: JobContext) -> DumpOutcome:
         return method.take(artifact, ctx)
     except OSError as exc:  # the storage, or the scratch directory: full, read-only, gone
         raise JobFailed(f"cannot write the artifact to storage: {exc}") from None
+    except (LocationUnavailable, ObjectStoreError, EncryptionError) as exc:
+        raise JobFailed(f"{exc}; nothing was backed up") from None
 
 
 def _backup_finished(artifact_id: int) -> None:
@@ -217,7 +236,7 @@ def _backup_reaped(artifact: object) -> None:
     """A backup whose worker died: its temporary file goes (the final key is written only on success), and so does
     what the source's server still runs for it."""
     assert isinstance(artifact, BackupArtifact)
-    _delete_orphan_temporary_files()  # its own among them: the temporary key has a random part, found by listing
+    backup_artifacts_delete_orphans()  # its own among them: the temporary key has a random part, found by listing
     artifact = BackupArtifact.objects.select_related("datastore").get(pk=artifact.pk)
     BACKUP_METHODS[BackupArtifact.Format(artifact.format)].reaped(artifact)
 
@@ -243,19 +262,34 @@ def backup_artifacts_reap_stale() -> int:
     """End backups whose worker died or whose message was lost, delete orphan temporary files. Returns how many
     backups it ended. (Their target locks are released by inventory's own beat task.)"""
     ended = jobs_reap(BACKUP_JOB)
-    _delete_orphan_temporary_files()
+    backup_artifacts_delete_orphans()
     return ended
 
 
-def _delete_orphan_temporary_files() -> None:
-    storage = artifacts.artifact_storage()
-    try:
-        _dirs, names = storage.listdir(artifacts.TMP_PREFIX.rstrip("/"))
-    except (OSError, NotImplementedError):
-        return
+def backup_artifacts_delete_orphans() -> None:
+    """Temporary files of backups and copies that ended (their worker died), in every local-folder location; and
+    the multipart uploads they left in object stores."""
+    # Files and uploads are named by their backup's id, a copy's too: a backup's id is active while the backup or
+    # one of its copies runs.
     active = {
         str(pk) for pk in BackupArtifact.objects.filter(status__in=BackupArtifact.ACTIVE).values_list("pk", flat=True)
+    } | {
+        str(pk)
+        for pk in ArtifactCopy.objects.filter(status__in=ArtifactCopy.ACTIVE).values_list("artifact_id", flat=True)
     }
-    for name in names:
-        if name.split("-", 1)[0] not in active:
-            artifacts.delete_quietly(f"{artifacts.TMP_PREFIX}{name}")
+    for location in locations_all():
+        try:
+            storage = location.storage()
+        except LocationUnavailable:
+            continue
+        if is_object_store(storage):
+            with contextlib.suppress(ObjectStoreError):
+                abort_uploads(storage, lambda key: artifacts.backup_id_of_key(key) not in active)
+            continue
+        try:
+            _dirs, names = storage.listdir(artifacts.TMP_PREFIX.rstrip("/"))
+        except (OSError, NotImplementedError):
+            continue
+        for name in names:
+            if name.split("-", 1)[0] not in active:
+                artifacts.delete_quietly(f"{artifacts.TMP_PREFIX}{name}", storage)

@@ -32,14 +32,27 @@ def backup_verification_execute_task(*, verification_id: int) -> None:
     backup_verification_execute(verification_id=verification_id)
 
 
+@shared_task(
+    acks_late=True,
+    soft_time_limit=settings.BACKUP_TIME_LIMIT,
+    time_limit=settings.BACKUP_TIME_LIMIT + 120,
+)
+def artifact_copy_execute_task(*, copy_id: int) -> None:
+    from backups.copies import artifact_copy_execute
+
+    artifact_copy_execute(copy_id=copy_id)
+
+
 @shared_task(ignore_result=True, soft_time_limit=300, time_limit=360)
 def backup_artifacts_reap_task() -> None:
-    """Periodic: end backups and verifications whose worker died or whose message was lost."""
+    """Periodic: end backups, verifications and copies whose worker died or whose message was lost."""
+    from backups.copies import artifact_copies_reap_stale
     from backups.services import backup_artifacts_reap_stale
     from backups.verification import backup_verifications_reap_stale
 
     backup_artifacts_reap_stale()
     backup_verifications_reap_stale()
+    artifact_copies_reap_stale()
 
 
 @shared_task(bind=True, ignore_result=True, soft_time_limit=60, time_limit=90)

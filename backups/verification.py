@@ -5,7 +5,6 @@ summarised on the backup, which is what restores, drills and the dashboard read.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 
@@ -17,11 +16,11 @@ from django.utils.translation import gettext as _
 
 from audit.models import AuditEvent
 from audit.services import audit_job_finished, audit_record
-from backups import artifacts
 from backups.methods import BACKUP_METHODS
 from backups.models import BackupArtifact, BackupVerification
 from backups.postgres import PostgresError
 from backups.redis_snapshot import SnapshotCorrupt
+from backups.sources import SourceReading, SourceUnusable, primary_source
 from dr_console.jobs import (
     BrokerUnavailable,
     JobContext,
@@ -131,44 +130,37 @@ def _verify(ctx: JobContext) -> JobOutcome:
     if artifact.status != BackupArtifact.Status.SUCCEEDED:
         raise JobFailed(f"backup #{artifact.pk} is {artifact.status}; only a succeeded backup can be verified")
     BackupArtifact.objects.filter(pk=artifact.pk).update(verification=Summary.VERIFYING)
-    storage = artifacts.artifact_storage()
-    try:
-        exists = storage.exists(artifact.storage_key)
-    except OSError as exc:
-        raise JobFailed(f"cannot reach the artifact storage: {exc}") from None
-    if not exists:
-        return _corrupt(f"the stored file {artifact.storage_key} is missing")
-    digest, size = hashlib.sha256(), 0
     ctx.progress["bytes_done"] = 0
+    size = 0
 
-    def hashed_chunks() -> Iterator[bytes]:
+    def counted(chunks: Iterator[bytes]) -> Iterator[bytes]:
         nonlocal size
-        for chunk in artifacts.iter_chunks(artifact.storage_key):
-            ctx.check()
-            digest.update(chunk)
+        for chunk in chunks:
             size += len(chunk)
             ctx.progress["bytes_done"] = size
             yield chunk
 
-    chunks = hashed_chunks()
+    # The primary file, as stored there (decrypted with its location's identity when encrypted): both checksums
+    # cover every byte, even when the format's reader gave up early.
+    reading = SourceReading(artifact, primary_source(artifact), checkpoint=ctx.check)
+    chunks = counted(reading.chunks())
     unreadable = ""
     try:
-        BACKUP_METHODS[BackupArtifact.Format(artifact.format)].read_through(artifact, chunks)
-    except (PostgresError, SnapshotCorrupt) as exc:
-        unreadable = str(exc)
-    except OSError as exc:
-        raise JobFailed(f"cannot read the stored file: {exc}") from None
-    try:
-        for _chunk in chunks:  # what the reader left unread still counts for the checksum
+        try:
+            BACKUP_METHODS[BackupArtifact.Format(artifact.format)].read_through(artifact, chunks)
+        except (PostgresError, SnapshotCorrupt) as exc:
+            unreadable = str(exc)
+        for _chunk in chunks:  # what the reader left unread still counts for the checksums
             pass
+        reading.check()
+    except SourceUnusable as exc:
+        if exc.content and unreadable:
+            return _corrupt(unreadable)  # the format's own reader says best what is wrong with the content
+        if exc.corrupt:
+            return _corrupt(str(exc).split(": ", 1)[-1])
+        raise JobFailed(str(exc).split(": ", 1)[-1]) from None
     except OSError as exc:
         raise JobFailed(f"cannot read the stored file: {exc}") from None
-    if digest.hexdigest() != artifact.sha256:
-        return _corrupt(
-            f"sha256 mismatch: the stored file hashes to {digest.hexdigest()}, the backup recorded {artifact.sha256}"
-        )
-    if size != artifact.size_bytes:
-        return _corrupt(f"size mismatch: {size} bytes stored, {artifact.size_bytes} recorded")
     if unreadable:
         return _corrupt(unreadable)
     return JobOutcome(fields={"bytes_done": size})

@@ -49,6 +49,7 @@ NOTE_TEXTS: dict[str, Promise] = {
     # what the audit log names: objects, and actors that are not people
     "backup_of": _("backup #%(id)s of %(datastore)s"),
     "verification_of": _("verification #%(id)s of backup #%(backup)s"),
+    "copy_of": _("copy #%(id)s of backup #%(backup)s at %(location)s"),
     "restore": _("restore #%(id)s"),
     "drill_of": _("drill #%(id)s of %(datastore)s"),
     "reprocess_batch": _("reprocess batch #%(id)s"),

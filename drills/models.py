@@ -49,6 +49,9 @@ class DrillRun(JobModel):
         max_length=128, help_text=_("The environment variable naming the server the scratch database was made on.")
     )
     scratch_database = models.CharField(max_length=63, blank=True)
+    source_note = models.TextField(
+        _("read from"), blank=True, help_text=_("Which file of the backup was read, and why others were not.")
+    )
     scratch_dropped = models.BooleanField(
         null=True, blank=True, help_text=_("Whether the scratch database was dropped again (empty: never created).")
     )

@@ -25,9 +25,9 @@ from django.utils.translation import pgettext_lazy
 
 from audit.models import AuditEvent
 from audit.services import audit_job_finished, audit_record
-from backups import artifacts
 from backups.models import BackupArtifact
 from backups.postgres import PgConnection, PostgresError, describe_exit, pg_connection_from_env
+from backups.sources import NoUsableSource, artifact_read_file
 from dr_console.jobs import (
     BrokerUnavailable,
     JobContext,
@@ -206,21 +206,20 @@ def _restore_timed(
     ctx: JobContext,
 ) -> tuple[timedelta, int, str]:
     started = time.monotonic()
-    with artifacts.local_copy(artifact.storage_key) as (path, digest):
-        if digest != artifact.sha256:
-            raise JobFailed(
-                f"checksum mismatch: the stored file hashes to {digest}, backup #{artifact.pk} recorded "
-                f"{artifact.sha256}; nothing was restored"
+    try:
+        with artifact_read_file(artifact, checkpoint=ctx.check) as read:
+            ctx.update(source_note=read.note())
+            ctx.check()
+            primitive.create_database(server, database.dbname, archive_major)
+            exit_code, stderr_tail = primitive.pg_restore_run(
+                pg_restore=pg_restore,
+                database=database,
+                path=read.path,
+                jobs=settings.RESTORE_JOBS,
+                no_owner=True,  # the drill server need not have the source's roles; ownership is not what is proven
             )
-        ctx.check()
-        primitive.create_database(server, database.dbname, archive_major)
-        exit_code, stderr_tail = primitive.pg_restore_run(
-            pg_restore=pg_restore,
-            database=database,
-            path=path,
-            jobs=settings.RESTORE_JOBS,
-            no_owner=True,  # the drill server need not have the source's roles; ownership is not what is proven
-        )
+    except NoUsableSource as exc:
+        raise JobFailed(f"{exc}; nothing was restored") from None
     return timedelta(seconds=time.monotonic() - started), exit_code, stderr_tail
 
 

@@ -18,7 +18,7 @@ from audit.admin import AuditedConfigAdmin
 from audit.models import AuditEvent
 from audit.services import audit_record
 from dr_console.http import client_ip
-from inventory.models import Datastore, Environment
+from inventory.models import Datastore, Environment, StorageLocation
 from inventory.services import (
     DatastoreRefused,
     datastore_check_change,
@@ -33,6 +33,28 @@ from inventory.services import (
 class EnvironmentAdmin(AuditedConfigAdmin):
     list_display = ["name", "protected", "required_approvals", "api_url"]
     search_fields = ["name"]
+
+
+@admin.register(StorageLocation)
+class StorageLocationAdmin(AuditedConfigAdmin):
+    list_display = ["name", "role", "region", "backend", "object_lock", "is_encrypted"]
+    list_filter = ["role", "object_lock"]
+    search_fields = ["name", "region"]
+
+    @admin.display(boolean=True, description=_("encrypted"))
+    def is_encrypted(self, obj: StorageLocation) -> bool:
+        return obj.is_encrypted
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        """A location a datastore still names cannot be deleted: the admin lists those datastores as protected."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        names = {obj.name for obj in objs}
+        protected = list(protected) + [
+            gettext("datastore %(name)s (its storage locations)") % {"name": store.name}
+            for store in Datastore.objects.all()
+            if names & set(store.storage_locations or [])
+        ]
+        return deleted, counts, perms_needed, protected
 
 
 # Retention is set on the datastore's page, which previews what a policy would delete before it is saved.

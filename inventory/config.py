@@ -20,7 +20,7 @@ from audit.models import AuditEvent
 from audit.services import audit_record
 from dr_console.schedules import DEFAULT_TIMEZONE
 from inventory.identity import TargetIdentity
-from inventory.models import Datastore, Environment
+from inventory.models import Datastore, Environment, StorageLocation, storage_locations_problem
 from inventory.services import (
     DatastoreRefused,
     datastore_check_change,
@@ -59,6 +59,7 @@ DATASTORE_KEYS = {
     "drill_probes": list,
     "schedule": str,
     "schedule_timezone": str,
+    "storage_locations": list,
     "description": str,
 }
 # File keys whose model field has another name: errors name the key the file uses.
@@ -71,7 +72,41 @@ DEFAULT_RTO_MINUTES = 60  # the model's default
 MAX_RTO_MINUTES = 60 * 24 * 7
 # Keys that, left out of an entry, go back to the model's default: the file describes the whole datastore.
 DATASTORE_DEFAULTS: dict[str, Any] = {"drill_schedule": "", "drill_server_url_env": "", "drill_probes": ""}
-TOP_LEVEL_KEYS = {"environments", "datastores"}
+TOP_LEVEL_KEYS = {"environments", "datastores", "storage_locations"}
+STORAGE_LOCATION_KEYS = {
+    "name": str,
+    "role": str,
+    "region": str,
+    "backend": str,
+    "options": dict,
+    "secret_options": dict,
+    "object_lock": str,
+    "object_lock_days": int,
+    "recipients": list,
+    "identity_env": str,
+    "keep_last": int,
+    "keep_daily": int,
+    "keep_weekly": int,
+    "keep_monthly": int,
+    "description": str,
+}
+STORAGE_LOCATION_REQUIRED = ("name", "backend")
+# Left out of an entry, a key goes back to the model's default: the file describes the whole location.
+STORAGE_LOCATION_DEFAULTS: dict[str, Any] = {
+    "role": StorageLocation.Role.PRIMARY,
+    "region": "",
+    "options": {},
+    "secret_options": {},
+    "object_lock": StorageLocation.ObjectLock.OFF,
+    "object_lock_days": None,
+    "recipients": [],
+    "identity_env": "",
+    "keep_last": 0,
+    "keep_daily": 0,
+    "keep_weekly": 0,
+    "keep_monthly": 0,
+    "description": "",
+}
 # Keys an older file may still have, and what to write instead.
 RETIRED_KEYS = {
     "webhook_url": (
@@ -131,7 +166,7 @@ def _check_types(where: str, entry: Any, schema: dict[str, type], errors: list[s
 
 def _validate(
     where: str,
-    obj: Environment | Datastore,
+    obj: Environment | Datastore | StorageLocation,
     errors: list[str],
     exclude: list[str],
     keys: dict[str, str] | None = None,
@@ -151,7 +186,11 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
     errors: list[str] = []
     report = ConfigReport()
     for key in sorted(set(data) - TOP_LEVEL_KEYS):
-        errors.append(f"unknown top-level key {key!r} (allowed: environments, datastores)")
+        errors.append(f"unknown top-level key {key!r} (allowed: environments, datastores, storage_locations)")
+
+    planned_locations = _plan_storage_locations(data.get("storage_locations", []), errors)
+    location_roles = dict(StorageLocation.objects.values_list("name", "role"))
+    location_roles.update({location.name: location.role for location in planned_locations})
 
     environments_in = data.get("environments", {})
     if not isinstance(environments_in, dict):
@@ -207,6 +246,7 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
                 f"{where}.environment: {store.name} has backups in {store.environment.name}; "
                 "it cannot move to another environment"
             )
+        values.setdefault("storage_locations", [])
         probes = values.pop("drill_probes", [])
         if not all(isinstance(probe, str) and probe.strip() and "\n" not in probe for probe in probes):
             errors.append(f"{where}.drill_probes: expected a list of one-line SQL strings, got {probes!r}")
@@ -229,7 +269,9 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
             errors.append(f"{where}.rto_minutes: must be 1 to {MAX_RTO_MINUTES} minutes, got {rto_minutes}")
         else:
             store.rto_target = timedelta(minutes=rto_minutes)
-        exclude = ["environment"]
+        if problem := storage_locations_problem(store.storage_locations, location_roles):
+            errors.append(f"{where}.storage_locations: {problem}")
+        exclude = ["environment", "storage_locations"]
         if "kind" in values and values["kind"] not in Datastore.Kind.values:
             valid = ", ".join(Datastore.Kind.values)
             errors.append(f"{where}.kind: unknown kind {values['kind']!r}; valid kinds: {valid}")
@@ -273,6 +315,8 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
         raise ConfigError(errors)
 
     with transaction.atomic():
+        for location in planned_locations:
+            report.changes.append(_save(f"storage location {location.name}", location))
         for name, env in planned_envs.items():
             if env.pk is None:
                 env.postgres_datastore = env.redis_datastore = None  # linked below, once the datastores are saved
@@ -294,6 +338,35 @@ def config_apply(data: dict[str, Any], actor_label: str = "", source: str = "") 
             details={"source": source, "changes": report.changes, "warnings": report.warnings},
         )
     return report
+
+
+def _plan_storage_locations(entries: Any, errors: list[str]) -> list[StorageLocation]:
+    if not isinstance(entries, list):
+        errors.append("storage_locations: expected [[storage_locations]] entries")
+        return []
+    planned: list[StorageLocation] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        where = f"storage_locations[{index}]" + (f" ({name})" if isinstance(name, str) else "")
+        values = _check_types(where, entry, STORAGE_LOCATION_KEYS, errors)
+        errors.extend(
+            f"{where}: missing required key {key!r}"
+            for key in STORAGE_LOCATION_REQUIRED
+            if key not in values and isinstance(entry, dict) and key not in entry
+        )
+        if "name" not in values:
+            continue
+        if values["name"] in seen:
+            errors.append(f"{where}: storage location {values['name']!r} is listed twice")
+        seen.add(values["name"])
+        location = StorageLocation.objects.filter(name=values["name"]).first() or StorageLocation(name=values["name"])
+        for key, value in {**STORAGE_LOCATION_DEFAULTS, **values}.items():
+            setattr(location, f"retention_{key}" if key.startswith("keep_") else key, value)
+        keys = {f"retention_{key}": key for key in STORAGE_LOCATION_KEYS if key.startswith("keep_")}
+        _validate(where, location, errors, exclude=[], keys=keys)
+        planned.append(location)
+    return planned
 
 
 def _check_not_twins(
@@ -343,7 +416,10 @@ def _check_link(
 
 
 def _save(
-    label: str, obj: Environment | Datastore, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None
+    label: str,
+    obj: Environment | Datastore | StorageLocation,
+    skip: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
 ) -> str:
     if obj.pk is None:
         obj.save()

@@ -5,6 +5,7 @@ imports it (docs/architecture.md)."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -184,6 +185,228 @@ class Environment(models.Model):
             raise ValidationError(errors)
 
 
+# Storage options that are credentials: they are given by variable name in `secret_options`, never stored.
+SECRET_STORAGE_OPTIONS = frozenset(
+    {
+        "access_key",
+        "secret_key",
+        "security_token",
+        "session_token",
+        "password",
+        "account_key",
+        "sas_token",
+        "connection_string",
+        "credentials",
+        "key",
+        "token",
+    }
+)
+age_recipient_validator = RegexValidator(
+    r"^age1[02-9ac-hj-np-z]{58}$", _("Use an age public key (age1..., from age-keygen), not a private identity.")
+)
+identity_variable_validator = RegexValidator(
+    r"_IDENTITY\Z",
+    _("An identity variable's name ends in _IDENTITY, e.g. OFFSITE_AGE_IDENTITY: it holds a private key."),
+)
+DEFAULT_STORAGE_LOCATION = "default"
+
+
+class StorageLocation(models.Model):
+    """A place backups are written to: a Django storage backend with its options, its credentials by variable name.
+
+    The primary location of a datastore receives the backup as it is taken; each copy location receives a copy made
+    by a copy job (backups.copies), checked by reading it back from there. A location that names recipients stores
+    age-encrypted files; one with Object Lock writes every object with a retain-until date. With no location
+    configured, backups go to the built-in `default` location (STORAGES["artifacts"], ARTIFACT_STORAGE_BACKEND).
+    """
+
+    class Role(models.TextChoices):
+        PRIMARY = "primary", _("Primary: backups are written here as they are taken")
+        COPY = "copy", _("Copy: each backup is copied here afterwards")
+
+    class ObjectLock(models.TextChoices):
+        OFF = "off", _("Off")
+        GOVERNANCE = "governance", _("Governance (a privileged user can shorten it)")
+        COMPLIANCE = "compliance", _("Compliance (nobody can delete before the date)")
+
+    name = models.CharField(_("name"), max_length=64, unique=True, validators=[slug_name_validator])
+    role = models.CharField(_("role"), max_length=16, choices=Role.choices, default=Role.PRIMARY)
+    region = models.CharField(
+        _("region"), max_length=64, blank=True, help_text=_("A label for where it is, e.g. eu-west (off-site).")
+    )
+    backend = models.CharField(
+        _("storage backend"),
+        max_length=200,
+        help_text=_(
+            "A Django storage class, e.g. django.core.files.storage.FileSystemStorage or "
+            "storages.backends.s3.S3Storage."
+        ),
+    )
+    options = models.JSONField(
+        _("options"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            'The backend\'s options, credentials excepted, e.g. {"bucket_name": "dr", "endpoint_url": '
+            '"https://s3.example.net"} or {"location": "/srv/backups"}.'
+        ),
+    )
+    secret_options = models.JSONField(
+        _("secret options"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            'Options read from environment variables, by name, e.g. {"access_key": "OFFSITE_ACCESS_KEY_ID", '
+            '"secret_key": "OFFSITE_SECRET_ACCESS_KEY"}. The values are never stored.'
+        ),
+    )
+    object_lock = models.CharField(
+        _("object lock"),
+        max_length=16,
+        choices=ObjectLock.choices,
+        default=ObjectLock.OFF,
+        help_text=_("S3 Object Lock: each object is written with a retain-until date (the bucket must have it on)."),
+    )
+    object_lock_days = models.PositiveIntegerField(
+        _("object lock days"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(36600)],
+        help_text=_("How long each object is locked; empty: as long as the location's retention keeps a daily backup."),
+    )
+    recipients = models.JSONField(
+        _("encryption recipients"),
+        default=list,
+        blank=True,
+        help_text=_("age public keys (age1...): files stored here are encrypted to each. Empty: not encrypted."),
+    )
+    identity_env = models.CharField(
+        _("identity variable"),
+        max_length=128,
+        blank=True,
+        validators=[env_var_name_validator, identity_variable_validator],
+        help_text=_(
+            "Name of the environment variable holding the age identity (private key) that opens this location's "
+            "files, e.g. OFFSITE_AGE_IDENTITY. Set it only where restores and verifications run."
+        ),
+    )
+    retention_keep_last = models.PositiveSmallIntegerField(
+        _("keep last"), default=0, validators=[MaxValueValidator(1000)], help_text=_("The newest N copies.")
+    )
+    retention_keep_daily = models.PositiveSmallIntegerField(
+        _("keep daily"), default=0, validators=[MaxValueValidator(1000)]
+    )
+    retention_keep_weekly = models.PositiveSmallIntegerField(
+        _("keep weekly"), default=0, validators=[MaxValueValidator(1000)]
+    )
+    retention_keep_monthly = models.PositiveSmallIntegerField(
+        _("keep monthly"), default=0, validators=[MaxValueValidator(1000)]
+    )
+    description = models.TextField(_("description"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("storage location")
+        verbose_name_plural = _("storage locations")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_encrypted(self) -> bool:
+        return bool(self.recipients)
+
+    @property
+    def has_retention_policy(self) -> bool:
+        return any(
+            (
+                self.retention_keep_last,
+                self.retention_keep_daily,
+                self.retention_keep_weekly,
+                self.retention_keep_monthly,
+            )
+        )
+
+    @property
+    def lock_days(self) -> int:
+        """How long an object written here is locked: the set days, else the daily horizon of its retention (a
+        backup kept as a daily one is kept that long), else 30 days."""
+        if self.object_lock_days:
+            return self.object_lock_days
+        return self.retention_keep_daily or 30
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        if not isinstance(self.options, dict):
+            errors.setdefault("options", []).append(_("Options are a table of keys and values."))
+        else:
+            if leaked := sorted(SECRET_STORAGE_OPTIONS & set(self.options)):
+                errors.setdefault("options", []).append(
+                    _("%(keys)s is a credential: name the variable holding it in secret_options instead.")
+                    % {"keys": ", ".join(leaked)}
+                )
+        if not isinstance(self.secret_options, dict):
+            errors.setdefault("secret_options", []).append(_("Secret options map an option to a variable name."))
+        else:
+            for option, variable in sorted(self.secret_options.items()):
+                try:
+                    env_var_name_validator(variable if isinstance(variable, str) else "")
+                except ValidationError:
+                    errors.setdefault("secret_options", []).append(
+                        _("%(option)s: use the name of an environment variable (A-Z, 0-9, _), not its value.")
+                        % {"option": option}
+                    )
+        if not isinstance(self.recipients, list) or not all(isinstance(r, str) for r in self.recipients):
+            errors.setdefault("recipients", []).append(_("Recipients are a list of age public keys."))
+        else:
+            self.recipients = [r.strip() for r in self.recipients if r.strip()]
+            for number, recipient in enumerate(self.recipients, start=1):
+                if recipient.upper().startswith("AGE-SECRET-KEY-"):
+                    errors.setdefault("recipients", []).append(
+                        _(
+                            "recipient %(number)s is a private identity, not a public recipient: remove it from the "
+                            "configuration at once, and give its public key (age-keygen -y) instead."
+                        )
+                        % {"number": number}
+                    )
+                    continue
+                try:
+                    age_recipient_validator(recipient)
+                except ValidationError:
+                    errors.setdefault("recipients", []).append(
+                        _("recipient %(number)s (%(value)s) is not an age public key (age1...).")
+                        % {"number": number, "value": recipient[:16]}
+                    )
+            if len(set(self.recipients)) != len(self.recipients):
+                errors.setdefault("recipients", []).append(_("A recipient is listed twice."))
+        if self.object_lock != self.ObjectLock.OFF and not self.backend.endswith("S3Storage"):
+            errors.setdefault("object_lock", []).append(
+                _("Object Lock needs an S3-compatible location (storages.backends.s3.S3Storage).")
+            )
+        if errors:
+            raise ValidationError(errors)
+
+
+def storage_locations_problem(names: Any, roles: dict[str, str]) -> str:
+    """What is wrong with a datastore's `storage_locations` given the known locations' roles ("" when nothing)."""
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return str(_('A list of storage location names, e.g. ["local", "offsite"].'))
+    if len(set(names)) != len(names):
+        return str(_("A location is listed twice."))
+    roles = {DEFAULT_STORAGE_LOCATION: StorageLocation.Role.PRIMARY, **roles}  # the built-in one, unless configured
+    if unknown := [name for name in names if name not in roles]:
+        return str(_("No storage location is named %(names)s.") % {"names": ", ".join(unknown)})
+    primaries = [name for name in names if roles[name] == StorageLocation.Role.PRIMARY]
+    if names and len(primaries) != 1:
+        return str(
+            _("Name exactly one primary location (where the backup is written); %(found)s found: %(names)s.")
+            % {"found": len(primaries), "names": ", ".join(primaries) or "-"}
+        )
+    return ""
+
+
 class Datastore(models.Model):
     """A PostgreSQL database or a Redis that the console backs up. Its URL lives in an environment variable."""
 
@@ -297,6 +520,15 @@ class Datastore(models.Model):
         validators=[MaxValueValidator(1000)],
         help_text=_("The newest backup of each of the last N months that have one."),
     )
+    storage_locations = models.JSONField(
+        _("storage locations"),
+        default=list,
+        blank=True,
+        help_text=_(
+            'Where its backups go, by location name: one primary and any copies, e.g. ["local", "offsite"]. Empty: '
+            'the built-in "default" location.'
+        ),
+    )
     description = models.TextField(_("description"), blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
@@ -349,6 +581,7 @@ class Datastore(models.Model):
                 raise ValidationError({"drill_schedule": str(exc)}) from None
         else:
             self.drill_schedule = ""
+        self._clean_storage_locations()
         several = Note("query_several_statements").text()
         if problems := [
             _("probe %(number)s: %(problem)s") % {"number": number, "problem": several}
@@ -356,6 +589,33 @@ class Datastore(models.Model):
             if sql_statement_count(probe) > 1
         ]:
             raise ValidationError({"drill_probes": problems})
+
+    def _clean_storage_locations(self) -> None:
+        names = self.storage_locations
+        roles = {}
+        if isinstance(names, list):
+            roles = dict(
+                StorageLocation.objects.filter(name__in=[n for n in names if isinstance(n, str)]).values_list(
+                    "name", "role"
+                )
+            )
+        if problem := storage_locations_problem(names, roles):
+            raise ValidationError({"storage_locations": problem})
+
+    @property
+    def primary_location_name(self) -> str:
+        """The location its backups are written to (copies go to the others of `storage_locations`)."""
+        names = self.storage_locations or [DEFAULT_STORAGE_LOCATION]
+        roles = dict(StorageLocation.objects.filter(name__in=names).values_list("name", "role"))
+        for name in names:
+            if roles.get(name, StorageLocation.Role.PRIMARY) == StorageLocation.Role.PRIMARY:
+                return name
+        return DEFAULT_STORAGE_LOCATION
+
+    @property
+    def copy_location_names(self) -> list[str]:
+        primary = self.primary_location_name
+        return [name for name in self.storage_locations if name != primary]
 
     @property
     def backup_cron(self) -> CronSchedule | None:
@@ -458,4 +718,8 @@ def configured_variable_names() -> set[str]:
     ):
         for row in model.objects.values_list(*field_names):
             names.update(name for name in row if name)
+    for identity_env, secret_options in StorageLocation.objects.values_list("identity_env", "secret_options"):
+        names.update(
+            name for name in [identity_env, *(secret_options or {}).values()] if name and isinstance(name, str)
+        )
     return names

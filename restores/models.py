@@ -81,6 +81,9 @@ class RestoreRun(JobModel):
         ),
     )
     options = models.JSONField(_("options"), default=dict, blank=True)
+    source_note = models.TextField(
+        _("read from"), blank=True, help_text=_("Which file of the backup was read, and why others were not.")
+    )
     reason = models.TextField(
         _("reason"), help_text=_("Why this restore is needed; shown to approvers and kept in the audit log.")
     )

@@ -18,7 +18,6 @@ from django.db import models
 from django.template.defaultfilters import filesizeformat
 from psycopg import sql
 
-from backups import artifacts
 from backups.postgres import (
     PgConnection,
     PostgresError,
@@ -35,6 +34,7 @@ from backups.postgres import (
     tool_version,
 )
 from backups.readonly import ConfiguredQueryError, QueryAudit, read_only_query, read_only_session
+from backups.sources import artifact_reads_in_place
 from dr_console.jobs import JobContext, JobFailed, describe_exit, job_session_name
 from dr_console.notes import Note, check_item
 from dr_console.text import untrusted_text
@@ -82,7 +82,7 @@ def restore_preflight(artifact: BackupArtifact, target: PgConnection) -> tuple[s
 
 def check_room_for_copy(artifact: BackupArtifact) -> None:
     """A remote artifact is copied to the scratch folder first: make sure it fits, before touching anything."""
-    if artifacts.local_path(artifact.storage_key) is not None:
+    if artifact_reads_in_place(artifact):
         return
     needed = int((artifact.size_bytes or 0) * 1.05) + 64 * 1024 * 1024
     free = shutil.disk_usage(scratch_dir()).free
@@ -249,9 +249,8 @@ def pg_restore_execute(run: RestoreRun, ctx: JobContext) -> None:
     database = target
     created = False
     try:
-        with artifacts.local_copy(artifact.storage_key) as (path, digest):
-            if digest != run.artifact_sha256:
-                raise steps.checksum_mismatch(digest, run)
+        with steps.read_backup(run, ctx) as read:
+            path = read.path
             ctx.check()
             if run.target_kind == RestoreRun.TargetKind.NEW_DATABASE:
                 database = target.with_dbname(run.new_database_name)

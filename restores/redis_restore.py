@@ -24,7 +24,6 @@ import redis
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 
-from backups import artifacts
 from backups.models import BackupArtifact
 from backups.redis_snapshot import (
     NO_EXPIRY,
@@ -37,6 +36,14 @@ from backups.redis_snapshot import (
     redis_target_from_env,
     server_time_ms,
     version_tuple,
+)
+from backups.sources import (
+    ArtifactSource,
+    NoUsableSource,
+    ReadFile,
+    SourceUnusable,
+    artifact_source_choose,
+    source_chunks,
 )
 from dr_console.jobs import JobContext, JobFailed
 from dr_console.notes import Note, check_item
@@ -408,6 +415,11 @@ def redis_restore_execute(run: RestoreRun, ctx: JobContext) -> None:
     target = redis_target_from_env(datastore.url_env)
     replace = bool(run.options.get("replace"))
     match = key_matcher(str(run.options.get("key_pattern") or ""))
+    try:
+        source, fallbacks = artifact_source_choose(artifact, prefer=str(run.options.get("location") or "") or None)
+    except NoUsableSource as exc:
+        raise JobFailed(f"{exc}; nothing was restored") from None
+    ctx.update(source_note=ReadFile(path="", source=source, fallbacks=fallbacks).note())
     client = target.client()
     writing = False
     try:
@@ -415,12 +427,12 @@ def redis_restore_execute(run: RestoreRun, ctx: JobContext) -> None:
             empty = _check_redis_can_take(client, target, artifact)
             preflight = redis_preflight(
                 client,
-                artifacts.iter_chunks(artifact.storage_key),
+                source_chunks(artifact, source),
                 match=match,
                 check_conflicts=not replace and not empty,
                 checkpoint=ctx.check,
             )
-            if preflight.sha256 != run.artifact_sha256:
+            if preflight.sha256 != artifact.content_sha256:
                 raise steps.checksum_mismatch(preflight.sha256, run)
             if preflight.conflicts.count:
                 raise JobFailed(
@@ -432,22 +444,29 @@ def redis_restore_execute(run: RestoreRun, ctx: JobContext) -> None:
                 steps.take_safety_backup(run)
                 ctx.check()
             writing = True
-            result = redis_restore(client, _records(artifact), match=match, replace=replace, checkpoint=ctx.check)
+            result = redis_restore(
+                client, _records(artifact, source), match=match, replace=replace, checkpoint=ctx.check
+            )
             ctx.check()
             ctx.update(stderr_tail=result.summary())
             ctx.advance(RestoreRun.Status.VERIFYING)
-            checks = redis_checks(client, _records(artifact), match=match, result=result, target_label=datastore.name)
+            checks = redis_checks(
+                client, _records(artifact, source), match=match, result=result, target_label=datastore.name
+            )
             steps.record_checks(run, checks)
     except SnapshotCorrupt as exc:
         partly = "; the target may be partly restored" if writing else "; nothing was restored"
         raise JobFailed(f"the backup file is corrupt: {exc}{partly}") from None
+    except SourceUnusable as exc:
+        partly = "; the target may be partly restored" if writing else "; nothing was restored"
+        raise JobFailed(f"{exc}{partly}") from None
     except redis.RedisError as exc:
         partly = "; the target may be partly restored" if writing else "; nothing was restored"
         raise RedisDatastoreError(f"{target.error('the restore failed', exc)}{partly}") from None
 
 
-def _records(artifact: BackupArtifact) -> Iterator[SnapshotRecord]:
-    return SnapshotReader(artifacts.iter_chunks(artifact.storage_key)).records()
+def _records(artifact: BackupArtifact, source: ArtifactSource) -> Iterator[SnapshotRecord]:
+    return SnapshotReader(source_chunks(artifact, source)).records()
 
 
 def _check_redis_can_take(client: redis.Redis, target: RedisTarget, artifact: BackupArtifact) -> bool:

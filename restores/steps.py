@@ -3,11 +3,14 @@ backup of the target, and the checks that decide whether it succeeded."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from backups.models import BackupArtifact
 from backups.services import BackupRefused, backup_artifact_execute, backup_artifact_request
-from dr_console.jobs import JobFailed
+from backups.sources import NoUsableSource, ReadFile, artifact_read_file
+from dr_console.jobs import JobContext, JobFailed
 from restores.health import application_checks
 from restores.models import RestoreRun
 
@@ -18,6 +21,19 @@ def check_artifact_unchanged(run: RestoreRun) -> None:
     artifact = run.artifact
     if artifact.status != BackupArtifact.Status.SUCCEEDED or artifact.sha256 != run.artifact_sha256:
         raise JobFailed(f"backup #{artifact.pk} is no longer the succeeded backup this run was requested for")
+
+
+@contextlib.contextmanager
+def read_backup(run: RestoreRun, ctx: JobContext) -> Iterator[ReadFile]:
+    """The run's backup as a checked local file, from the location the run asked for (or the primary), falling
+    back to another copy when one cannot be used; the run's log says which was read and why the others were not."""
+    prefer = str(run.options.get("location") or "") or None
+    try:
+        with artifact_read_file(run.artifact, prefer=prefer, checkpoint=ctx.check) as read:
+            ctx.update(source_note=read.note())
+            yield read
+    except NoUsableSource as exc:
+        raise JobFailed(f"{exc}; nothing was restored") from None
 
 
 def checksum_mismatch(digest: str, run: RestoreRun) -> JobFailed:

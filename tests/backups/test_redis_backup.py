@@ -43,7 +43,10 @@ def stored_records(artifact_dir: Path, artifact: BackupArtifact) -> list[redis_s
 def rewrite_stored(artifact_dir: Path, artifact: BackupArtifact, data: bytes) -> None:
     """Replace the stored file and record its new checksum, so only the file's own structure can tell."""
     (artifact_dir / artifact.storage_key).write_bytes(data)
-    BackupArtifact.objects.filter(pk=artifact.pk).update(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+    digest = hashlib.sha256(data).hexdigest()
+    BackupArtifact.objects.filter(pk=artifact.pk).update(
+        sha256=digest, size_bytes=len(data), plaintext_sha256=digest, plaintext_size=len(data)
+    )
 
 
 def test_a_redis_backup_records_keys_per_type_checksum_and_versions(app_redis: AppRedis, artifact_dir: Path) -> None:

@@ -107,7 +107,7 @@ def test_tampered_artifact_restores_nothing(backup: BackupArtifact, artifact_dir
     run = restore(backup, target_kind=Kind.NEW_DATABASE, new_database_name=new_database_name)
 
     assert run.status == Status.FAILED
-    assert "checksum mismatch" in run.error and "nothing was restored" in run.error
+    assert "sha256 mismatch" in run.error and "nothing was restored" in run.error
     assert not database_exists(new_database_name)  # the database it created for the run is gone again
 
 

@@ -24,11 +24,16 @@ def artifact_dir(settings: Any, tmp_path: Path) -> Path:
     return location
 
 
-def stored_files(location: Path) -> list[str]:
-    """Every file under the artifact storage, temporary ones included."""
+def stored_files(location: Path, *, manifests: bool = False) -> list[str]:
+    """Every file under the artifact storage, temporary ones included; the manifests next to backups only when
+    asked (backups.manifests: a backup's file is published with one)."""
     if not location.exists():
         return []
-    return sorted(str(p.relative_to(location)) for p in location.rglob("*") if p.is_file())
+    return sorted(
+        str(p.relative_to(location))
+        for p in location.rglob("*")
+        if p.is_file() and (manifests or not p.name.endswith(".manifest.json"))
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.template.defaultfilters import filesizeformat
 
 from accounts.cli import cli_user
+from backups.copies import artifact_copies_run_inline
 from backups.models import BackupArtifact
 from backups.selectors import backup_artifact_summary
 from backups.services import BackupRefused, backup_artifact_execute, backup_artifact_request
@@ -89,9 +90,10 @@ class Command(JobCommand):
 
 
 def _back_up_and_verify_here(artifact_id: int) -> None:
-    """--inline: the backup, then its verification, in this process."""
+    """--inline: the backup, its copies and its verification, in this process."""
     backup_artifact_execute(artifact_id=artifact_id, verify_after=False)
     artifact = BackupArtifact.objects.get(pk=artifact_id)
     if artifact.status == BackupArtifact.Status.SUCCEEDED:
+        artifact_copies_run_inline(artifact_id=artifact_id, trigger=artifact.trigger)
         verification = backup_verification_request(artifact=artifact, trigger=artifact.trigger, enqueue=False)
         backup_verification_execute(verification_id=verification.pk)
