@@ -6,8 +6,10 @@ Nth UploadPart, closes the connection in the middle of a part's body, or stops l
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
 import http.client
+import signal
 import socket
 import subprocess
 import sys
@@ -43,10 +45,21 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeou
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"moto server exited with {proc.returncode}: {proc.stderr.read().decode()[-500:]}")
+            raise RuntimeError(f"moto server exited with {proc.returncode} (run `python -m moto.server` to see why)")
         if time.monotonic() > deadline:
             raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
         time.sleep(0.05)
+
+
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child between fork and exec only calls it
+
+
+def _die_with_parent() -> None:
+    """In the child between fork and exec: SIGKILL when the thread that started it dies (Linux), so a pytest or a
+    bench killed in the middle leaves no server behind."""
+    with contextlib.suppress(AttributeError):
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 @dataclass
@@ -61,10 +74,13 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> MotoServer:
+        # Its output goes to nothing: werkzeug logs every request on stderr, and a pipe nobody reads fills up
+        # (64 KiB) and then blocks the server in the middle of a request.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         wait_for_port(self.port, self.proc)
         return self
@@ -73,8 +89,6 @@ class MotoServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
-        if self.proc is not None and self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 def s3_client(endpoint_url: str) -> Any:
