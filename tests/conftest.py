@@ -26,6 +26,7 @@ pytest_plugins = [
     "tests.support.http",  # http_stub
     "tests.support.sampleapp",  # sampleapp, sampleapp_factory
     "tests.support.storage",  # artifact_dir (autouse)
+    "tests.support.s3",  # moto_server (session), s3_bucket, s3_locked_bucket, s3_bucket_factory, s3_proxy
 ]
 
 
