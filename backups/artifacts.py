@@ -338,10 +338,22 @@ class StagedWrite:
         delete_quietly(self._written or self._tmp_key, self.storage)
 
 
+def delete_file(key: str, storage: Storage | None = None) -> None:
+    """Delete a stored file for good: in an object store every version of it (a plain delete on a versioned bucket
+    only hides the data behind a delete marker). Raises object_store.ObjectLocked, deleting nothing, when the file
+    is under Object Lock."""
+    storage = storage or artifact_storage()
+    if object_store.is_object_store(storage):
+        object_store.object_delete(storage, key)  # type: ignore[arg-type]
+    else:
+        storage.delete(key)
+
+
 def delete_quietly(key: str, storage: Storage | None = None) -> None:
+    """Delete a file the job is abandoning, if it can (a locked one stays until its date; retention sees to it)."""
     with contextlib.suppress(Exception):
         if key:
-            (storage or artifact_storage()).delete(key)
+            delete_file(key, storage)
 
 
 def iter_chunks(key: str, storage: Storage | None = None) -> Iterator[bytes]:
