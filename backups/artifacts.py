@@ -344,7 +344,7 @@ def delete_file(key: str, storage: Storage | None = None) -> None:
     is under Object Lock."""
     storage = storage or artifact_storage()
     if object_store.is_object_store(storage):
-        object_store.object_delete(storage, key)  # type: ignore[arg-type]
+        object_store.object_delete(storage, key)
     else:
         storage.delete(key)
 

@@ -284,7 +284,7 @@ def backup_artifacts_delete_orphans() -> None:
             continue
         if is_object_store(storage):
             with contextlib.suppress(ObjectStoreError):
-                abort_uploads(storage, lambda key: artifacts.backup_id_of_key(key) not in active)
+                abort_uploads(storage, lambda upload: artifacts.backup_id_of_key(upload.key) not in active)
             continue
         try:
             _dirs, names = storage.listdir(artifacts.TMP_PREFIX.rstrip("/"))

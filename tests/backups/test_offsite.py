@@ -107,3 +107,23 @@ def test_back_up_copy_off_site_lose_the_local_file_and_restore_from_the_locked_e
     assert table_fingerprints(database_url(new_database_name)) == table_fingerprints(source_db.url)
     assert all(check["ok"] for check in run.checks), run.checks
     assert list(Path(settings.DR_SCRATCH_DIR).iterdir()) == []
+
+
+def test_the_reaper_aborts_the_upload_a_dead_job_left_and_keeps_a_running_one(
+    source_db: SourceDb, offsite: tuple[S3Bucket, Path]
+) -> None:
+    """A worker killed mid-upload leaves an unfinished multipart upload (parts the bucket keeps and bills): the
+    reaper's sweep aborts it once its job has ended, and never one whose job still runs."""
+    from backups.services import backup_artifacts_delete_orphans
+
+    bucket, _key_file = offsite
+    datastore = DatastoreFactory(url_env=source_db.url_env, storage_locations=["local", "offsite"])
+    ended = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
+    BackupArtifact.objects.filter(pk=ended.pk).update(status=BackupArtifact.Status.FAILED)
+    running = backup_artifact_request(datastore=datastore, trigger="test", enqueue=False)
+    for artifact in (ended, running):
+        bucket.client.create_multipart_upload(Bucket=bucket.name, Key=f"env/db/2026/12/db-x-{artifact.pk}.dump.age")
+
+    backup_artifacts_delete_orphans()
+
+    assert [upload["Key"] for upload in bucket.uploads()] == [f"env/db/2026/12/db-x-{running.pk}.dump.age"]
