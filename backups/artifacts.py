@@ -338,6 +338,53 @@ class StagedWrite:
         delete_quietly(self._written or self._tmp_key, self.storage)
 
 
+class FileLocked(Exception):
+    """The storage refused to delete a file still under Object Lock: it can go on `until`, not before."""
+
+    def __init__(self, until: datetime, mode: str) -> None:
+        super().__init__(f"locked until {until:%Y-%m-%d %H:%M} UTC ({mode})")
+        self.until = until
+        self.mode = mode
+
+
+# What an S3-compatible store answers a delete of an object under Object Lock.
+LOCKED_ERROR_CODES = frozenset({"AccessDenied", "InvalidRequest", "ObjectLocked"})
+
+
+def delete_file(location: Location, key: str) -> None:
+    """Delete one file at `location` (a missing file is no error). FileLocked when the storage refuses because the
+    object is under Object Lock: a refusal that carries its date (object_store's ObjectLocked(key, until, mode)),
+    or an object store's access denial on an object whose retention the store reports as still running. Any other
+    failure propagates as the storage raised it."""
+    storage = location.storage()
+    try:
+        storage.delete(key)
+    except Exception as exc:
+        until = getattr(exc, "until", None)
+        if isinstance(until, datetime):
+            raise FileLocked(until, str(getattr(exc, "mode", "") or location.object_lock).lower()) from exc
+        if object_store.is_object_store(storage) and (lock := _object_lock_of(storage, key, exc)) is not None:
+            raise FileLocked(*lock) from exc
+        raise
+
+
+def _object_lock_of(storage: Storage, key: str, refusal: Exception) -> tuple[datetime, str] | None:
+    """The retain-until date and mode of an object whose delete was refused, when the refusal is the lock's."""
+    response = getattr(refusal, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    if code not in LOCKED_ERROR_CODES:
+        return None
+    try:
+        client = storage.connection.meta.client  # type: ignore[attr-defined]
+        head = client.head_object(Bucket=storage.bucket_name, Key=key)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - the refusal itself is what the caller reports
+        return None
+    until = head.get("ObjectLockRetainUntilDate")
+    if not isinstance(until, datetime) or until <= datetime.now(until.tzinfo):
+        return None
+    return until, str(head.get("ObjectLockMode") or "").lower()
+
+
 def delete_quietly(key: str, storage: Storage | None = None) -> None:
     with contextlib.suppress(Exception):
         if key:
