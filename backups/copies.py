@@ -11,6 +11,7 @@ there match what was written is VERIFIED. Restores fall back to verified copies 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Iterator
@@ -87,7 +88,7 @@ def artifact_copies_request(
                     client_ip=client_ip,
                 )
                 if enqueue:
-                    transaction.on_commit(lambda pk=copy.pk: _enqueue(pk))
+                    transaction.on_commit(functools.partial(_enqueue, copy.pk))
         except IntegrityError:  # another request queued it meanwhile
             continue
         created.append(copy)

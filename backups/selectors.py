@@ -103,9 +103,9 @@ def artifact_copy_rows(artifact: BackupArtifact) -> list[CopyRow]:
     stored = artifact.status == BackupArtifact.Status.SUCCEEDED
     rows = []
     for name in [*wanted, *(n for n in sorted(newest) if n not in wanted)]:
-        copy = newest.get(name)
-        busy = copy is not None and (copy.status == ArtifactCopy.Status.VERIFIED or copy.is_active)
-        rows.append(CopyRow(name, regions.get(name, ""), copy, stored and not busy and name in wanted, name in wanted))
+        there = newest.get(name)
+        busy = there is not None and (there.status == ArtifactCopy.Status.VERIFIED or there.is_active)
+        rows.append(CopyRow(name, regions.get(name, ""), there, stored and not busy and name in wanted, name in wanted))
     return rows
 
 

@@ -338,7 +338,7 @@ class StorageLocation(models.Model):
         return self.retention_keep_daily or 30
 
     def clean(self) -> None:
-        errors: dict[str, list[str]] = {}
+        errors: dict[str, list[Any]] = {}  # messages, lazily translated
         if not isinstance(self.options, dict):
             errors.setdefault("options", []).append(_("Options are a table of keys and values."))
         else:

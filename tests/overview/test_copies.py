@@ -94,9 +94,7 @@ def test_an_off_site_copy_older_than_the_rpo_is_a_problem(datastore: Datastore, 
     assert problems_at(datastore, NOW + timedelta(hours=1)) == [Problem.COPY_MISSING, Problem.COPY_RPO_MISSED]
 
 
-def test_a_datastore_without_copy_locations_has_no_copy_problem(
-    datastore: Datastore
-) -> None:
+def test_a_datastore_without_copy_locations_has_no_copy_problem(datastore: Datastore) -> None:
     plain = DatastoreFactory(name="plain-db", created_at=NOW)
     backup(plain, NOW - timedelta(hours=1))
     backup(datastore, NOW - timedelta(hours=2), copy=ArtifactCopy.Status.VERIFIED)
