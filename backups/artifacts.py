@@ -338,22 +338,40 @@ class StagedWrite:
         delete_quietly(self._written or self._tmp_key, self.storage)
 
 
-def delete_file(key: str, storage: Storage | None = None) -> None:
+class FileLocked(Exception):
+    """The storage refused to delete a file still under Object Lock: it can go on `until`, not before (None: a
+    legal hold, until someone lifts it)."""
+
+    def __init__(self, until: datetime | None, mode: str) -> None:
+        when = f"until {until:%Y-%m-%d %H:%M} UTC" if until else "by a legal hold"
+        super().__init__(f"locked {when} ({mode})")
+        self.until = until
+        self.mode = mode
+
+
+def _delete(storage: Storage, key: str) -> None:
     """Delete a stored file for good: in an object store every version of it (a plain delete on a versioned bucket
-    only hides the data behind a delete marker). Raises object_store.ObjectLocked, deleting nothing, when the file
-    is under Object Lock."""
-    storage = storage or artifact_storage()
+    only hides the data behind a delete marker). object_store.ObjectLocked, deleting nothing, when it is locked."""
     if object_store.is_object_store(storage):
-        object_store.object_delete(storage, key)
+        object_store.object_delete(storage, key)  # type: ignore[arg-type]
     else:
         storage.delete(key)
+
+
+def delete_file(location: Location, key: str) -> None:
+    """Delete one file at `location` (a missing file is no error). FileLocked when the object is under Object Lock;
+    any other failure propagates as the storage raised it."""
+    try:
+        _delete(location.storage(), key)
+    except object_store.ObjectLocked as exc:
+        raise FileLocked(exc.until, str(exc.mode or location.object_lock).lower()) from exc
 
 
 def delete_quietly(key: str, storage: Storage | None = None) -> None:
     """Delete a file the job is abandoning, if it can (a locked one stays until its date; retention sees to it)."""
     with contextlib.suppress(Exception):
         if key:
-            delete_file(key, storage)
+            _delete(storage or artifact_storage(), key)
 
 
 def iter_chunks(key: str, storage: Storage | None = None) -> Iterator[bytes]:

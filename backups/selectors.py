@@ -13,7 +13,7 @@ from backups.models import ArtifactCopy, BackupArtifact, BackupArtifactEvent, Ba
 from dr_console.formatting import iso
 from dr_console.history import PER_PAGE, Page, created_within_days, keyset_page
 from dr_console.jobs import active_job_labels
-from inventory.models import Datastore, Environment
+from inventory.models import Datastore, Environment, StorageLocation
 
 
 def backup_artifact_summary(artifact: BackupArtifact) -> dict[str, Any]:
@@ -66,11 +66,47 @@ def artifact_copy_summary(copy: ArtifactCopy) -> dict[str, Any]:
     }
 
 
-def artifact_copies_state(artifact: BackupArtifact) -> tuple[int, int]:
-    """(verified copies, copy locations the datastore names): "2 of 2 copies verified"."""
-    wanted = artifact.datastore.copy_location_names
+def artifact_copies_state(artifact: BackupArtifact, roles: dict[str, str] | None = None) -> tuple[int, int]:
+    """(verified copies, copy locations the datastore names): "2 of 2 copies verified". `roles`: the locations'
+    roles by name, when a page read them once for all its rows (and prefetched the copies)."""
+    datastore = artifact.datastore
+    wanted = datastore.copy_location_names if roles is None else datastore.copy_locations_given(roles)
     verified = {c.location for c in artifact.copies.all() if c.status == ArtifactCopy.Status.VERIFIED}
     return len(verified & set(wanted)), len(wanted)
+
+
+def location_roles() -> dict[str, str]:
+    return dict(StorageLocation.objects.values_list("name", "role"))
+
+
+@dataclass(frozen=True)
+class CopyRow:
+    """One copy location of a backup on its page: the newest copy there (None: never asked for), and whether an
+    operator may ask for one now (none verified or in progress there)."""
+
+    location: str
+    region: str
+    copy: ArtifactCopy | None
+    can_request: bool
+    configured: bool = True  # False: the location was removed from the datastore's list since
+
+
+def artifact_copy_rows(artifact: BackupArtifact) -> list[CopyRow]:
+    """The backup's copies by location: each of its datastore's copy locations, then any other location that
+    holds a copy of it."""
+    newest: dict[str, ArtifactCopy] = {}  # per location: its verified copy, else its newest attempt
+    for copy in artifact.copies.order_by("-created_at", "-pk"):
+        if copy.location not in newest or copy.status == ArtifactCopy.Status.VERIFIED:
+            newest[copy.location] = copy
+    wanted = artifact.datastore.copy_location_names
+    regions = dict(StorageLocation.objects.filter(name__in=[*wanted, *newest]).values_list("name", "region"))
+    stored = artifact.status == BackupArtifact.Status.SUCCEEDED
+    rows = []
+    for name in [*wanted, *(n for n in sorted(newest) if n not in wanted)]:
+        there = newest.get(name)
+        busy = there is not None and (there.status == ArtifactCopy.Status.VERIFIED or there.is_active)
+        rows.append(CopyRow(name, regions.get(name, ""), there, stored and not busy and name in wanted, name in wanted))
+    return rows
 
 
 # --- pages ------------------------------------------------------------------------------------------------------
@@ -158,9 +194,15 @@ def backup_artifact_page(
     artifacts = (
         backup_artifact_filter(filters)
         .select_related("datastore__environment", "triggered_by")
+        .prefetch_related(Prefetch("copies", queryset=ArtifactCopy.objects.only("artifact", "location", "status")))
         .defer(*LIST_DEFERRED_FIELDS)
     )
-    return keyset_page(artifacts, before=before, after=after, per_page=per_page)
+    page = keyset_page(artifacts, before=before, after=after, per_page=per_page)
+    if any(artifact.datastore.storage_locations for artifact in page.items):
+        roles = location_roles()  # one query for the page, not two per row
+        for artifact in page.items:
+            artifact.copies_state = artifact_copies_state(artifact, roles)  # type: ignore[attr-defined]
+    return page
 
 
 def backup_artifact_detail_queryset() -> QuerySet[BackupArtifact]:

@@ -13,6 +13,7 @@ urlpatterns = [
     path("backups/<int:pk>/status/", views.artifact_status, name="artifact_status"),
     path("backups/<int:pk>/verify/", views.artifact_verify, name="artifact_verify"),
     path("backups/<int:pk>/cancel/", views.artifact_cancel, name="artifact_cancel"),
+    path("backups/<int:pk>/copy/", views.artifact_copy, name="artifact_copy"),
     path("backups/<int:pk>/pin/", views.artifact_pin, name="artifact_pin"),
     path("backups/<int:pk>/unpin/", views.artifact_unpin, name="artifact_unpin"),
 ]

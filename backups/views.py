@@ -23,6 +23,7 @@ from django_htmx.http import HTMX_STOP_POLLING, push_url, trigger_client_event
 
 from accounts.reauth import reauth_required
 from backups import selectors
+from backups.copies import CopyRefused, artifact_copies_request
 from backups.forms import BackupArtifactFilterForm
 from backups.models import BackupArtifact, BackupVerification
 from backups.retention import (
@@ -106,8 +107,37 @@ def artifact_detail(request: HtmxRequest, pk: int) -> HttpResponse:
         "restores": artifact.restore_runs.select_related("target_datastore", "triggered_by"),
         "drills": artifact.drill_runs.select_related("datastore"),
         "in_progress": selectors.backup_artifact_in_progress(artifact),
+        "copy_rows": selectors.artifact_copy_rows(artifact),
     }
     return render(request, "backups/artifact_detail.html", context)
+
+
+@require_POST
+@permission_required(START_PERM, raise_exception=True)
+def artifact_copy(request: HtmxRequest, pk: int) -> HttpResponse:
+    """Copy now (or retry a failed copy) to one copy location, or to each that lacks a verified copy."""
+    artifact = get_object_or_404(BackupArtifact.objects.select_related("datastore"), pk=pk)
+    location = request.POST.get("location", "").strip()
+    if location and location not in artifact.datastore.copy_location_names:
+        messages.error(request, _("%(location)s is not a copy location of this datastore.") % {"location": location})
+        return redirect("backups:artifact_detail", pk=pk)
+    try:
+        created = artifact_copies_request(
+            artifact_id=pk,
+            trigger="",
+            requested_by=request.user,
+            locations=[location] if location else None,
+            client_ip=client_ip(request),
+        )
+    except CopyRefused as exc:
+        messages.error(request, _("Backup #%(id)s cannot be copied now: %(reason)s") % {"id": pk, "reason": exc})
+    else:
+        if created:
+            names = ", ".join(copy.location for copy in created)
+            messages.success(request, _("Copy of backup #%(id)s to %(names)s queued.") % {"id": pk, "names": names})
+        else:
+            messages.info(request, _("Backup #%(id)s already has its copies (or they are under way).") % {"id": pk})
+    return redirect("backups:artifact_detail", pk=pk)
 
 
 @require_GET

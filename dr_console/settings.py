@@ -194,6 +194,8 @@ DR_SCRATCH_DIR = env.str("DR_SCRATCH_DIR", default=str(VAR_DIR / "scratch"))
 BACKUP_DEFAULT_COMPRESSION = env_int("BACKUP_DEFAULT_COMPRESSION", default=1)  # chosen by bench/backup_overhead.py
 BACKUP_VERIFY_AFTER_DUMP = env_flag("BACKUP_VERIFY_AFTER_DUMP", default=True)
 BACKUP_TIME_LIMIT = env_int("BACKUP_TIME_LIMIT", default=6 * 3600)  # seconds
+# How long after a backup succeeded its copy locations may lack a verified copy of it before the dashboard says so.
+COPY_GRACE_SECONDS = env_int("COPY_GRACE_SECONDS", default=3600)
 # How long a backup waits for a table another session holds locked (pg_dump --lock-wait-timeout) before it fails,
 # naming the table, instead of hanging until BACKUP_TIME_LIMIT.
 BACKUP_LOCK_WAIT_TIMEOUT = env_int("BACKUP_LOCK_WAIT_TIMEOUT", default=300)

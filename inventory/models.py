@@ -338,7 +338,7 @@ class StorageLocation(models.Model):
         return self.retention_keep_daily or 30
 
     def clean(self) -> None:
-        errors: dict[str, list[Any]] = {}
+        errors: dict[str, list[Any]] = {}  # messages, lazily translated
         if not isinstance(self.options, dict):
             errors.setdefault("options", []).append(_("Options are a table of keys and values."))
         else:
@@ -607,7 +607,11 @@ class Datastore(models.Model):
         """The location its backups are written to (copies go to the others of `storage_locations`)."""
         names = self.storage_locations or [DEFAULT_STORAGE_LOCATION]
         roles = dict(StorageLocation.objects.filter(name__in=names).values_list("name", "role"))
-        for name in names:
+        return self.primary_location_given(roles)
+
+    def primary_location_given(self, roles: dict[str, str]) -> str:
+        """The primary location, the locations' roles known (by name): for a page of many datastores, one query."""
+        for name in self.storage_locations or [DEFAULT_STORAGE_LOCATION]:
             if roles.get(name, StorageLocation.Role.PRIMARY) == StorageLocation.Role.PRIMARY:
                 return name
         return DEFAULT_STORAGE_LOCATION
@@ -615,6 +619,10 @@ class Datastore(models.Model):
     @property
     def copy_location_names(self) -> list[str]:
         primary = self.primary_location_name
+        return [name for name in self.storage_locations if name != primary]
+
+    def copy_locations_given(self, roles: dict[str, str]) -> list[str]:
+        primary = self.primary_location_given(roles)
         return [name for name in self.storage_locations if name != primary]
 
     @property

@@ -12,7 +12,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.conf import settings
+from django.db.models import Count, JSONField, OuterRef, Q, Subquery
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -27,7 +29,7 @@ from drills.selectors import (
     drill_standing_annotations,
     drill_standings,
 )
-from inventory.models import Datastore, DatastoreHealth, Environment
+from inventory.models import Datastore, DatastoreHealth, Environment, StorageLocation
 from overview.charts import ObjectiveChart, datastore_objective_charts
 from restores.models import RestoreRun
 
@@ -42,9 +44,29 @@ class Problem(StrEnum):
     VERIFICATION_FAILED = "verification_failed"  # its newest verification found the backup corrupt
     RTO_MISSED = "rto_missed"  # its newest drill failed or restored too slowly
     SCHEDULE_MISSED = "schedule_missed"  # scheduled backups did not fire (beat down)
+    COPY_MISSING = "copy_missing"  # a copy location has no verified copy of the newest backup, after the grace
+    COPY_RPO_MISSED = "copy_rpo_missed"  # a copy location's newest verified copy is older than the RPO target
 
 
 PROBLEM_ORDER = {problem: index for index, problem in enumerate(Problem)}
+
+
+@dataclass(frozen=True)
+class CopyStanding:
+    """One copy location of a datastore: its newest verified copy's backup (the location's recovery point), and
+    whether the datastore's newest succeeded backup, past the grace period, is still without a verified copy there."""
+
+    location: str
+    region: str
+    newest_id: int | None  # the newest backup with a verified copy there
+    age: timedelta | None  # of that backup's recovery point
+    missing: bool  # the newest succeeded backup (`of_backup`) has no verified copy there, after COPY_GRACE_SECONDS
+    late: bool  # older than the RPO target (or none, and the first was due)
+    of_backup: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.location} ({self.region})" if self.region else self.location
 
 
 @dataclass
@@ -68,7 +90,16 @@ class DatastoreStanding:
     drills: DrillStanding
     schedule: ScheduleState | None = None  # None: no backup schedule
     health: DatastoreHealth | None = None  # its newest health check; None: not checked yet
+    copies: list[CopyStanding] = field(default_factory=list)  # one per copy location
     problems: list[Problem] = field(default_factory=list)  # worst first; see datastore_problems
+
+    @property
+    def copies_missing(self) -> list[CopyStanding]:
+        return [copy for copy in self.copies if copy.missing]
+
+    @property
+    def copies_late(self) -> list[CopyStanding]:
+        return [copy for copy in self.copies if copy.late]
 
     @property
     def needs_attention(self) -> bool:
@@ -100,7 +131,64 @@ def datastore_problems(standing: DatastoreStanding) -> list[Problem]:
         found.append(Problem.RTO_MISSED)
     if standing.schedule is not None and standing.schedule.overdue:
         found.append(Problem.SCHEDULE_MISSED)
+    if standing.copies_missing:
+        found.append(Problem.COPY_MISSING)
+    if standing.copies_late:
+        found.append(Problem.COPY_RPO_MISSED)
     return found
+
+
+# Each copy location's newest verified copy of a stored backup, for every datastore in the query: per location
+# named in `storage_locations`, a walk down the datastore's succeeded backups (backupartifact_succeeded_idx), newest
+# first, probing each for a verified copy there (the artifactcopy_one_verified_per_location index) and stopping at
+# the first. {"offsite": [backup id, recovery point], ...}; a location without one is null. Raw SQL: the ORM cannot
+# walk a JSON list laterally.
+NEWEST_COPIES_SQL = """
+    SELECT jsonb_object_agg(loc.name, (
+        SELECT jsonb_build_array(a.id, COALESCE(a.started_at, a.created_at))
+        FROM backups_backupartifact a
+        WHERE a.datastore_id = backups_datastore.id AND a.status = 'succeeded'
+          AND EXISTS (
+            SELECT 1 FROM backups_artifactcopy c
+            WHERE c.artifact_id = a.id AND c.location = loc.name AND c.status = 'verified'
+          )
+        ORDER BY a.created_at DESC, a.id DESC
+        LIMIT 1
+    ))
+    FROM jsonb_array_elements_text(backups_datastore.storage_locations) AS loc(name)
+"""
+
+
+def _copy_standings(
+    ds: Any, roles: dict[str, str], regions: dict[str, str], last_success: _BackupFacts | None, now: datetime
+) -> list[CopyStanding]:
+    """Where each copy location of the datastore stands (`ds` carries the NEWEST_COPIES_SQL annotation)."""
+    newest: dict[str, Any] = ds.newest_copies or {}
+    grace = timedelta(seconds=settings.COPY_GRACE_SECONDS)
+    standings = []
+    for name in ds.copy_locations_given(roles):
+        found = newest.get(name)
+        newest_id = int(found[0]) if found else None
+        age = now - datetime.fromisoformat(found[1]) if found else None
+        missing = (
+            last_success is not None
+            and newest_id != last_success.id  # the walk meets succeeded backups only: none is newer than it
+            and now - (last_success.finished_at or last_success.taken_at) > grace
+        )
+        state = rpo_state(age=age, target=ds.rpo_target, known_for=now - ds.created_at)
+        late = state in (RpoState.LATE, RpoState.VERY_LATE, RpoState.NONE)
+        standings.append(
+            CopyStanding(
+                location=name,
+                region=regions.get(name, ""),
+                newest_id=newest_id,
+                age=age,
+                missing=missing,
+                late=late,
+                of_backup=last_success.id if last_success is not None else None,
+            )
+        )
+    return standings
 
 
 def _newest(condition: Q, value: Any = "pk") -> Subquery:
@@ -132,6 +220,7 @@ def datastore_standings(*, datastore_ids: Iterable[int] | None = None) -> list[D
         active_id=_newest(Q(status__in=BackupArtifact.ACTIVE)),
         verifying_id=_newest(Q(verification=Verification.VERIFYING)),
         awaiting_approval=Coalesce(Subquery(awaiting), 0),
+        newest_copies=RawSQL(NEWEST_COPIES_SQL, (), output_field=JSONField()),
         last_scheduled_id=Subquery(
             ScheduledBackup.objects.filter(datastore=OuterRef("pk")).order_by("-expected_at", "-pk").values("pk")[:1]
         ),
@@ -148,7 +237,16 @@ def datastore_standings(*, datastore_ids: Iterable[int] | None = None) -> list[D
         {ds.last_attempt_id for ds in datastore_list}
         | {ds.last_verified_id for ds in datastore_list}
         | {ds.last_check_id for ds in datastore_list}
+        | {ds.last_success_id for ds in datastore_list if ds.storage_locations}
     )
+    with_copies = any(ds.storage_locations for ds in datastore_list)  # no location configured: no query
+    locations = (
+        {name: (role, region) for name, role, region in StorageLocation.objects.values_list("name", "role", "region")}
+        if with_copies
+        else {}
+    )
+    roles = {name: role for name, (role, _region) in locations.items()}
+    regions = {name: region for name, (_role, region) in locations.items()}
     drills = drill_standings(datastore_list)
     scheduled_ids = {ds.last_scheduled_id for ds in datastore_list} - {None}
     scheduled = ScheduledBackup.objects.in_bulk(scheduled_ids) if scheduled_ids else {}
@@ -173,6 +271,9 @@ def datastore_standings(*, datastore_ids: Iterable[int] | None = None) -> list[D
             drills=drills[ds.pk],
             schedule=datastore_schedule_state(ds, scheduled.get(ds.last_scheduled_id), now),
             health=_health_of(ds),
+            copies=_copy_standings(ds, roles, regions, facts.get(ds.last_success_id), now)
+            if ds.storage_locations
+            else [],
         )
         standing.problems = datastore_problems(standing)
         standings.append(standing)
@@ -181,9 +282,11 @@ def datastore_standings(*, datastore_ids: Iterable[int] | None = None) -> list[D
 
 @dataclass(frozen=True)
 class _BackupFacts:
+    id: int
     status: str
     verification: str
     taken_at: datetime  # BackupArtifact.taken_at: the recovery point of a verified backup
+    finished_at: datetime | None
 
 
 def _backup_facts(ids: set[int | None]) -> dict[int, _BackupFacts]:
@@ -196,8 +299,9 @@ def _backup_facts(ids: set[int | None]) -> dict[int, _BackupFacts]:
         "status",
         "verification",
         Coalesce("started_at", "created_at"),  # BackupArtifact.taken_at, in SQL
+        "finished_at",
     )
-    return {pk: _BackupFacts(status, verification, taken_at) for pk, status, verification, taken_at in rows}
+    return {pk: _BackupFacts(pk, *fields) for pk, *fields in rows}
 
 
 @dataclass

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from backups.models import BackupArtifact
+from backups.sources import artifact_sources
 from inventory.models import Datastore
 from restores.models import RestoreRun
 from restores.redis_restore import KeyPatternError, key_matcher
@@ -114,9 +115,23 @@ class RestoreRequestForm(forms.Form):
         help_text=_("For a target that lacks the roles of the original database."),
     )
 
+    location = forms.ChoiceField(
+        required=False,
+        label=_("Read the backup from"),
+        help_text=_("If that file cannot be used, the restore falls back to the others and says so."),
+    )
+
     def __init__(self, *args: Any, artifact: BackupArtifact, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.artifact = artifact
+        sources = artifact_sources(artifact)
+        if len(sources) > 1:
+            location: Any = self.fields["location"]
+            location.choices = [("", _("Any: the primary first, then the copies"))] + [
+                (source.location_name, source.label) for source in sources
+            ]
+        else:
+            del self.fields["location"]
         self.is_redis = artifact.format == BackupArtifact.Format.REDIS_SNAPSHOT
         choices = restore_target_datastores(kind=artifact.datastore.kind)
         self.fields["target_datastore"].queryset = choices  # type: ignore[attr-defined]
@@ -204,6 +219,7 @@ class RestoreRequestForm(forms.Form):
             "target_datastore": datastore,
             "reason": data["reason"],
             "confirm": data.get("confirm", "").strip(),
+            "location": data.get("location") or "",
         }
         if self.is_redis:
             return common | {"replace": data["replace"], "key_pattern": data["key_pattern"]}

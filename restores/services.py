@@ -35,6 +35,7 @@ from audit.models import AuditEvent
 from audit.services import audit_job_finished, audit_record
 from backups.methods import FORMAT_BY_KIND
 from backups.models import BackupArtifact
+from backups.sources import artifact_location_names
 from dr_console.channel import channel_current
 from dr_console.jobs import (
     IllegalTransition,
@@ -139,12 +140,15 @@ def _restore_run_request(
     no_owner: bool = False,
     replace: bool = False,
     key_pattern: str = "",
+    location: str = "",
     trigger: str = "",
     client_ip: str | None = None,
     enqueue: bool = True,
 ) -> RestoreRun:
     """`confirm` is the typed confirmation: for a protected target it must equal the target datastore's name.
     `jobs` and `no_owner` are options of PostgreSQL restores, `replace` and `key_pattern` of Redis restores.
+    `location`: where to read the backup from first (its primary location or one holding a verified copy; empty:
+    the primary, then the copies); frozen in the options, so an approval covers it too.
     `enqueue=False` leaves a queued run for the caller to execute itself (`manage.py restore --inline`).
     """
     if not requested_by.is_active or not requested_by.has_perm("restores.add_restorerun"):
@@ -208,6 +212,14 @@ def _restore_run_request(
             }
         )
     options = method.options(jobs=jobs, no_owner=no_owner, replace=replace, key_pattern=key_pattern)
+    if location := location.strip():
+        if location not in artifact_location_names(artifact):
+            raise RestoreRefused(
+                _("backup #%(id)s has no readable file at %(location)s (its primary file, or a verified copy)")
+                % {"id": artifact.pk, "location": location},
+                field="location",
+            )
+        options["location"] = location
     identity = _target_identity(target_datastore, target_kind, new_database_name)  # None: not known from here
     environment = target_datastore.environment
     source_environment = artifact.datastore.environment

@@ -12,9 +12,10 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
+from backups.encryption import short_recipient
 from backups.models import BackupArtifact
 from backups.scheduling import ScheduleState
-from backups.selectors import backup_artifact_in_progress
+from backups.selectors import artifact_copies_state, backup_artifact_in_progress
 from dr_console.formatting import BADGE_CLASSES, badge, duration_short, exact_time, status_badge, timesince_exact
 
 register = template.Library()
@@ -52,6 +53,33 @@ def schedule_badge(state: ScheduleState | None, troubled: bool = False) -> SafeS
     return badge("ok", _("On schedule"))
 
 
+@register.filter
+def short_recipients(recipients: list[str]) -> str:
+    """age recipients, each shortened (age1abcd…wxyz): which keys open the file, without a line of 62 characters."""
+    return ", ".join(short_recipient(recipient) for recipient in recipients)
+
+
+@register.filter
+def copies_badge(artifact: BackupArtifact) -> SafeString:
+    """ "2 of 2 copies", or "1 of 2 copies verified" as a warning; nothing for a datastore without copy locations.
+    A page of rows sets `copies_state` on each (backups.selectors.backup_artifact_page); one row reads its own."""
+    state = getattr(artifact, "copies_state", None)
+    if state is None:
+        if not artifact.datastore.storage_locations:
+            return mark_safe("")
+        state = artifact_copies_state(artifact)
+    verified, wanted = state
+    if not wanted:
+        return mark_safe("")
+    if verified >= wanted:
+        text = ngettext("%(verified)d of %(wanted)d copy", "%(verified)d of %(wanted)d copies", wanted)
+        return format_html(" {}", badge("ok", text % {"verified": verified, "wanted": wanted}))
+    text = ngettext(
+        "%(verified)d of %(wanted)d copy verified", "%(verified)d of %(wanted)d copies verified", wanted
+    ) % {"verified": verified, "wanted": wanted}
+    return format_html(" {}", badge("warn", text, _("A copy location has no verified copy of this backup.")))
+
+
 @register.simple_tag
 def artifact_row(artifact: BackupArtifact) -> SafeString:
     """One row of the backups list, built here rather than in a template: a page has 50 of them, and the template
@@ -70,6 +98,8 @@ def artifact_row(artifact: BackupArtifact) -> SafeString:
         status += format_html(' <span class="muted">{}</span>', filesizeformat(artifact.bytes_done))
     if artifact.status == BackupArtifact.Status.FAILED and artifact.error:
         status += format_html('<div class="error">{}</div>', Truncator(artifact.error).chars(100))
+    if artifact.status == BackupArtifact.Status.SUCCEEDED:
+        status += copies_badge(artifact)
     verification = (
         status_badge(artifact, "verification")
         if artifact.status == BackupArtifact.Status.SUCCEEDED

@@ -20,7 +20,7 @@ from dr_console.formatting import badge, duration_short, timesince_exact
 from dr_console.links import object_url
 from inventory.models import Datastore
 from overview.charts import ObjectiveChart
-from overview.selectors import DatastoreDashboardRow, Problem
+from overview.selectors import CopyStanding, DatastoreDashboardRow, Problem
 
 register = template.Library()
 
@@ -117,7 +117,44 @@ def _problem_text(row: DatastoreDashboardRow, problem: Problem) -> SafeString:
             ),
             count=count,
         )
+    if problem == Problem.COPY_MISSING:
+        return format_html_join(
+            " ",
+            "{}",
+            (
+                (
+                    format_html(
+                        _("Off-site copy missing: {location} has no verified copy of backup {link}."),
+                        location=copy.label,
+                        link=_artifact_link(copy.of_backup),
+                    ),
+                )
+                for copy in row.standing.copies_missing
+                if copy.of_backup is not None
+            ),
+        )
+    if problem == Problem.COPY_RPO_MISSED:
+        return format_html_join(" ", "{}", ((_copy_late_text(copy, ds),) for copy in row.standing.copies_late))
     return format_html("{}", problem)
+
+
+def _copy_late_text(copy: CopyStanding, ds: Datastore) -> SafeString:
+    if copy.newest_id is None or copy.age is None:
+        return format_html(
+            _("Off-site copy older than the RPO at {location}: it holds no verified copy (RPO target {target})."),
+            location=copy.label,
+            target=duration_short(ds.rpo_target),
+        )
+    return format_html(
+        _(
+            "Off-site copy older than the RPO at {location}: its newest verified copy, of backup {link}, is {age} old "
+            "(RPO target {target})."
+        ),  # fmt: skip
+        location=copy.label,
+        link=_artifact_link(copy.newest_id),
+        age=duration_short(copy.age),
+        target=duration_short(ds.rpo_target),
+    )
 
 
 @register.filter

@@ -170,3 +170,16 @@ def test_verification_of_an_encrypted_primary_needs_its_key(
     assert backup_artifact_verify(artifact_id=artifact.pk) == "unverified"
     artifact.refresh_from_db()
     assert "OFFSITE_AGE_IDENTITY" in artifact.verification_error
+
+
+def test_a_restore_reads_the_location_the_operator_chose(
+    source_db: SourceDb, two_locations: tuple[Path, Path], operator: Any, new_database_name: str
+) -> None:
+    artifact = backed_up(source_db)
+
+    run = restored(artifact, operator, new_database_name, location="offsite")
+
+    assert run.status == RestoreRun.Status.SUCCEEDED, run.error
+    assert run.options["location"] == "offsite"
+    assert run.source_note == f"read from offsite (copy #{artifact.copies.get().pk})"
+    assert table_fingerprints(database_url(new_database_name)) == table_fingerprints(source_db.url)

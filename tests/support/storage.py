@@ -3,10 +3,15 @@ backend and scratch space (autouse), so a test sees exactly the files it made, t
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from backups.object_store import ObjectLocked
+from django.core.files.storage import FileSystemStorage
+from django.utils import timezone
 
 
 @pytest.fixture(autouse=True)
@@ -45,3 +50,20 @@ def mail_dir(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("EMAIL_FILE_PATH", str(path))
     monkeypatch.delenv("EMAIL_URL", raising=False)
     return path
+
+
+class RetainingStorage(FileSystemStorage):
+    """A local folder that keeps a bucket's Object Lock in compliance mode: every file in it is locked until
+    `retain_until` (ISO), and a delete before then is refused, as S3 refuses it. For a location whose lock the
+    console's rows do not know about (a bucket with a default retention)."""
+
+    def __init__(self, *, retain_until: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.retain_until = datetime.fromisoformat(retain_until)
+        self.refusals = 0
+
+    def delete(self, name: str) -> None:
+        if self.exists(name) and timezone.now() < self.retain_until:
+            self.refusals += 1
+            raise ObjectLocked(name, self.retain_until, "COMPLIANCE")  # what object_store says of a locked object
+        super().delete(name)

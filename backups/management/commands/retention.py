@@ -8,7 +8,14 @@ from zoneinfo import ZoneInfo
 from django.core.management.base import CommandParser
 
 from backups.management.commands.backup import datastore_by_name
-from backups.retention import RetentionPolicy, RetentionPreview, retention_apply, retention_preview
+from backups.retention import (
+    CopyRetentionPreview,
+    RetentionPolicy,
+    RetentionPreview,
+    copy_retention_previews,
+    retention_apply,
+    retention_preview,
+)
 from dr_console.cli import JobCommand, OneLineCommand
 from inventory.models import Datastore
 
@@ -34,10 +41,28 @@ def plan_lines(preview: RetentionPreview) -> list[str]:
     return lines
 
 
+def copy_plan_lines(preview: CopyRetentionPreview) -> list[str]:
+    """A copy location's plan: its own policy over the verified copies there."""
+    datastore = preview.datastore
+    zone = ZoneInfo(datastore.backup_schedule_timezone)
+    region = f" ({preview.location.region})" if preview.location.region else ""
+    policy = describe_policy(preview.policy, datastore.backup_schedule_timezone).replace("backup", "copy")
+    lines = [f"  copies at {preview.location.name}{region}: {policy}"]
+    for copy, decision in preview.rows():
+        taken = copy.artifact.taken_at.astimezone(zone)
+        action = "keep  " if decision.keep else "EXPIRE"
+        lines.append(
+            f"    {action} #{copy.artifact_id:<6} {taken:%Y-%m-%d %H:%M %Z}  copy #{copy.pk}  {decision.reasons_text}"
+        )
+    lines.append(f"    {len(preview.to_expire)} to expire, {len(preview.to_keep)} kept")
+    return lines
+
+
 class Command(OneLineCommand):
     help = (
-        "Apply the retention policy: expire (delete the stored file, keep the row) the backups the policy does not "
-        "keep. With --dry-run, only print the plan and why each backup is kept."
+        "Apply the retention policies: expire (delete the stored file, keep the row) the backups the datastore's "
+        "policy does not keep, and the copies each copy location's own policy does not keep; a file under Object "
+        "Lock waits for its date. With --dry-run, only print the plans and why each backup is kept."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -51,12 +76,21 @@ class Command(OneLineCommand):
             datastores = list(Datastore.objects.select_related("environment"))
         for datastore in datastores:
             preview = retention_preview(datastore=datastore)
+            copy_previews = copy_retention_previews(datastore=datastore)
             self.stdout.write("\n".join(plan_lines(preview)))
-            if options["dry_run"] or not preview.policy.active:
+            for copy_preview in copy_previews:
+                self.stdout.write("\n".join(copy_plan_lines(copy_preview)))
+            active = preview.policy.active or any(p.policy.active for p in copy_previews)
+            if options["dry_run"] or not active:
                 continue
             outcome = retention_apply(datastore=datastore, actor_label=JobCommand.trigger_label())
             expired = ", ".join(f"#{pk}" for pk in outcome.expired) or "none"
-            self.stdout.write(f"  expired: {expired}; stored files deleted: {outcome.files_deleted}")
+            line = f"  expired: {expired}; stored files deleted: {outcome.files_deleted}"
+            if copy_previews:
+                line += "; copies expired: " + (", ".join(f"#{pk}" for pk in outcome.copies_expired) or "none")
+            self.stdout.write(line)
+            for locked in outcome.locked:
+                self.stdout.write(f"  skipped: {locked}")
             for error in outcome.file_errors:
                 self.stderr.write(f"  warning: {error} (retried on the next run)")
         if options["dry_run"]:
