@@ -92,13 +92,21 @@ class CatalogEntry:
     backup_id: int | None = None
     datastore: str = ""
 
+    def __post_init__(self) -> None:
+        self.manifest = untrusted_text(self.manifest)  # a file name read from the storage
+
+    @property
+    def text(self) -> str:
+        """The message, safe for a terminal and a JSON document: it quotes file names and manifest fields."""
+        return untrusted_text(self.message)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "manifest": self.manifest,
             "outcome": self.outcome,
             "backup_id": self.backup_id,
             "datastore": self.datastore,
-            "message": self.message,
+            "message": self.text,
         }
 
 
@@ -457,7 +465,7 @@ def catalog_rebuild(
                     "counts": report.as_json()["counts"],
                     "imported": [e.backup_id for e in report.entries if e.outcome == Outcome.IMPORTED],
                     "copies": [e.backup_id for e in report.entries if e.outcome == Outcome.COPY],
-                    "problems": [e.message for e in report.problems][:50],
+                    "problems": [e.text for e in report.problems][:50],
                     "environments_created": report.environments_created,
                     "datastores_created": report.datastores_created,
                 },

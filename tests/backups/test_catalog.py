@@ -214,7 +214,7 @@ def test_altered_manifests_missing_files_and_forged_keys_are_said_and_skipped(
 
 
 def test_an_altered_file_is_not_imported_and_a_taken_id_is_a_conflict(
-    source_db: SourceDb, two_locations: tuple[Path, Path]
+    source_db: SourceDb, two_locations: tuple[Path, Path], operator: Any
 ) -> None:
     local, _offsite = two_locations
     original = backed_up(source_db)
@@ -225,8 +225,12 @@ def test_an_altered_file_is_not_imported_and_a_taken_id_is_a_conflict(
 
     assert "hashes to" in rebuild_refused("local")["entries"][0]["message"]
     # Without hashing, only the size is checked: the row comes back not verified, and the report says so.
-    assert outcomes(rebuild("local", "--no-hash")) == [("imported", original.pk)]
+    assert outcomes(rebuild("local", "--no-hash", "--as", operator.username)) == [("imported", original.pk)]
     assert BackupArtifact.objects.get().verification == BackupArtifact.Verification.UNVERIFIED
+    event = AuditEvent.objects.filter(action=AuditEvent.Action.CATALOG_REBUILT).latest("pk")
+    assert (event.actor, event.details["hashed"], event.details["imported"]) == (operator, False, [original.pk])
+    # Unhashed, the off-site file is not recorded as a copy: a copy row means its bytes were read there.
+    assert "recorded as a copy only once hashed" in rebuild_refused("offsite", "--no-hash")["entries"][0]["message"]
     # The same id with other content is another backup: a conflict, never overwritten.
     BackupArtifact.objects.update(plaintext_sha256="0" * 64)
     conflict = rebuild_refused("offsite")

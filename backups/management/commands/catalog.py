@@ -19,7 +19,7 @@ from inventory.models import DEFAULT_STORAGE_LOCATION, StorageLocation
 
 def report_lines(report: RebuildReport) -> list[str]:
     counts = report.counts()
-    lines = [f"  {entry.outcome:<8} {entry.manifest}: {entry.message}" for entry in report.entries]
+    lines = [f"  {entry.outcome:<8} {entry.manifest}: {entry.text}" for entry in report.entries]
     verb = "would be" if report.dry_run else "were"
     for noun, names in (("environment", report.environments_created), ("datastore", report.datastores_created)):
         if names:
