@@ -353,7 +353,7 @@ def _delete(storage: Storage, key: str) -> None:
     """Delete a stored file for good: in an object store every version of it (a plain delete on a versioned bucket
     only hides the data behind a delete marker). object_store.ObjectLocked, deleting nothing, when it is locked."""
     if object_store.is_object_store(storage):
-        object_store.object_delete(storage, key)  # type: ignore[arg-type]
+        object_store.object_delete(storage, key)
     else:
         storage.delete(key)
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from backups.object_store import ObjectLocked
 from django.core.files.storage import FileSystemStorage
 from django.utils import timezone
+
+from backups.object_store import ObjectLocked
 
 
 @pytest.fixture(autouse=True)
