@@ -11,9 +11,12 @@ there match what was written is VERIFIED. Restores fall back to verified copies 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
+import queue
+import threading
 from collections.abc import Iterator
 
 from django.conf import settings
@@ -126,30 +129,104 @@ def artifact_copy_cancel(*, copy_id: int, cancelled_by: User | None, client_ip: 
 # --- copying ------------------------------------------------------------------------------------------------------
 
 
+class _SourceClosed(Exception):
+    """Raised by a read of a source reader that was closed (the copy already failed), to end the thread reading."""
+
+
+_END = object()  # the end of the primary file, in _SourceReader's queue
+
+
 class _SourceReader:
     """Reads the primary file's chunks, hashing them; at the end, a source that does not match the backup's record
-    stops the copy before anything is published."""
+    stops the copy before anything is published.
+
+    The chunks are read in a thread of their own ("copy-source") and handed over through a small queue, which
+    read() waits on in short slices: a primary storage that stalls in the middle of a read (a hung mount, an object
+    store that stops sending) never holds the copy, whichever thread reads (the job's, or an encryption helper).
+    read() raises JobStopped as soon as the row is cancelled or reaped, and _SourceClosed once close() was called
+    (a time limit, a failed write), so that the encryption helpers reading from it end too. The fetching thread
+    ends when its read returns; it then closes the file."""
+
+    WAIT_SECONDS = 0.1
+    JOIN_SECONDS = 1.0
 
     def __init__(self, chunks: Iterator[bytes], ctx: JobContext) -> None:
         self._chunks = chunks
         self._ctx = ctx
         self._pending = b""
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=2)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._fetch, name="copy-source", daemon=True)
+        self._started = False
+        self._ended = False
         self.sha256 = hashlib.sha256()
         self.size = 0
 
+    def _fetch(self) -> None:
+        try:
+            for chunk in self._chunks:
+                if not self._put(chunk):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # raised in the reading thread by read()
+            self._put(exc)
+        finally:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()  # a generator's close() closes the file it opened
+
+    def _put(self, item: object) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=self.WAIT_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _next(self) -> bytes | None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        while True:
+            if self._closed.is_set():
+                raise _SourceClosed("the copy's source reader was closed")
+            self._ctx.check()
+            try:
+                item = self._queue.get(timeout=self.WAIT_SECONDS)
+            except queue.Empty:
+                continue
+            if item is _END:
+                self._ended = True
+                return None
+            if isinstance(item, BaseException):
+                self._ended = True
+                raise item
+            assert isinstance(item, bytes)
+            return item
+
     def read(self, size: int = -1) -> bytes:
         size = size if size and size > 0 else artifacts.CHUNK_SIZE
-        while len(self._pending) < size:
-            chunk = next(self._chunks, None)
+        while len(self._pending) < size and not self._ended:
+            chunk = self._next()
             if chunk is None:
                 break
-            self._ctx.check()
             self.sha256.update(chunk)
             self.size += len(chunk)
             self._ctx.progress["bytes_done"] = self.size
             self._pending += chunk
         data, self._pending = self._pending[:size], self._pending[size:]
         return data
+
+    def close(self) -> None:
+        """Stop handing out chunks; wait a moment for the fetching thread (it may be blocked in a stalled read, and
+        then ends when that read returns)."""
+        self._closed.set()
+        if self._started:
+            self._thread.join(self.JOIN_SECONDS)
+            if self._thread.is_alive():
+                logger.warning("copy: the primary storage is still stalled in a read; its thread ends when it returns")
 
 
 def _copy(ctx: JobContext) -> JobOutcome:
@@ -244,6 +321,7 @@ def _stream(artifact: BackupArtifact, source: Location, target: Location, ctx: J
         staged.discard()
         raise
     finally:
+        reader.close()  # first: an encryption helper blocked reading from it ends, and its close() returns at once
         for reader_to_close in closing:
             reader_to_close.close()
     return key, hashed.size, hashed.sha256.hexdigest()

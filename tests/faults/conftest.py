@@ -490,3 +490,116 @@ def empty_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
     monkeypatch.setenv(url_env, with_password(database_url(name)))
     yield Database(name=name, url=database_url(name), url_env=url_env)
     drop_database(name)
+
+
+# --- copies: a local primary, an encrypted copy location, a primary file that stalls ---------------------------------
+
+
+@dataclass
+class CopyLocations:
+    """The `local` primary location and the `offsite` copy location (encrypted to a real age key) of the copy tests;
+    a datastore whose backups go to `local` only, so that no copy is asked for behind the test's back."""
+
+    local: Path
+    offsite: Path
+    recipient: str
+
+
+@pytest.fixture
+def copy_locations(transactional_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CopyLocations:
+    from inventory.models import StorageLocation
+
+    key_file = tmp_path / "key.txt"
+    subprocess.run(["age-keygen", "-o", str(key_file)], check=True, capture_output=True)
+    text = key_file.read_text()
+    recipient = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("# public key: "))
+    monkeypatch.setenv("OFFSITE_AGE_IDENTITY", text)
+    local, offsite = tmp_path / "local", tmp_path / "offsite"
+    StorageLocation.objects.create(
+        name="local",
+        role="primary",
+        backend="django.core.files.storage.FileSystemStorage",
+        options={"location": str(local)},
+    )
+    StorageLocation.objects.create(
+        name="offsite",
+        role="copy",
+        backend="django.core.files.storage.FileSystemStorage",
+        options={"location": str(offsite)},
+        recipients=[recipient],
+        identity_env="OFFSITE_AGE_IDENTITY",
+    )
+    return CopyLocations(local=local, offsite=offsite, recipient=recipient)
+
+
+def large_backup_taken(source_db: Any) -> Any:
+    """A succeeded backup to `local` of a few MiB (hex that compresses only by half): more than two of the copy's
+    1 MiB reads, so that half of it is some of the copy done, and far more than a tiny disk holds."""
+    from tests.support.postgres import backup_taken
+
+    with psycopg.connect(source_db.url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE filler AS SELECT g AS id, "
+            "(SELECT string_agg(md5(random()::text || g || s), '') FROM generate_series(1, 32) AS s) AS x "
+            "FROM generate_series(1, 6000) AS g"
+        )
+    artifact = backup_taken(source_db.url_env, storage_locations=["local"])
+    assert artifact.size_bytes > 3 * 1024 * 1024, artifact.size_bytes
+    return artifact
+
+
+@dataclass
+class StalledFile:
+    """A backup's file replaced by a FIFO fed its first half, after which the storage stalls (a hung mount):
+    `half_read` once the reader took that half; `release()` ends the stall (the reader then sees the file end)
+    and puts the whole file back."""
+
+    path: Path
+    content: bytes
+    half_read: threading.Event = field(default_factory=threading.Event)
+    _stalled: threading.Event = field(default_factory=threading.Event)
+    _feeder: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.path.unlink()
+        os.mkfifo(self.path, 0o600)
+
+        def feed() -> None:
+            with contextlib.suppress(BrokenPipeError), open(self.path, "wb") as fifo:
+                fifo.write(self.content[: len(self.content) // 2])
+                fifo.flush()
+                self.half_read.set()  # a FIFO's write returns once the reader has taken all but a pipe's worth
+                self._stalled.wait(timeout=120)
+
+        self._feeder = threading.Thread(target=feed, daemon=True)
+        self._feeder.start()
+
+    def release(self) -> None:
+        self._stalled.set()
+        if self._feeder is not None:
+            self._feeder.join(timeout=10)
+            assert not self._feeder.is_alive(), "the FIFO's feeder did not end"
+        self.path.unlink()
+        self.path.write_bytes(self.content)
+
+
+@pytest.fixture
+def stalled_file() -> Iterator[Callable[[Path], StalledFile]]:
+    """`stalled_file(path)` makes the file at `path` stall half-way; released at teardown whatever happened."""
+    made: list[StalledFile] = []
+
+    def make(path: Path) -> StalledFile:
+        stalled = StalledFile(path=path, content=path.read_bytes())
+        stalled.start()
+        made.append(stalled)
+        return stalled
+
+    yield make
+    for stalled in made:
+        if not stalled._stalled.is_set():
+            stalled.release()
+
+
+def assert_nothing_copied(location: Path) -> None:
+    """No temporary file, no partial or final copy at a copy location (its manifests neither)."""
+    assert stored_files(location, manifests=True) == []

@@ -16,7 +16,8 @@ import redis
 from django.core import mail
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact, BackupVerification
+from backups.copies import artifact_copies_reap_stale, artifact_copies_request
+from backups.models import ArtifactCopy, BackupArtifact, BackupVerification
 from backups.services import backup_artifact_request, backup_artifacts_reap_stale
 from backups.verification import backup_verification_request, backup_verifications_reap_stale
 from dr_console.jobs import JobModel, broker_has_message
@@ -150,6 +151,14 @@ KINDS = {
         AuditEvent.Action.DRILL_FINISHED,
         notifies=True,
     ),
+    "copy": JobKind(
+        ArtifactCopy,
+        artifact_copies_reap_stale,
+        "the broker lost the message that hands this copy to a worker; ask for it again",
+        AuditEvent.Action.COPY_FINISHED,
+        notifies=True,
+        succeeded="verified",
+    ),
     "reprocess": JobKind(
         ReprocessBatch,
         reprocess_batches_reap_stale,
@@ -161,9 +170,24 @@ KINDS = {
 
 
 def _requester(
-    kind: str, source_db: SourceDb, new_database_name: str, operator: Any, slow_api: SlowApi, monkeypatch: Any
+    kind: str,
+    source_db: SourceDb,
+    new_database_name: str,
+    operator: Any,
+    slow_api: SlowApi,
+    monkeypatch: Any,
+    request: pytest.FixtureRequest,
 ) -> Callable[[], JobModel]:
     """A function that requests one job of `kind`, on the same datastore (environment, backup) each time."""
+    if kind == "copy":
+        request.getfixturevalue("copy_locations")  # a `local` primary and an encrypted `offsite` copy location
+        backup = backup_taken(source_db.url_env, storage_locations=["local"])
+
+        def copy() -> JobModel:
+            (asked,) = artifact_copies_request(artifact_id=backup.pk, trigger="test", locations=["offsite"])
+            return asked
+
+        return copy
     if kind == "backup":
         datastore = DatastoreFactory(url_env=source_db.url_env)
         return lambda: backup_artifact_request(datastore=datastore, trigger="test")
@@ -203,11 +227,12 @@ def test_a_job_whose_message_was_lost_fails_and_the_next_one_runs(
     operator: Any,
     slow_api: SlowApi,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     job_kind = KINDS[kind]
     model = job_kind.model
-    request = _requester(kind, source_db, new_database_name, operator, slow_api, monkeypatch)
-    lost = request()
+    ask = _requester(kind, source_db, new_database_name, operator, slow_api, monkeypatch, request)
+    lost = ask()
     lost.refresh_from_db()
     assert lost.task_id and broker_has_message(lost.task_id)
     mail.outbox.clear()
@@ -225,7 +250,7 @@ def test_a_job_whose_message_was_lost_fails_and_the_next_one_runs(
 
     # The converse: the next job of the same datastore is accepted, and while its message waits in the queue for a
     # worker, however long, the reaper leaves it alone.
-    following = request()
+    following = ask()
     queued_status = following.status
     wait_queued_stale(model, following.pk)
     assert job_kind.reap() == 0

@@ -19,12 +19,13 @@ from django.test import Client
 from django.urls import reverse
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact, BackupVerification
+from backups.copies import artifact_copies_request, artifact_copy_cancel
+from backups.models import ArtifactCopy, BackupArtifact, BackupVerification
 from backups.services import backup_artifact_request
 from backups.verification import backup_verification_request
 from drills.models import DrillRun
 from drills.services import drill_run_request
-from inventory.models import TargetLock
+from inventory.models import StorageLocation, TargetLock
 from reprocess.models import ReprocessBatch
 from reprocess.sender import FLUSH_SECONDS
 from reprocess.services import reprocess_batch_send
@@ -32,17 +33,21 @@ from restores.models import RestoreRun
 from restores.services import restore_run_request
 from tests.factories import EnvironmentFactory, ReprocessBatchFactory
 from tests.faults.conftest import (
+    CopyLocations,
     Gate,
     SlowApi,
     assert_gone,
     assert_group_gone,
     assert_no_temporary_files,
+    assert_nothing_copied,
     audit_actions,
     database_exists,
+    large_backup_taken,
     wait_until,
     with_password,
 )
 from tests.support.postgres import SourceDb, backup_taken
+from tests.support.storage import stored_files
 
 VIA = ["page", "cli"]
 
@@ -235,3 +240,67 @@ def test_cancel_a_batch_while_the_application_is_slow(
     if via == "cli":
         with pytest.raises(CommandError):
             call_command("cancel", "reprocess", str(batch.pk), "--as", "olga")
+
+
+@pytest.mark.parametrize("location", ["offsite", "nearby"])  # encrypted to its own recipient / as the primary is
+def test_cancel_a_copy_while_the_primary_storage_stalls_mid_read(
+    location: str,
+    start_worker: Any,
+    source_db: SourceDb,
+    copy_locations: CopyLocations,
+    stalled_file: Any,
+    operator: Any,
+    tmp_path: Path,
+    artifact_dir: Path,
+    settings: Any,
+) -> None:
+    """The copy is under way (encrypting to the off-site location, or passing the bytes as they are) when the
+    primary storage stops sending and hangs: the cancel is noticed while the read still hangs, the partial upload
+    goes, and no thread of the copy outlives the stall."""
+    StorageLocation.objects.create(
+        name="nearby",
+        role="copy",
+        backend="django.core.files.storage.FileSystemStorage",
+        options={"location": str(tmp_path / "nearby")},
+    )
+    target = copy_locations.offsite if location == "offsite" else tmp_path / "nearby"
+    artifact = large_backup_taken(source_db)
+    stalled = stalled_file(copy_locations.local / artifact.storage_key)
+    worker = start_worker()
+    child = worker.pool_child()
+    idle_threads = child.num_threads()
+    (copy,) = artifact_copies_request(artifact_id=artifact.pk, trigger="test", locations=[location])
+    wait_until(
+        lambda: (row := ArtifactCopy.objects.get(pk=copy.pk)).status == ArtifactCopy.Status.RUNNING and row.bytes_done,
+        what="the copy to be under way",
+        log=worker.log,
+    )
+    wait_until(stalled.half_read.is_set, what="the first half to be read", log=worker.log)
+    assert [name for name in stored_files(target) if name.startswith("tmp/")]  # the upload
+
+    assert artifact_copy_cancel(copy_id=copy.pk, cancelled_by=operator) is True
+    assert artifact_copy_cancel(copy_id=copy.pk, cancelled_by=operator) is False  # a second click is harmless
+
+    # The worker's own end, while the primary storage still stalls.
+    wait_until(
+        lambda: AuditEvent.Action.COPY_FINISHED in audit_actions(artifact), what="the copy's end event", log=worker.log
+    )
+    copy.refresh_from_db()
+    assert copy.status == ArtifactCopy.Status.CANCELLED and copy.error == "cancelled by olga"
+    assert copy.process_group is None
+    assert AuditEvent.Action.COPY_CANCELLED in audit_actions(artifact)
+    assert not copy.storage_key and not copy.verified_at
+    assert_nothing_copied(target)
+    assert_no_temporary_files(artifact_dir, settings.DR_SCRATCH_DIR)
+
+    stalled.release()  # the stalled read returns: the thread that was in it ends
+    wait_until(lambda: child.num_threads() == idle_threads, what="the copy's threads to end", log=worker.log)
+    # The same worker takes the next copy, which succeeds.
+    (again,) = artifact_copies_request(artifact_id=artifact.pk, trigger="test", locations=[location])
+    wait_until(
+        lambda: ArtifactCopy.objects.get(pk=again.pk).status in ArtifactCopy.TERMINAL, what="the copy", log=worker.log
+    )
+    again.refresh_from_db()
+    assert again.status == ArtifactCopy.Status.VERIFIED, again.error
+    assert stored_files(target) == [again.storage_key]
+    assert worker.pool_child().pid == child.pid

@@ -1,5 +1,6 @@
-"""A backup that meets a full disk or a table another session keeps locked: one clear error, no file left, the
-row failed with an audit event and a notification, the lock released."""
+"""A backup that meets a full disk or a table another session keeps locked, a copy that meets a full disk at its copy
+location: one clear error, no file left, the row failed with an audit event and a
+notification, the lock released (a copy takes none: it can be asked for again, and succeeds)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,18 @@ import pytest
 from django.core import mail
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact
+from backups.copies import artifact_copies_request, artifact_copy_execute
+from backups.models import ArtifactCopy, BackupArtifact
 from backups.services import backup_artifact_execute, backup_artifact_request
-from inventory.models import TargetLock
+from inventory.models import StorageLocation, TargetLock
 from tests.factories import DatastoreFactory
-from tests.faults.conftest import audit_actions
+from tests.faults.conftest import (
+    CopyLocations,
+    assert_no_temporary_files,
+    assert_nothing_copied,
+    audit_actions,
+    large_backup_taken,
+)
 from tests.support.postgres import SourceDb
 from tests.support.storage import stored_files
 
@@ -25,20 +33,29 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def tiny_disk(tmp_path: Path, settings: Any) -> Iterator[Path]:
-    """A 64 KiB tmpfs as the artifact storage: far less than a dump (mount needs root, which CI has here)."""
+def tiny_mount(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: far less than a dump (mount needs root, which CI has here)."""
     mount = tmp_path / "tiny"
     mount.mkdir()
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
     assert result.returncode == 0, f"cannot mount a tmpfs for the full-disk test: {result.stderr.decode().strip()}"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "artifacts": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(mount)}},
-    }
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def tiny_disk(tiny_mount: Path, settings: Any) -> Path:
+    """The tiny tmpfs as the artifact storage."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "artifacts": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tiny_mount)},
+        },
+    }
+    return tiny_mount
 
 
 def backup_now(url_env: str, settings: Any) -> BackupArtifact:
@@ -85,3 +102,43 @@ def test_a_table_held_locked_fails_the_dump_within_the_lock_wait_naming_it(sourc
     ), artifact.error
     assert artifact.duration is not None and artifact.duration.total_seconds() < 60  # not the 6 h time limit
     assert_failed_cleanly(artifact)
+
+
+def copied(artifact: BackupArtifact, location: str) -> ArtifactCopy:
+    """A copy of `artifact` to `location`, run in this process."""
+    (copy,) = artifact_copies_request(artifact_id=artifact.pk, trigger="test", locations=[location], enqueue=False)
+    artifact_copy_execute(copy_id=copy.pk)
+    copy.refresh_from_db()
+    return copy
+
+
+def test_a_full_copy_location_is_one_clear_error_and_leaves_no_partial_copy(
+    source_db: SourceDb, copy_locations: CopyLocations, tiny_mount: Path, artifact_dir: Path, settings: Any
+) -> None:
+    settings.ALERT_EMAILS = ["oncall@example.test"]
+    StorageLocation.objects.create(
+        name="tiny",
+        role="copy",
+        backend="django.core.files.storage.FileSystemStorage",
+        options={"location": str(tiny_mount)},
+        recipients=[copy_locations.recipient],
+    )
+    artifact = large_backup_taken(source_db)
+
+    copy = copied(artifact, "tiny")
+
+    assert copy.status == ArtifactCopy.Status.FAILED
+    assert copy.error == "cannot copy to tiny: [Errno 28] No space left on device"
+    assert AuditEvent.Action.COPY_FINISHED in audit_actions(artifact)
+    assert [m.subject for m in mail.outbox] == [
+        f"[DR Console] Copy to tiny #{copy.pk} of {artifact.datastore.name} failed"
+    ]
+    assert not copy.storage_key and not copy.verified_at
+    assert_nothing_copied(tiny_mount)  # the temporary file went too
+    assert_no_temporary_files(artifact_dir, settings.DR_SCRATCH_DIR)
+
+    # Room is made; the copy asked for again succeeds.
+    subprocess.run(["mount", "-o", "remount,size=16m", str(tiny_mount)], check=True, capture_output=True)
+    again = copied(artifact, "tiny")
+    assert again.status == ArtifactCopy.Status.VERIFIED, again.error
+    assert stored_files(tiny_mount) == [again.storage_key]

@@ -17,7 +17,8 @@ import pytest
 from django.core import mail
 
 from audit.models import AuditEvent
-from backups.models import BackupArtifact, BackupVerification
+from backups.copies import artifact_copies_reap_stale, artifact_copies_request
+from backups.models import ArtifactCopy, BackupArtifact, BackupVerification
 from backups.services import backup_artifact_request, backup_artifacts_reap_stale
 from backups.verification import backup_verification_request, backup_verifications_reap_stale
 from drills.models import DrillRun
@@ -31,16 +32,19 @@ from restores.models import RestoreRun
 from restores.services import restore_run_request, restore_runs_reap_stale
 from tests.factories import DatastoreFactory, EnvironmentFactory, ReprocessBatchFactory
 from tests.faults.conftest import (
+    CopyLocations,
     Database,
     Gate,
     SlowApi,
     assert_gone,
     assert_group_gone,
     assert_no_temporary_files,
+    assert_nothing_copied,
     audit_actions,
     backends_of,
     database_exists,
     group_members,
+    large_backup_taken,
     pathless_storage_env,
     tools_of,
     wait_stale,
@@ -328,3 +332,56 @@ def test_pool_child_killed_mid_reprocess_batch_fails_the_batch(
     # Nothing counted as accepted that the application did not accept: every item can be sent again.
     assert batch.accepted == 0
     assert set(batch.items.values_list("status", flat=True)) == {ReprocessItem.Status.PENDING}
+
+
+def test_pool_child_killed_mid_copy_fails_the_copy_and_sweeps_its_upload(
+    start_worker: Any,
+    source_db: SourceDb,
+    copy_locations: CopyLocations,
+    stalled_file: Any,
+    artifact_dir: Path,
+    settings: Any,
+) -> None:
+    """The primary storage stalls half-way through the file: the copy is under way, its temporary file at the
+    off-site location open, when its worker is killed."""
+    artifact = large_backup_taken(source_db)
+    stalled = stalled_file(copy_locations.local / artifact.storage_key)
+    worker = start_worker()
+    (copy,) = artifact_copies_request(artifact_id=artifact.pk, trigger="test", locations=["offsite"])
+    wait_until(
+        lambda: (row := ArtifactCopy.objects.get(pk=copy.pk)).status == ArtifactCopy.Status.RUNNING and row.bytes_done,
+        what="the copy to be under way",
+        log=worker.log,
+    )
+    wait_until(stalled.half_read.is_set, what="the first half to be read", log=worker.log)
+    assert [name for name in stored_files(copy_locations.offsite) if name.startswith("tmp/")]
+
+    tools, names = worker.kill_pool_child()
+
+    assert names == []  # a copy starts no tool: its threads died with the pool child
+    wait_stale(ArtifactCopy, copy.pk)
+    assert artifact_copies_reap_stale() == 1
+    assert artifact_copies_reap_stale() == 0
+
+    copy.refresh_from_db()
+    assert copy.status == ArtifactCopy.Status.FAILED
+    assert copy.error == "worker lost: no heartbeat; the copy did not finish"
+    assert [e.new_status for e in copy.events.all()] == ["running", "failed"]
+    assert AuditEvent.Action.COPY_FINISHED in audit_actions(artifact)
+    assert [m.subject for m in mail.outbox] == [
+        f"[DR Console] Copy to offsite #{copy.pk} of {artifact.datastore.name} failed"
+    ]
+    assert copy.process_group is None and not copy.cleanup_pending
+    assert not copy.storage_key and not copy.verified_at
+    assert_nothing_copied(copy_locations.offsite)  # the reaper swept the temporary file
+    assert_no_temporary_files(artifact_dir, settings.DR_SCRATCH_DIR)
+
+    # The worker's parent started a new pool child; the copy asked for again succeeds.
+    stalled.release()
+    (again,) = artifact_copies_request(artifact_id=artifact.pk, trigger="test", locations=["offsite"])
+    wait_until(
+        lambda: ArtifactCopy.objects.get(pk=again.pk).status in ArtifactCopy.TERMINAL, what="the copy", log=worker.log
+    )
+    again.refresh_from_db()
+    assert again.status == ArtifactCopy.Status.VERIFIED, again.error
+    assert stored_files(copy_locations.offsite) == [again.storage_key]
