@@ -28,6 +28,7 @@ cause, never the credentials.
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import datetime as dt
 import hashlib
@@ -58,6 +59,7 @@ GIB = 1024**3
 S3_MIN_PART_SIZE = 5 * MIB  # S3's floor for every part but the last
 MAX_PART_SIZE = 5 * GIB  # S3's ceiling for one part
 MAX_PARTS = 10_000  # S3's ceiling for the parts of one upload
+PARTS_IN_FLIGHT = 2  # parts sent while the next is read: the source and the upload overlap
 MIN_PART_SIZE = 8 * MIB  # ours: fewer requests than S3's 5 MiB floor, still little memory
 UNKNOWN_SIZE_PART = 64 * MIB  # no estimate: room for 625 GiB in 10,000 parts, for 64 MiB of memory
 HEADROOM = 2  # estimates run low (the database grew since): size parts for twice the estimate
@@ -147,7 +149,8 @@ def multipart_write(
        aborted, best effort: if the endpoint is gone the abort fails too, and `abort_uploads` sweeps it later. The
        store's failures are raised as ObjectStoreError; the caller's own (the reader's, a cancel) as they were.
 
-    Memory holds one part (and boto's buffers). `progress["bytes_done"]` is what the store has acknowledged.
+    Memory holds PARTS_IN_FLIGHT parts being sent and the one being read (and boto's buffers).
+    `progress["bytes_done"]` is what the store has acknowledged.
     """
     if (lock_mode is None) != (retain_until is None):
         raise ValueError("lock_mode and retain_until go together")
@@ -181,32 +184,49 @@ def multipart_write(
     if checksums:  # as s3transfer does: the parts' CRC32s are checked by the server, and listed at completion
         params["ChecksumAlgorithm"] = "CRC32"
     upload_id = call("CreateMultipartUpload", client.create_multipart_upload, **params)["UploadId"]
+
+    def upload(number: int, body: bytes | bytearray) -> dict[str, Any]:
+        part_args: dict[str, Any] = {"Bucket": bucket, "Key": name, "UploadId": upload_id, "PartNumber": number}
+        if checksums:
+            part_args["ChecksumAlgorithm"] = "CRC32"
+        elif lock_mode is not None:
+            part_args["ContentMD5"] = _md5(body)
+        response = call(f"UploadPart {number}", client.upload_part, Body=body, **part_args)
+        part = {"PartNumber": number, "ETag": response["ETag"]}
+        if response.get("ChecksumCRC32"):
+            part["ChecksumCRC32"] = response["ChecksumCRC32"]
+        return part
+
+    # Parts upload in the background while the next one is read, so the dump and the upload overlap instead of
+    # adding up; at most PARTS_IN_FLIGHT are sent at once, so memory holds that many parts and the one being read.
+    pool = concurrent.futures.ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="s3-part")
+    in_flight: list[tuple[concurrent.futures.Future[dict[str, Any]], int]] = []
     try:
         parts: list[dict[str, Any]] = []
         written = 0
+        number = 0
+
+        def settle(keep: int) -> None:
+            nonlocal written
+            while len(in_flight) > keep:
+                future, length = in_flight.pop(0)
+                parts.append(future.result())
+                written += length
+                progress["bytes_done"] = written
+
         while data:
-            number = len(parts) + 1
+            number += 1
             if number > MAX_PARTS:
                 raise ObjectStoreError(
                     f"{call.where}: larger than {MAX_PARTS} parts of {size // MIB} MiB "
                     f"(expected {expected_bytes} bytes): give a larger estimate"
                 )
-            part_args: dict[str, Any] = {"Bucket": bucket, "Key": name, "UploadId": upload_id, "PartNumber": number}
-            if checksums:
-                part_args["ChecksumAlgorithm"] = "CRC32"
-            elif lock_mode is not None:
-                part_args["ContentMD5"] = _md5(data)
-            response = call(f"UploadPart {number}", client.upload_part, Body=data, **part_args)
-            part = {"PartNumber": number, "ETag": response["ETag"]}
-            if response.get("ChecksumCRC32"):
-                part["ChecksumCRC32"] = response["ChecksumCRC32"]
-            parts.append(part)
-            written += len(data)
-            progress["bytes_done"] = written
+            settle(PARTS_IN_FLIGHT - 1)
+            in_flight.append((pool.submit(upload, number, data), len(data)))
             if len(data) < size:
                 break
-            data = b""  # let the part go before the next one is read: memory holds one part, not two
             data = _read_part(reader, size)
+        settle(0)
         response = call(
             "CompleteMultipartUpload",
             client.complete_multipart_upload,
@@ -216,8 +236,12 @@ def multipart_write(
             MultipartUpload={"Parts": parts},
         )
     except BaseException:
+        for future, _length in in_flight:
+            future.cancel()
+        pool.shutdown(wait=True)  # no part may land after the abort
         _abort_quietly(client, bucket, name, upload_id)
         raise
+    pool.shutdown(wait=True)
     _ensure_retention(client, call, bucket, name, response.get("VersionId"), lock_mode, retain_until)
     return written
 

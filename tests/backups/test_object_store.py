@@ -16,6 +16,7 @@ import pytest
 from backups import object_store
 from backups.object_store import (
     MIB,
+    PARTS_IN_FLIGHT,
     ObjectLocked,
     ObjectStoreError,
     abort_uploads,
@@ -135,9 +136,9 @@ def test_an_exact_multiple_of_the_part_size_has_no_empty_last_part(s3_bucket) ->
     assert s3_bucket.client.head_object(Bucket=s3_bucket.name, Key="even.dump")["ETag"].strip('"').endswith("-2")
 
 
-def test_memory_stays_at_about_one_part(s3_bucket) -> None:
-    """Python's allocations while 40 MiB go up in 5 MiB parts: the peak is about one part (the part, boto's view
-    of it), not the object. Measured: 1.3 parts (6.5 MiB)."""
+def test_memory_stays_at_the_parts_in_flight(s3_bucket) -> None:
+    """Python's allocations while 40 MiB go up in 5 MiB parts: the peak is the parts being sent and the one being
+    read (PARTS_IN_FLIGHT + 1, and boto's view of them), not the object. Measured: 3.2 parts (16.2 MiB)."""
     data = payload(40 * MIB)
     reader = PipeLikeReader(data)
     object_stat(s3_bucket.storage, "warm-up")  # the client and botocore's S3 model (a few MiB, once a process)
@@ -148,7 +149,7 @@ def test_memory_stays_at_about_one_part(s3_bucket) -> None:
         peak = tracemalloc.get_traced_memory()[1] - baseline
     finally:
         tracemalloc.stop()
-    assert peak < 2.5 * PART, f"peak {peak / MIB:.1f} MiB for {PART / MIB:.0f} MiB parts"
+    assert peak < (PARTS_IN_FLIGHT + 1.5) * PART, f"peak {peak / MIB:.1f} MiB for {PART / MIB:.0f} MiB parts"
 
 
 def test_a_500_on_one_part_is_retried_and_the_upload_succeeds(s3_bucket, s3_proxy) -> None:
@@ -168,7 +169,8 @@ def test_a_connection_closed_in_the_middle_of_a_part_is_retried(s3_bucket, s3_pr
 
     multipart_write(s3_bucket.storage_via(s3_proxy.url), "cut.dump", PipeLikeReader(data), part_size=PART)
 
-    assert s3_proxy.part_numbers[3] == 2
+    # Parts go up two at a time, so which part the third request carried varies: one of the four was sent twice.
+    assert sorted(s3_proxy.part_numbers.values()) == [1, 1, 1, 2]
     assert stored_sha256(s3_bucket.storage, "cut.dump") == sha256(data)
 
 
