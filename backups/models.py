@@ -464,9 +464,7 @@ class DownloadApproval(models.Model):
         verbose_name = _("download approval")
         verbose_name_plural = _("download approvals")
         ordering = ["created_at", "pk"]
-        constraints = [
-            models.UniqueConstraint(fields=["request", "approver"], name="downloadapproval_once_per_person")
-        ]
+        constraints = [models.UniqueConstraint(fields=["request", "approver"], name="downloadapproval_once_per_person")]
 
     def __str__(self) -> str:
         return f"{self.approver} {self.decision} download request #{self.request_id}"

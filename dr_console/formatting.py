@@ -61,7 +61,6 @@ BADGE_CLASSES = {
 }
 
 
-
 def iso(value: datetime | None) -> str | None:
     """A time for `--json` and scripts: ISO 8601, or None."""
     return value.isoformat() if value else None
