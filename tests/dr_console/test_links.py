@@ -40,8 +40,10 @@ def test_the_script_prefix_is_honoured() -> None:
 
     set_script_prefix("/console/")
     try:
-        assert object_url("backups:artifact_detail", 3) == "/console/backups/3/" == reverse(
-            "backups:artifact_detail", args=[3]
+        assert (
+            object_url("backups:artifact_detail", 3)
+            == "/console/backups/3/"
+            == reverse("backups:artifact_detail", args=[3])
         )
     finally:
         set_script_prefix("/")
