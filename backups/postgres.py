@@ -347,7 +347,7 @@ class ArchiveListing:
         return self.header.get("Dumped by pg_dump version", "")
 
 
-HEADER_FIELD_RE = re.compile(r"^;\s+([A-Za-z][A-Za-z ]*?):\s*(.*?)\s*$")
+HEADER_FIELD_RE = re.compile(r"^;\s+([A-Za-z][A-Za-z_ ]*?):\s*(.*?)\s*$")
 
 
 def archive_listing(pg_restore: str, path: str) -> ArchiveListing:
