@@ -248,3 +248,50 @@ def test_cli_approval_needs_the_approvers_credential(
         call_command("approve-download", str(request.pk), "--as", "bea")
     request.refresh_from_db()
     assert request.status == DownloadRequest.Status.AWAITING_APPROVAL
+
+
+def test_an_object_store_copy_is_a_short_presigned_redirect_never_audited_as_a_url(
+    backup: BackupArtifact, operator: Any, artifact_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto stands in for S3 (no network); the console's code path is django-storages' real S3Storage."""
+    import boto3
+    from moto import mock_aws
+
+    from backups.models import ArtifactCopy
+    from inventory.models import StorageLocation
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="dr-offsite")
+        boto3.client("s3", region_name="us-east-1").put_object(
+            Bucket="dr-offsite", Key=backup.storage_key, Body=stored_bytes(artifact_dir, backup)
+        )
+        StorageLocation.objects.create(
+            name="offsite",
+            role=StorageLocation.Role.COPY,
+            backend="storages.backends.s3.S3Storage",
+            options={"bucket_name": "dr-offsite", "region_name": "us-east-1"},
+        )
+        ArtifactCopy.objects.create(
+            artifact=backup,
+            location="offsite",
+            status=ArtifactCopy.Status.VERIFIED,
+            storage_key=backup.storage_key,
+            sha256=backup.sha256,
+            size_bytes=backup.size_bytes,
+        )
+        response = download(logged_in(operator), backup, location="offsite")
+    assert response.status_code == 302
+    from urllib.parse import parse_qs, urlsplit
+
+    url = urlsplit(response["Location"])
+    query = parse_qs(url.query)
+    assert "dr-offsite" in url.netloc and url.path.endswith(Path(backup.storage_key).name)
+    if "X-Amz-Expires" in query:  # SigV4
+        assert query["X-Amz-Expires"] == ["300"]
+    else:  # SigV2: the expiry as a time
+        assert abs(int(query["Expires"][0]) - (timezone.now().timestamp() + 300)) < 30
+    (event,) = events(AuditEvent.Action.BACKUP_DOWNLOADED)
+    assert event.details["location"] == "offsite" and event.details["presigned_seconds"] == 300
+    assert "Signature" not in json.dumps(event.details) and "http" not in json.dumps(event.details)
