@@ -85,6 +85,10 @@ class AuditEvent(models.Model):
         BACKUP_FILE_LOCKED = "backup.file_locked", _("Expiry refused: the file is under Object Lock")
         BACKUP_DOWNLOADED = "backup.downloaded", _("Backup downloaded")
         BACKUP_DOWNLOAD_REFUSED = "backup.download_refused", _("Backup download refused")
+        DOWNLOAD_REQUESTED = "backup.download_requested", _("Backup download requested")
+        DOWNLOAD_APPROVED = "backup.download_approved", _("Backup download approved")
+        DOWNLOAD_REJECTED = "backup.download_rejected", _("Backup download rejected")
+        DOWNLOAD_EXPIRED = "backup.download_expired", _("Backup download request expired")
         BACKUP_IMPORTED = "backup.imported", _("Backup imported from a file")
         CATALOG_REBUILT = "catalog.rebuilt", _("Catalog rebuilt from a location")
 

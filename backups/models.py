@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
@@ -112,7 +113,10 @@ class BackupArtifact(JobModel):
         verbose_name = _("backup")
         verbose_name_plural = _("backups")
         ordering = ["-created_at", "-pk"]
-        permissions = [("pin_backupartifact", "Can pin and unpin backups")]
+        permissions = [
+            ("pin_backupartifact", "Can pin and unpin backups"),
+            ("download_backupartifact", "Can download backups"),
+        ]
         constraints = [
             # The database, not a check in Python, guarantees one running backup per datastore.
             models.UniqueConstraint(
@@ -369,3 +373,98 @@ class ScheduledBackup(models.Model):
     @property
     def late_by(self) -> timedelta:
         return self.fired_at - self.expected_at
+
+
+class DownloadRequest(models.Model):
+    """A request to download a backup of an environment whose data is protected: the file leaves the console, so
+    like a restore that copies such data elsewhere it needs the approval of other people (backups.downloads). Once
+    approved, its requester may download it once, within DOWNLOAD_WINDOW. Not a job: nothing runs in the background,
+    so a plain model whose status changes by compare-and-set."""
+
+    class Status(models.TextChoices):
+        AWAITING_APPROVAL = "awaiting_approval", pgettext_lazy("download", "Awaiting approval")
+        APPROVED = "approved", pgettext_lazy("download", "Approved")
+        USED = "used", pgettext_lazy("download", "Downloaded")
+        REJECTED = "rejected", pgettext_lazy("download", "Rejected")
+        EXPIRED = "expired", pgettext_lazy("download", "Expired")
+        CANCELLED = "cancelled", pgettext_lazy("download", "Cancelled")
+
+    ACTIVE = frozenset({Status.AWAITING_APPROVAL, Status.APPROVED})
+    TRANSITIONS = {
+        Status.AWAITING_APPROVAL: frozenset({Status.APPROVED, Status.REJECTED, Status.EXPIRED, Status.CANCELLED}),
+        Status.APPROVED: frozenset({Status.USED, Status.EXPIRED, Status.CANCELLED}),
+    }
+
+    artifact = models.ForeignKey(
+        BackupArtifact, models.PROTECT, related_name="download_requests", verbose_name=_("backup")
+    )
+    location = models.CharField(
+        _("storage location"), max_length=64, blank=True, help_text=_("The location asked for; empty: any.")
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, related_name="+", verbose_name=_("requested by")
+    )
+    reason = models.TextField(_("reason"), help_text=_("Why the file must leave the console; shown to approvers."))
+    status = models.CharField(
+        _("status"), max_length=24, choices=Status.choices, default=Status.AWAITING_APPROVAL, db_index=True
+    )
+    required_approvals = models.PositiveSmallIntegerField(
+        _("required approvals"), default=1, help_text=_("Distinct approvals needed, frozen at request time.")
+    )
+    created_at = models.DateTimeField(_("requested at"), default=timezone.now)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("approved by"),
+        help_text=_("Who gave the last approval it needed."),
+    )
+    approved_at = models.DateTimeField(_("approved at"), null=True, blank=True)
+    expires_at = models.DateTimeField(
+        _("expires at"), null=True, blank=True, help_text=_("Once approved: the download must start before.")
+    )
+    used_at = models.DateTimeField(_("downloaded at"), null=True, blank=True)
+    ended_note = models.TextField(_("note"), blank=True, help_text=_("Why it was rejected, expired or cancelled."))
+
+    class Meta:
+        verbose_name = _("download request")
+        verbose_name_plural = _("download requests")
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["artifact", "status"])]
+
+    def __str__(self) -> str:
+        return f"download request #{self.pk} of backup #{self.artifact_id}"
+
+    def audit_note(self) -> Note:
+        return Note("download_request", {"id": str(self.pk), "backup": str(self.artifact_id)})
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class DownloadApproval(models.Model):
+    """One approver's decision on a download request. Each person decides once per request."""
+
+    class Decision(models.TextChoices):
+        APPROVED = "approved", _("Approved")
+        REJECTED = "rejected", _("Rejected")
+
+    request = models.ForeignKey(
+        DownloadRequest, models.CASCADE, related_name="approvals", verbose_name=_("download request")
+    )
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="+", verbose_name=_("approver"))
+    decision = models.CharField(_("decision"), max_length=16, choices=Decision.choices)
+    comment = models.TextField(_("comment"), blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("download approval")
+        verbose_name_plural = _("download approvals")
+        ordering = ["created_at", "pk"]
+        constraints = [models.UniqueConstraint(fields=["request", "approver"], name="downloadapproval_once_per_person")]
+
+    def __str__(self) -> str:
+        return f"{self.approver} {self.decision} download request #{self.request_id}"

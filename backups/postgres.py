@@ -322,6 +322,46 @@ def archive_toc(pg_restore: str, *, path: str | None = None, chunks: Iterator[by
 
     Raises PostgresError naming what pg_restore said when the archive is unreadable.
     """
+    lines = _archive_list(pg_restore, path=path, chunks=chunks)
+    return [line for line in lines if line.strip() and not line.startswith(";")]
+
+
+@dataclass(frozen=True)
+class ArchiveListing:
+    """What `pg_restore --list` says of an archive: its entries and the header's fields (`Format: CUSTOM`,
+    `Dumped from database version: 15.4`, `Dumped by pg_dump version: 15.4`, ...), as the file wrote them."""
+
+    entries: list[str]
+    header: dict[str, str]
+
+    @property
+    def format(self) -> str:
+        return self.header.get("Format", "")
+
+    @property
+    def dumped_from(self) -> str:
+        return self.header.get("Dumped from database version", "")
+
+    @property
+    def dumped_by(self) -> str:
+        return self.header.get("Dumped by pg_dump version", "")
+
+
+HEADER_FIELD_RE = re.compile(r"^;\s+([A-Za-z][A-Za-z_ ]*?):\s*(.*?)\s*$")
+
+
+def archive_listing(pg_restore: str, path: str) -> ArchiveListing:
+    """The entries and header of the archive at `path`. PostgresError when pg_restore cannot read it (a plain-SQL
+    dump, anything else)."""
+    lines = _archive_list(pg_restore, path=path, chunks=None)
+    header: dict[str, str] = {}
+    for line in lines:
+        if found := HEADER_FIELD_RE.match(line):
+            header.setdefault(found.group(1), found.group(2))
+    return ArchiveListing(entries=[line for line in lines if line.strip() and not line.startswith(";")], header=header)
+
+
+def _archive_list(pg_restore: str, *, path: str | None, chunks: Iterator[bytes] | None) -> list[str]:
     with tempfile.TemporaryFile() as stderr_file, tempfile.TemporaryFile() as stdout_file:
         args = [pg_restore, "--list"] + ([path] if path else [])
         proc = start_process(
@@ -338,8 +378,7 @@ def archive_toc(pg_restore: str, *, path: str | None = None, chunks: Iterator[by
             detail = first_line(read_tail(stderr_file)) or describe_exit("pg_restore", returncode)
             raise PostgresError(f"the archive is unreadable: {detail}")
         stdout_file.seek(0)
-        lines = stdout_file.read().decode("utf-8", "replace").splitlines()
-    return [line for line in lines if line.strip() and not line.startswith(";")]
+        return stdout_file.read().decode("utf-8", "replace").splitlines()
 
 
 def archive_read_through(pg_restore: str, chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -160,12 +160,15 @@ def _backup_work(ctx: JobContext, *, verify_after: bool, lock_held: bool) -> Job
         fields=outcome.fields(),
         # Cancelled or reaped while finishing: the row does not say succeeded, so the file must not stay.
         on_lost=lambda: artifacts.delete_quietly(outcome.storage_key, storage),
-        then=lambda: transaction.on_commit(lambda: _after_backup(artifact_id=artifact.pk, verify=verify_after)),
+        then=lambda: transaction.on_commit(
+            lambda: backup_artifact_after_stored(artifact_id=artifact.pk, verify=verify_after)
+        ),
     )
 
 
-def _after_backup(*, artifact_id: int, verify: bool) -> None:
-    """What a succeeded backup asks for: its copies to each copy location, and its verification."""
+def backup_artifact_after_stored(*, artifact_id: int, verify: bool) -> None:
+    """What a succeeded backup asks for (taken or imported, backups.imports): its manifest next to its file, its
+    copies to each copy location, and its verification."""
     from backups.copies import CopyRefused, artifact_copies_request
     from backups.verification import backup_verification_request_after_backup
 

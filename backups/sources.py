@@ -284,6 +284,45 @@ def artifact_source_choose(artifact: BackupArtifact, prefer: str | None = None) 
     raise NoUsableSource(_none_usable(artifact, fallbacks))
 
 
+def artifact_stored_source(
+    artifact: BackupArtifact, prefer: str | None = None
+) -> tuple[ArtifactSource, Location, list[str]]:
+    """The first file of the backup that is reachable and present, to hand out as it is stored (a download: no key
+    is needed, an encrypted file stays encrypted). Raises NoUsableSource naming every source's problem."""
+    fallbacks: list[str] = []
+    for source in artifact_sources(artifact, prefer):
+        try:
+            return source, _location(source), fallbacks
+        except SourceUnusable as exc:
+            fallbacks.append(str(exc))
+    raise NoUsableSource(_none_usable(artifact, fallbacks))
+
+
+def stored_chunks_checked(source: ArtifactSource, location: Location) -> Iterator[bytes]:
+    """The stored bytes of one source as they are (still encrypted), checked against the record of that file. The
+    last chunk is held back until the whole file matched: a reader never gets all of a file that does not, so a
+    download with a Content-Length ends short and the client says it failed. SourceUnusable at the end otherwise."""
+    digest, size = hashlib.sha256(), 0
+    held: bytes | None = None
+    try:
+        for chunk in artifacts.iter_chunks(source.key, location.storage()):
+            digest.update(chunk)
+            size += len(chunk)
+            if held is not None:
+                yield held
+            held = chunk
+    except ObjectStoreError as exc:
+        raise SourceUnusable(f"{source.label}: {exc}") from None
+    if digest.hexdigest() != source.sha256 or (source.size is not None and size != source.size):
+        raise SourceUnusable(
+            f"{source.label}: the stored file ({size} bytes, sha256 {digest.hexdigest()}) does not match its record "
+            f"({source.size} bytes, sha256 {source.sha256})",
+            corrupt=True,
+        )
+    if held is not None:
+        yield held
+
+
 def source_chunks(
     artifact: BackupArtifact, source: ArtifactSource, checkpoint: Callable[[], None] | None = None
 ) -> Iterator[bytes]:

@@ -16,4 +16,15 @@ urlpatterns = [
     path("backups/<int:pk>/copy/", views.artifact_copy, name="artifact_copy"),
     path("backups/<int:pk>/pin/", views.artifact_pin, name="artifact_pin"),
     path("backups/<int:pk>/unpin/", views.artifact_unpin, name="artifact_unpin"),
+    path("backups/<int:pk>/download/", views.artifact_download, name="artifact_download"),
+    path("backups/<int:pk>/download-requests/", views.download_request_new, name="download_request_new"),
+    path(
+        "backups/download-requests/<int:pk>/approve/",
+        views.download_request_approve_view,
+        name="download_request_approve",
+    ),
+    path(
+        "backups/download-requests/<int:pk>/reject/", views.download_request_reject_view, name="download_request_reject"
+    ),
+    path("backups/download-requests/<int:pk>/download/", views.download_request_fetch, name="download_request_fetch"),
 ]

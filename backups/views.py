@@ -8,14 +8,18 @@ stops htmx polling.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseBase, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -24,8 +28,20 @@ from django_htmx.http import HTMX_STOP_POLLING, push_url, trigger_client_event
 from accounts.reauth import reauth_required
 from backups import selectors
 from backups.copies import CopyRefused, artifact_copies_request
+from backups.downloads import (
+    APPROVE_PERM,
+    DOWNLOAD_PERM,
+    DownloadPlan,
+    DownloadRefused,
+    backup_download_start,
+    download_needs_approval,
+    download_request_approve,
+    download_request_create,
+    download_request_reject,
+    download_requests_expire,
+)
 from backups.forms import BackupArtifactFilterForm
-from backups.models import BackupArtifact, BackupVerification
+from backups.models import BackupArtifact, BackupVerification, DownloadRequest
 from backups.retention import (
     PIN_PERM,
     RetentionRefused,
@@ -33,11 +49,13 @@ from backups.retention import (
     backup_artifact_unpin,
 )
 from backups.services import backup_artifact_cancel
+from backups.sources import SourceUnusable, artifact_location_names, stored_chunks_checked
 from backups.verification import VerificationRefused, backup_verification_cancel, backup_verification_request
 from dr_console.http import HtmxRequest, client_ip, partial_wanted
 from dr_console.jobs import BrokerUnavailable
 from inventory.selectors import datastore_name_suggestions
 
+logger = logging.getLogger(__name__)
 VIEW_PERMS = ("inventory.view_datastore", "backups.view_backupartifact")
 START_PERM = "backups.add_backupartifact"  # operators: start backups and verifications
 PAGE_SIZE = 50
@@ -98,6 +116,10 @@ def artifact_row(request: HtmxRequest, pk: int) -> HttpResponse:
 @permission_required(VIEW_PERMS, raise_exception=True)
 def artifact_detail(request: HtmxRequest, pk: int) -> HttpResponse:
     artifact = get_object_or_404(selectors.backup_artifact_detail_queryset(), pk=pk)
+    may_download = request.user.has_perm(DOWNLOAD_PERM)
+    may_approve = request.user.has_perm(APPROVE_PERM)
+    if may_download or may_approve:
+        download_requests_expire()  # the page never offers a request whose time is up
     context = {
         "artifact": artifact,
         "row_counts": sorted(artifact.row_counts.items()),
@@ -108,6 +130,16 @@ def artifact_detail(request: HtmxRequest, pk: int) -> HttpResponse:
         "drills": artifact.drill_runs.select_related("datastore"),
         "in_progress": selectors.backup_artifact_in_progress(artifact),
         "copy_rows": selectors.artifact_copy_rows(artifact),
+        "may_download": may_download,
+        "download_protected": download_needs_approval(artifact),
+        "download_locations": artifact_location_names(artifact) if may_download else [],
+        "download_requests": (
+            artifact.download_requests.select_related("requested_by", "approved_by").prefetch_related(
+                "approvals__approver"
+            )
+            if may_download or may_approve
+            else []
+        ),
     }
     return render(request, "backups/artifact_detail.html", context)
 
@@ -252,3 +284,113 @@ def artifact_cancel(request: HtmxRequest, pk: int) -> HttpResponse:
         return trigger_client_event(response, "backup-changed", {"id": pk})
     messages.add_message(request, messages.SUCCESS if cancelled else messages.ERROR, notice)
     return redirect("backups:artifact_detail", pk=pk)
+
+
+# --- downloads -----------------------------------------------------------------------------------------------------
+
+
+@require_POST
+def artifact_download(request: HtmxRequest, pk: int) -> HttpResponseBase:
+    """Download the backup's file as stored (encrypted stays encrypted), from `location` or the next readable one.
+    POST only: a download is audited, and protected data needs an approved request (`download_request_fetch`).
+    The permission is checked by the service, so that a refusal is audited too."""
+    artifact = get_object_or_404(BackupArtifact.objects.select_related("datastore__environment"), pk=pk)
+    return _download(request, artifact, location=request.POST.get("location", "")[:64])
+
+
+@require_POST
+def download_request_fetch(request: HtmxRequest, pk: int) -> HttpResponseBase:
+    """The requester's one download of an approved request."""
+    download = get_object_or_404(DownloadRequest.objects.select_related("artifact__datastore__environment"), pk=pk)
+    return _download(request, download.artifact, location=download.location, request_id=download.pk)
+
+
+def _download(
+    request: HtmxRequest, artifact: BackupArtifact, *, location: str, request_id: int | None = None
+) -> HttpResponseBase:
+    try:
+        plan = backup_download_start(
+            artifact=artifact, user=request.user, location=location, request_id=request_id, client_ip=client_ip(request)
+        )
+    except DownloadRefused as exc:
+        return render(request, "backups/download_refused.html", {"artifact": artifact, "reason": str(exc)}, status=403)
+    if plan.presigned_url:
+        return HttpResponseRedirect(plan.presigned_url)
+    response = StreamingHttpResponse(_chunks(plan), content_type="application/octet-stream")
+    response["Content-Disposition"] = content_disposition_header(True, plan.filename) or "attachment"
+    if plan.source.size is not None:
+        response["Content-Length"] = str(plan.source.size)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _chunks(plan: DownloadPlan) -> Iterator[bytes]:
+    try:
+        yield from stored_chunks_checked(plan.source, plan.location)
+    except SourceUnusable as exc:
+        # The headers are gone: the response ends short of its Content-Length, and the client says it failed.
+        logger.error("download of backup #%s stopped before its end: %s", plan.artifact.pk, exc)
+
+
+@require_POST
+def download_request_new(request: HtmxRequest, pk: int) -> HttpResponse:
+    """Ask to download a backup of protected data; other approvers decide on it on this page."""
+    artifact = get_object_or_404(BackupArtifact.objects.select_related("datastore__environment"), pk=pk)
+    try:
+        download = download_request_create(
+            artifact=artifact,
+            requested_by=request.user,
+            reason=request.POST.get("reason", "")[:2000],
+            location=request.POST.get("location", "")[:64],
+            client_ip=client_ip(request),
+        )
+    except DownloadRefused as exc:
+        messages.error(request, _("No download was requested: %(reason)s") % {"reason": exc})
+    else:
+        messages.success(
+            request,
+            _("Download request #%(id)s sent: once another approver approves it, download it here.")
+            % {"id": download.pk},
+        )
+    return redirect(f"{_detail_url(pk)}#downloads")
+
+
+@require_POST
+@permission_required(APPROVE_PERM, raise_exception=True)
+@reauth_required(lambda: _("approve this download"))
+def download_request_approve_view(request: HtmxRequest, pk: int) -> HttpResponse:
+    download = get_object_or_404(DownloadRequest, pk=pk)
+    try:
+        download = download_request_approve(
+            request_id=pk,
+            approver=request.user,
+            comment=request.POST.get("comment", "")[:2000],
+            client_ip=client_ip(request),
+        )
+    except DownloadRefused as exc:
+        messages.error(request, _("Download request #%(id)s was not approved: %(reason)s") % {"id": pk, "reason": exc})
+    else:
+        messages.success(request, _("Download request #%(id)s approved.") % {"id": pk})
+    return redirect(f"{_detail_url(download.artifact_id)}#downloads")
+
+
+@require_POST
+@permission_required(APPROVE_PERM, raise_exception=True)
+def download_request_reject_view(request: HtmxRequest, pk: int) -> HttpResponse:
+    download = get_object_or_404(DownloadRequest, pk=pk)
+    try:
+        download_request_reject(
+            request_id=pk,
+            approver=request.user,
+            reason=request.POST.get("reason", "")[:2000],
+            client_ip=client_ip(request),
+        )
+    except DownloadRefused as exc:
+        messages.error(request, _("Download request #%(id)s was not rejected: %(reason)s") % {"id": pk, "reason": exc})
+    else:
+        messages.success(request, _("Download request #%(id)s rejected.") % {"id": pk})
+    return redirect(f"{_detail_url(download.artifact_id)}#downloads")
+
+
+def _detail_url(pk: int) -> str:
+    return reverse("backups:artifact_detail", args=[pk])

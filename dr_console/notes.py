@@ -50,6 +50,7 @@ NOTE_TEXTS: dict[str, Promise] = {
     "backup_of": _("backup #%(id)s of %(datastore)s"),
     "verification_of": _("verification #%(id)s of backup #%(backup)s"),
     "copy_of": _("copy #%(id)s of backup #%(backup)s at %(location)s"),
+    "download_request": _("download request #%(id)s of backup #%(backup)s"),
     "restore": _("restore #%(id)s"),
     "drill_of": _("drill #%(id)s of %(datastore)s"),
     "reprocess_batch": _("reprocess batch #%(id)s"),

@@ -19,7 +19,9 @@ VIEWER = [
     "reprocess.view_reprocessbatch",
 ]
 # Start backups, verifications and drills, request restores (and cancel their own), pin backups, set retention,
-# build and send reprocess batches, requeue the application's failed jobs.
+# build and send reprocess batches, requeue the application's failed jobs, download backups (as stored: encrypted
+# files stay encrypted) and import pg_dump files. A backup of an environment whose data is protected is downloaded
+# only once someone else approved (backups.downloads; docs/security.md "Downloads").
 OPERATOR = [
     *VIEWER,
     "backups.add_backupartifact",
@@ -29,8 +31,10 @@ OPERATOR = [
     "inventory.change_datastore_retention",
     "drills.add_drillrun",
     "queues.requeue_job",
+    "backups.download_backupartifact",
 ]
-# Approve or reject restores requested by someone else.
+# Approve or reject restores, and downloads of protected data, requested by someone else. Not download itself:
+# an approver who is no operator only decides on what others asked for.
 APPROVER = [*VIEWER, "restores.approve_restorerun"]
 
 ROLES = {"viewer": VIEWER, "operator": OPERATOR, "approver": APPROVER}

@@ -216,6 +216,11 @@ JOB_STALE_AFTER_SECONDS = env_int("JOB_STALE_AFTER_SECONDS", default=300)
 PG_BIN_DIR = env.str("PG_BIN_DIR", default="")  # where pg_dump/pg_restore live; empty means $PATH
 # Restores into protected environments need approval; an approval not acted on within this time expires.
 RESTORE_APPROVAL_TTL = env_int("RESTORE_APPROVAL_TTL", default=4 * 3600)  # seconds
+# A download of protected data needs the same approval (waiting at most RESTORE_APPROVAL_TTL); once approved, its
+# requester may download it once within this many seconds (backups/downloads.py).
+DOWNLOAD_WINDOW = env_int("DOWNLOAD_WINDOW", default=3600)
+# A download from an object store is a redirect to a presigned URL valid this long: a bearer link, so short.
+DOWNLOAD_PRESIGNED_SECONDS = env_int("DOWNLOAD_PRESIGNED_SECONDS", default=300)
 APP_CHECK_TIMEOUT = float(env_int("APP_CHECK_TIMEOUT", default=5))  # seconds per /healthz, /readyz request
 APP_CHECK_CONNECT_RETRIES = env_int("APP_CHECK_CONNECT_RETRIES", default=3)
 

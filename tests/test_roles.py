@@ -36,3 +36,9 @@ def test_approver_approves_and_is_usually_also_an_operator() -> None:
     assert member_of("approver").has_perm("restores.approve_restorerun")
     both = member_of("approver", "operator")
     assert both.has_perm("restores.approve_restorerun") and both.has_perm("restores.add_restorerun")
+
+
+def test_operators_download_and_viewers_and_approvers_alone_never() -> None:
+    assert member_of("operator").has_perm("backups.download_backupartifact")
+    assert not member_of("viewer").has_perm("backups.download_backupartifact")
+    assert not member_of("approver").has_perm("backups.download_backupartifact")

@@ -135,8 +135,15 @@ def artifact_row(artifact: BackupArtifact) -> SafeString:
         labels[6],
         duration_short(artifact.duration) if artifact.duration else "",
         labels[7],
-        artifact.triggered_by.get_username() if artifact.triggered_by else artifact.trigger,
+        _triggered(artifact),
     )
+
+
+def _triggered(artifact: BackupArtifact) -> SafeString:
+    who = artifact.triggered_by.get_username() if artifact.triggered_by else artifact.trigger
+    if artifact.origin == BackupArtifact.Origin.IMPORTED:
+        return format_html('<span class="badge badge-info">{}</span> {}', _("Imported"), who)
+    return format_html("{}", who)
 
 
 def _artifact_cell_labels() -> tuple[str, ...]:
