@@ -3,21 +3,19 @@ primary, an encrypted local copy)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from inventory.models import StorageLocation
+from tests.support.age import age_keypair
 
 
 @pytest.fixture
 def age_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Path]:
     """A real age key pair: the public recipient, and the key file (its identity also in OFFSITE_AGE_IDENTITY)."""
     key_file = tmp_path / "key.txt"
-    subprocess.run(["age-keygen", "-o", str(key_file)], check=True, capture_output=True)
-    text = key_file.read_text()
-    recipient = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("# public key: "))
+    recipient, text = age_keypair(key_file)
     monkeypatch.setenv("OFFSITE_AGE_IDENTITY", text)
     return recipient, key_file
 

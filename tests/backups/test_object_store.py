@@ -169,8 +169,7 @@ def test_a_connection_closed_in_the_middle_of_a_part_is_retried(s3_bucket, s3_pr
 
     multipart_write(s3_bucket.storage_via(s3_proxy.url), "cut.dump", PipeLikeReader(data), part_size=PART)
 
-    # Parts go up two at a time, so which part the third request carried varies: one of the four was sent twice.
-    assert sorted(s3_proxy.part_numbers.values()) == [1, 1, 1, 2]
+    assert s3_proxy.part_numbers == {1: 1, 2: 1, 3: 2, 4: 1}  # botocore's standard retry sent part 3 again
     assert stored_sha256(s3_bucket.storage, "cut.dump") == sha256(data)
 
 
@@ -194,7 +193,9 @@ def test_the_endpoint_going_away_fails_clearly_and_the_sweep_aborts_the_orphan(s
         multipart_write(storage, "prod/db/gone-42.dump", PipeLikeReader(payload(6 * PART)), part_size=PART)
 
     message = str(caught.value)
-    assert message.startswith(f"S3 {s3_proxy.url} bucket '{s3_bucket.name}' key 'prod/db/gone-42.dump': UploadPart 3")
+    # Two parts are in flight when the endpoint goes: the error names whichever of them the writer waited on.
+    where = f"S3 {s3_proxy.url} bucket '{s3_bucket.name}' key 'prod/db/gone-42.dump': UploadPart "
+    assert message.startswith(where) and message[len(where)] in "234", message
     assert "could not connect to the endpoint (tried 4 times)" in message or "closed the connection" in message
     assert "\n" not in message and "Traceback" not in message
     assert FAKE_KEYS["secret_key"] not in message and FAKE_KEYS["access_key"] not in message

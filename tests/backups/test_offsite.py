@@ -5,7 +5,6 @@ the off-site copy, decrypted, every check passing."""
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from inventory.models import StorageLocation
 from restores.models import RestoreRun
 from restores.services import restore_run_execute, restore_run_request
 from tests.factories import DatastoreFactory
+from tests.support.age import age_keypair
 from tests.support.postgres import SourceDb, database_url, table_fingerprints
 from tests.support.s3 import FAKE_KEYS, REGION, S3Bucket
 
@@ -28,9 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def offsite(tmp_path: Path, s3_locked_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch) -> tuple[S3Bucket, Path]:
     key_file = tmp_path / "offsite-key.txt"
-    subprocess.run(["age-keygen", "-o", str(key_file)], check=True, capture_output=True)
-    text = key_file.read_text()
-    recipient = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("# public key: "))
+    recipient, text = age_keypair(key_file)
     monkeypatch.setenv("OFFSITE_AGE_IDENTITY", text)
     monkeypatch.setenv("OFFSITE_ACCESS_KEY_ID", FAKE_KEYS["access_key"])
     monkeypatch.setenv("OFFSITE_SECRET_ACCESS_KEY", FAKE_KEYS["secret_key"])

@@ -508,11 +508,9 @@ class CopyLocations:
 @pytest.fixture
 def copy_locations(transactional_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CopyLocations:
     from inventory.models import StorageLocation
+    from tests.support.age import age_keypair
 
-    key_file = tmp_path / "key.txt"
-    subprocess.run(["age-keygen", "-o", str(key_file)], check=True, capture_output=True)
-    text = key_file.read_text()
-    recipient = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("# public key: "))
+    recipient, text = age_keypair(tmp_path / "key.txt")
     monkeypatch.setenv("OFFSITE_AGE_IDENTITY", text)
     local, offsite = tmp_path / "local", tmp_path / "offsite"
     StorageLocation.objects.create(

@@ -205,7 +205,7 @@ INTERNAL_ERROR = (
 
 class S3FaultProxy:
     """A forwarding HTTP/1.1 proxy on 127.0.0.1 in front of an S3 endpoint, with faults on UploadPart requests
-    (counted from 1 across the proxy's life): `fail_part(n)` answers 500 InternalError to the nth, `cut_part(n)`
+    (by PartNumber, on its first attempt): `fail_part(n)` answers 500 InternalError to part n, `cut_part(n)`
     reads half its body then closes the connection, `stop_at_part(n)` stops listening when it arrives (and drops
     every open connection), as a crashed or unreachable endpoint would. `stop()` and `start()` do it by hand;
     `start()` listens on the same port again. `part_numbers` counts the attempts at each PartNumber."""
@@ -269,8 +269,10 @@ class S3FaultProxy:
                 if self.command == "PUT" and "partNumber" in query and "uploadId" in query:
                     with proxy._lock:
                         proxy.uploads_seen += 1
-                        fault = proxy.faults.pop(proxy.uploads_seen, None)
-                        proxy.part_numbers[int(query["partNumber"][0])] += 1
+                        number = int(query["partNumber"][0])
+                        # By part number, the first time it is sent: parts go up two at a time, in either order.
+                        fault = proxy.faults.pop(number, None)
+                        proxy.part_numbers[number] += 1
                 if fault == "stop":
                     proxy._refusing = True
                     self.close_connection = True
